@@ -14,10 +14,10 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import HarnessError
+from .errors import HarnessError, InputError
 
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle")
+SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
 
 
 # --------------------------------------------------------------------------- subcommands
@@ -31,15 +31,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import scenario as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
+    from . import shard
+
+    partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
+    if opts.only == []:
+        return 0
     n_steps = len(sc.steps)
     with console.Progress(n_steps) as progress:
         opts.progress = progress
         result = runner.run(scenario_path, opts)
+    if partial:
+        print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
+              "join the shards with `run.py merge RUN_DIR...`)")
+        return EXIT_INTERRUPTED if result.incomplete else 0
     report = summary.write(result.run_dir)
     console.summary_table(report)
     print(f"results: {result.run_dir}")
     if result.incomplete:
         return EXIT_INTERRUPTED
+    return int(report["exit_code"])
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from . import shard
+    from .report import console, summary
+
+    run_dir = shard.merge([Path(d) for d in args.run_dirs], Path(args.out))
+    report = summary.write(run_dir)
+    console.summary_table(report)
+    print(f"results: {run_dir}")
     return int(report["exit_code"])
 
 
@@ -55,7 +75,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import console, summary
 
-    report = summary.write(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    if not run_dir.exists():
+        raise InputError(f"{run_dir}: no such run directory")
+    report = summary.write(run_dir)
     console.summary_table(report)
     return int(report["exit_code"])
 
@@ -74,7 +97,18 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from . import classify
 
-    print(classify.classify_file(Path(args.logfile)))
+    path = Path(args.logfile)
+    if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
+        raise InputError(f"{path}: empty file, nothing to classify")
+    print(classify.classify_file(path))
+    return 0
+
+
+def cmd_trend(args: argparse.Namespace) -> int:
+    from . import history
+
+    history.run_trend(Path(args.out), history.scenario_name(args.scenario), args.nights, args.recent,
+                      Path(args.html) if args.html else None)
     return 0
 
 
@@ -102,7 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="replace every step's model")
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+    p.add_argument("--shard", metavar="K/N",
+                   help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
+                        "BUILDKITE_PARALLEL_JOB/_COUNT when set (--shard 1/1 runs everything)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("merge", help="join the run directories of a run's shards into one, with report and verdict")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="results", help="results directory (default: results/)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("validate", help="check scenario files only (exit 0 or 2)")
     p.add_argument("scenarios", nargs="+")
@@ -121,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="print the failure class of a log or traceback")
     p.add_argument("logfile")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("trend", help="pass rate and release latency per night, from results/history.jsonl")
+    p.add_argument("scenario", nargs="?", help="scenario name or YAML file (default: every scenario)")
+    p.add_argument("--nights", type=int, default=14, help="the last N nights that have runs (default: 14)")
+    p.add_argument("--recent", type=int, default=3,
+                   help="flag steps that failed in the last K nights after passing before (default: 3)")
+    p.add_argument("--html", help="also write the trend as an HTML page with charts")
+    p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
+    p.set_defaults(func=cmd_trend)
 
     from . import bundle
     from .bisect import command as bisect_command

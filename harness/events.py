@@ -121,7 +121,8 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
     outcome = Outcome(end["outcome"])
     res = StepResult(outcome=outcome, duration_s=end["t"] - st["t0"],
                      expectations=[Expectation(**e) for e in end.get("expectations", [])],
-                     release_latency_s=end.get("release_latency_s"), **_base(step, st))
+                     release_latency_s=end.get("release_latency_s"),
+                     release_after_free_s=end.get("release_after_free_s"), **_base(step, st))
     if outcome is Outcome.FAILED:
         res.phase = Phase(end["phase"])
         res.message = f"{end.get('error_type', 'Error')}: {end.get('message', '')}"
@@ -144,5 +145,7 @@ def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_descr
     else:
         cls, msg = FailureClass.CRASH, f"WorkerDied: the worker process died ({exit_description}) in phase {phase}"
     duration = (st.get("last_t", 0) - st.get("t0", 0)) if st.get("t0") else 0.0
+    if stopped == "timeout":  # it ran until the runner stopped it, not just until its last event
+        duration = max(duration, float(step["timeout_s"]))
     return StepResult(outcome=Outcome.FAILED, failure_class=cls, phase=Phase(phase) if phase else None,
                       message=msg, log_tail=tail, duration_s=max(0.0, duration), **_base(step, st))

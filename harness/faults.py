@@ -9,9 +9,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -77,21 +79,38 @@ def spawn_orphan(hold_mib: int) -> None:
 
 
 _HOLDER_CODE = r"""
-import ctypes, signal, sys, time
+import ctypes, signal, sys, threading, time
 try:
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the worker
 except OSError:
     pass
 import torch
+lock = threading.Lock()
+
+def say(text):
+    with lock:
+        print(text, flush=True)
+
+def release(block, device, seconds):
+    time.sleep(seconds)
+    block.pop()
+    torch.cuda.set_device(device)
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    say(f"freed {device} {time.time()!r}")  # the memory is back from here on
+
+say("ready")
 for line in sys.stdin:
     nbytes, device, seconds = line.split()
-    torch.cuda.set_device(int(device))
-    block = torch.empty(int(nbytes), dtype=torch.uint8, device="cuda")
-    print("held", flush=True)
-    time.sleep(float(seconds))
-    del block
-    torch.cuda.empty_cache()
+    device = int(device)
+    torch.cuda.set_device(device)
+    block = [torch.empty(int(nbytes), dtype=torch.uint8, device="cuda")]
+    torch.cuda.synchronize()
+    say("held")
+    threading.Thread(target=release, args=(block, device, float(seconds)), daemon=True).start()
 """
+
+HELPER_TIMEOUT_S = 300.0  # starting the helper imports torch and creates a CUDA context
 
 
 class LazyRelease:
@@ -99,23 +118,69 @@ class LazyRelease:
 
     The worker blocks until the helper reports the memory taken, so the next construction can
     never slip in between the release and the hold. The helper is in the worker's process group,
-    dies with the worker (PR_SET_PDEATHSIG) and frees its block after `seconds` on its own.
+    dies with the worker (PR_SET_PDEATHSIG) and frees each block after `seconds` on its own, in a
+    thread of its own (so holds on several devices, or overlapping ones, each last `seconds`).
+    When it has given a block back it says so: `freed_at` is the wall-clock time (time.time()) of
+    the latest release, which tells how long after the memory was really free a teardown's wait
+    noticed it.
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, argv: list[str] | None = None):
         self.seconds = seconds
+        self._argv = argv or [sys.executable, "-c", _HOLDER_CODE]
         self._proc: subprocess.Popen | None = None
+        self._replies: queue.Queue[str] = queue.Queue()
+        self._lock = threading.Lock()
+        self.freed_at: float | None = None  # wall-clock time of the helper's latest release
+        self.releases = 0  # how many blocks the helper has given back
+
+    def start(self) -> None:
+        """Start the helper ahead of the first hold (importing torch takes seconds); idempotent."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._replies = queue.Queue()
+            self._proc = subprocess.Popen(self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read, args=(self._proc, self._replies), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen, replies: queue.Queue) -> None:
+        for line in proc.stdout:
+            line = line.strip()
+            if line.startswith("freed "):
+                with self._lock:
+                    self.freed_at = float(line.split()[2])
+                    self.releases += 1
+            elif line:
+                replies.put(line)
+        replies.put("")  # the helper is gone
+
+    def _reply(self, timeout: float) -> str:
+        while True:
+            try:
+                line = self._replies.get(timeout=timeout)
+            except queue.Empty:
+                return ""
+            if line != "ready":
+                return line
 
     def hold(self, device: int, nbytes: int) -> None:
         if nbytes <= 0:
             return
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen([sys.executable, "-c", _HOLDER_CODE], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True)
+        self.start()
         self._proc.stdin.write(f"{nbytes} {device} {self.seconds}\n")
         self._proc.stdin.flush()
-        if self._proc.stdout.readline().strip() != "held":
+        if self._reply(HELPER_TIMEOUT_S) != "held":
             raise RuntimeError("lazy-release helper failed to take the memory")
+
+    def freed_after(self, releases: int, timeout: float = 0.0) -> float | None:
+        """`freed_at` once the helper has made more than `releases` releases (waiting up to
+        `timeout` s for its report, which follows the release by milliseconds); else None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self.releases > releases:
+                    return self.freed_at
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
 
     def close(self) -> None:
         if self._proc is not None:

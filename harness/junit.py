@@ -23,6 +23,8 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props[f"action_{action['name']}_s"] = f"{action['duration_s']:.6f}"
     if res.release_latency_s is not None:
         props["release_latency_s"] = f"{res.release_latency_s:.6f}"
+    if res.release_after_free_s is not None:
+        props["release_after_free_s"] = f"{res.release_after_free_s:.6f}"
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
     for exp in res.expectations:

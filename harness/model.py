@@ -102,6 +102,7 @@ class StepResult:
     memory: list[MemorySample] = field(default_factory=list)
     expectations: list[Expectation] = field(default_factory=list)
     release_latency_s: float | None = None
+    release_after_free_s: float | None = None  # lazy_release injected: the wait's lateness after the real release
     threshold_bytes: int | None = None
 
     def case_name(self, repeats: int) -> str:

@@ -38,7 +38,18 @@ def _signal_group(pgid: int, sig: int) -> bool:
 
 
 def _group_alive(pgid: int) -> bool:
-    return _signal_group(pgid, 0)
+    """Whether a member of the group still runs. kill(0) succeeds for zombies too, and an init that
+    does not reap (PID 1 of some containers) keeps those for ever: they hold nothing, so they do not
+    count, or every stop would wait out its whole grace period."""
+    if not _signal_group(pgid, 0):
+        return False
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):  # gone meanwhile, or not ours to look at
+            continue
+    return False
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -126,11 +137,30 @@ def sweep(token: str, grace: float = 5.0, describe: Callable[[int], dict] | None
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(found, timeout=grace)
+    alive = _wait_gone(found, grace)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_gone(alive, grace)
     return info
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(found: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until none of `found` runs; the ones still running after `timeout`. An escaped process
+    is not our child: once dead it is a zombie until init reaps it (psutil.wait_procs would wait for
+    that, and some containers' init never does)."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in found if _running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _running(p)]
+    return alive

@@ -40,6 +40,7 @@ class RunOptions:
     model: str | None = None
     strict_platform: bool = False
     only: list[tuple[str, int]] | None = None  # a shard: the (variant, repeat) pairs to run
+    shard: str | None = None  # "K/N", recorded in run.json (harness/shard.py)
     devices: list[int] | None = None
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
@@ -63,14 +64,15 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
     """Create a fresh run directory (never reusing one) and prove it is writable, before any engine."""
     run_dir = out / scenario_name / run_id
     try:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.mkdir()
+        run_dir.parent.mkdir(parents=True, exist_ok=True)  # FileExistsError here: a file is in the way
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise InfrastructureError(f"{run_dir}: run directory exists already; refusing to overwrite it") from None
         (run_dir / "logs").mkdir()
         probe = run_dir / ".write-test"
         probe.write_bytes(b"\0" * 65536)  # a full disk fails here, not after an hour of engines
         probe.unlink()
-    except FileExistsError:
-        raise InfrastructureError(f"{run_dir}: run directory exists already; refusing to overwrite it") from None
     except OSError as e:
         raise InfrastructureError(f"{out}: results directory is not writable: {e.strerror or e}") from None
     return run_dir
@@ -90,6 +92,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     for sub in rplan.substitutions:
         opts.announce(f"substituted {sub}")
     meta = _run_meta(rplan, run_dir, matrix)
+    if opts.shard:
+        meta["shard"] = opts.shard
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     try:
@@ -98,7 +102,7 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
             vr = run_worker(rplan, variant, repeat, run_dir, ledger, opts)
             result.variants[variant.name].append(vr)
             _write_variant(result, variant.name, meta)
-            meta["orphans"].extend(vr.orphans)
+            meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -185,9 +189,18 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     except KeyboardInterrupt:  # keep what this worker finished; the caller marks the run incomplete
         stopped = "interrupted"
     finally:
-        procs.stop(proc, timeouts.stop_grace)  # also reaps EngineCore processes the worker left behind
-        orphans = procs.sweep(token, describe=_orphan_memory(rplan, ledger))
-    return _variant_result(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans)
+        grace, interrupted = timeouts.stop_grace, False
+        while True:  # a Ctrl-C (or the CI's SIGTERM) during the cleanup must not cut it short
+            try:
+                procs.stop(proc, grace)  # also reaps EngineCore processes the worker left behind
+                orphans = procs.sweep(token, describe=_orphan_memory(rplan, ledger))
+                break
+            except KeyboardInterrupt:
+                interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
+    vr = _variant_result(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans)
+    if interrupted:
+        vr.exit_status = "interrupted"  # the caller writes this variant, then stops the run
+    return vr
 
 
 def _variant_result(variant, repeat, seen, wplan, log_path, stopped, returncode, orphans) -> VariantResult:

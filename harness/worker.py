@@ -56,6 +56,9 @@ class StepRunner:
         self.profile = plan["profile"]
         lazy = plan.get("inject", {}).get("lazy_release")
         self.lazy = faults.LazyRelease(float(lazy["seconds"])) if lazy and plan["backend"] != "sim" else None
+        if self.lazy:
+            self.lazy.start()  # its torch import overlaps the first construction, not a teardown
+        self._lazy_releases = None  # helper releases counted when this step's hold began
 
     # ------------------------------------------------------------------ memory
     def sample(self, step: dict, label: str) -> list[tuple[int, int]]:
@@ -73,7 +76,7 @@ class StepRunner:
             inject_at -= 1
         for i, action in enumerate(actions + [None]):
             if i == inject_at and self.lazy and held is not None:
-                self._lazy_release(step, held)
+                self._lazy_release(step, ctx, held)
             if action is None:
                 break
             start = time.monotonic()
@@ -92,17 +95,31 @@ class StepRunner:
             if error is not None:
                 raise error
 
-    def _lazy_release(self, step: dict, held: list[tuple[int, int]]) -> None:
+    def _lazy_release(self, step: dict, ctx: teardown.TeardownContext, held: list[tuple[int, int]]) -> None:
         now = self.probe.read(self.devices)
         for device, ((peak, _), (used, total)) in zip(self.devices, zip(held, now)):
             freed = max(0, peak - used)
             self.lazy.hold(device, min(freed, max(0, total - used - (256 << 20))))
-        self.sample(step, "after_lazy_release")
+        self._lazy_releases = self.lazy.releases
+        readings = self.sample(step, "after_lazy_release")
+        if not all(u <= c for (u, _), c in zip(readings, ctx.threshold_bytes("auto"))):
+            # what an earlier action saw freed is held again, as ROCm would still hold it: the
+            # release latency counts until the memory is really back
+            ctx.released_at = None
+
+    def _release_after_free(self, ctx: teardown.TeardownContext) -> float | None:
+        """Seconds from the helper really giving its hold back to the teardown seeing the memory
+        under the threshold (how late the wait noticed); None without an injected hold."""
+        if self._lazy_releases is None or ctx.released_at is None:
+            return None
+        freed = self.lazy.freed_after(self._lazy_releases, timeout=2.0)
+        if freed is None:
+            return None
+        return time.time() - (time.monotonic() - ctx.released_at) - freed
 
     # ------------------------------------------------------------------ one step
     def run(self, step: dict) -> None:
-        name, index, repeat = step["name"], step["index"], self.plan["repeat"]
-        inject = self.plan.get("inject", {})
+        name, index = step["name"], step["index"]
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
                                        gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
@@ -116,7 +133,6 @@ class StepRunner:
                 self._phase(step, phase, lambda: self._actions(step, ctx, self.profile["before"]))
             baseline = self.sample(step, "before_construct")
             phase = Phase.CONSTRUCT
-            faults.at(inject, name, "construct", repeat)
             ctx.llm = self._phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
             self.events.emit("threshold", step=name, index=index,
@@ -124,7 +140,6 @@ class StepRunner:
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))
             if step.get("workload"):
                 phase = Phase.WORKLOAD
-                faults.at(inject, name, "workload", repeat)
                 results = self._phase(step, phase, lambda: self._workload(ctx.llm, step["workload"]))
                 self.sample(step, "after_workload")
                 phase = Phase.EXPECT
@@ -144,6 +159,10 @@ class StepRunner:
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
                                   "release_latency_s": latency, "log_offset": _log_offset()}
+        after_free = self._release_after_free(ctx) if held is not None else None
+        self._lazy_releases = None
+        if after_free is not None:
+            fields["release_after_free_s"] = after_free
         if failure is not None:
             phase, exc, tb = failure
             fields.update(outcome=str(Outcome.FAILED), phase=str(phase), error_type=type(exc).__name__,
@@ -151,7 +170,6 @@ class StepRunner:
         self.events.emit("step_end", step=name, index=index, **fields)
 
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
-        faults.at(self.plan.get("inject", {}), step["name"], "teardown", self.plan["repeat"])
         ctx.started = time.monotonic()
         try:
             self._phase(step, Phase.TEARDOWN, lambda: self._actions(step, ctx, self.profile["after"], held))
@@ -167,6 +185,8 @@ class StepRunner:
         self.events.emit("phase_start", step=step["name"], index=step["index"], phase=str(phase))
         start = time.monotonic()
         try:
+            # injected faults fire inside the phase, so a hang or crash is reported in the right one
+            faults.at(self.plan.get("inject", {}), step["name"], str(phase), self.plan["repeat"])
             return fn()
         finally:
             self.events.emit("phase_end", step=step["name"], index=step["index"], phase=str(phase),

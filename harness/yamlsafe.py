@@ -51,6 +51,50 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _key_text(node: yaml.Node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _check_duplicates(path: Path, node: yaml.Node, where: str, seen: set[int]) -> None:
+    """Refuse a mapping that names one key twice. PyYAML keeps the last one silently, so a
+    second `with_fix:` variant or a second `steps:` would quietly replace the first."""
+    if id(node) in seen:  # an alias: already checked where its anchor is
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicates(path, item, f"{where}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, value in node.value:
+            text = _key_text(key)
+            child = f"{where}.{text}" if where else str(text)
+            if text is not None and key.tag != _MERGE_TAG:
+                previous = first.setdefault((key.tag, text), key)
+                if previous is not key:
+                    raise ScenarioError(path, child, f"line {key.start_mark.line + 1}: duplicate key {text!r} "
+                                                     f"(first given at line {previous.start_mark.line + 1})")
+            _check_duplicates(path, value, child, seen)
+
+
+def _syntax_message(e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    if isinstance(e, yaml.constructor.ConstructorError) and e.problem and "tag" in e.problem:
+        tag = e.problem.split("tag", 1)[1].strip(" '").replace("tag:yaml.org,2002:", "!!")
+        return (f"{where}YAML tag {tag!r} is not allowed: scenarios are read with YAML's safe loader "
+                "(mappings, lists, strings, numbers and booleans only)")
+    problem = e.problem or e.context or "invalid YAML"
+    if e.problem and e.context:
+        problem = f"{e.context}, {e.problem}"
+    if "'\\t'" in problem:
+        problem += " (a tab: indent YAML with spaces)"
+    return f"{where}YAML syntax error: {problem}"
+
+
 def load(path: Path) -> Any:
     text = read_text(path)
     loader = yaml.SafeLoader(text)
@@ -64,12 +108,10 @@ def load(path: Path) -> Any:
                 path, None,
                 f"YAML expands to {size} nodes through aliases (limit {MAX_EXPANDED_NODES}); refused",
             )
+        _check_duplicates(path, node, "", set())
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = e.problem or e.context or "invalid YAML"
-        raise ScenarioError(path, None, f"{where}YAML syntax error: {problem}") from None
+        raise ScenarioError(path, None, _syntax_message(e)) from None
     except yaml.YAMLError as e:
         raise ScenarioError(path, None, f"YAML error: {e}") from None
     except RecursionError:

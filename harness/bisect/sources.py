@@ -4,7 +4,10 @@
   its own cached venv;
 - `CommitSource`: the commits on the first-parent line between two commits of a local checkout,
   each in its own detached worktree, installed by a `Recipe`; a PR branch is a `CommitSource`
-  from its merge base to its head (`pr_range`).
+  from its merge base to its head (`pr_range`);
+- `InstalledSource`: versions that are installed already, each behind an interpreter of its own
+  (`--env VERSION=INTERPRETER`): nothing is built, e.g. on an air-gapped GPU node where each vLLM
+  release was unpacked from an offline bundle.
 
 Every source gives revisions old to new and builds one into a cached env (envs.py); a build that
 fails raises `BuildFailed`, and the bisection skips that revision.
@@ -23,7 +26,7 @@ from typing import Callable, Protocol
 from .. import procs
 from ..errors import InputError
 from . import git
-from .envs import Env, EnvCache, digest
+from .envs import BuildFailed, Env, EnvCache, append_log, digest
 
 try:
     from packaging.version import InvalidVersion, Version
@@ -153,6 +156,74 @@ def find_links(pip_args: tuple[str, ...]) -> list[str]:
     args = index_args(pip_args)
     return [v for k, v in zip(args, args[1:]) if k in ("-f", "--find-links")] + \
         [a.split("=", 1)[1] for a in args if a.startswith("--find-links=")]
+
+
+# --------------------------------------------------------------------------- installed environments
+INTERPRETER_CHECK_TIMEOUT_S = 120
+
+
+@dataclass
+class InstalledSource:
+    """Versions already installed, one interpreter each: a venv's `bin/python`, or a two-line
+    wrapper script (`#!/bin/sh` + `PYTHONPATH=/tmp/vllm-0.21.0 exec python3 "$@"`) for a tree on
+    PYTHONPATH. A revision's "build" only checks that its interpreter runs; one that does not is
+    skipped, like a release that does not install."""
+
+    envs: list[tuple[str, str]]  # (version, interpreter), old to new
+
+    def revisions(self) -> list[Revision]:
+        return [Revision(f"installed:{label}={python}", label) for label, python in self.envs]
+
+    def identity(self) -> dict:
+        # the interpreters are part of each revision's key, so a narrower range reuses the verdicts
+        return {"installed": True}
+
+    def build(self, rev: Revision, log: Path, announce: Announce) -> Path:
+        python = dict(self.envs)[rev.label]
+        argv = [python, "-c", "import sys; print(sys.executable, sys.version.split()[0])"]
+        try:
+            done = procs.run(argv, timeout=INTERPRETER_CHECK_TIMEOUT_S)
+        except OSError as e:
+            raise BuildFailed(f"--env {rev.label}: cannot run {python}: {e.strerror or e}", log) from None
+        append_log(log, argv, done)
+        if not done:
+            last = (done.output.strip().splitlines() or ["(no output)"])[-1][:200]
+            raise BuildFailed(f"--env {rev.label}: {python} does not run ({last})", log)
+        announce(f"  env: {python} (installed: {done.output.strip().splitlines()[-1]})")
+        return Path(python)
+
+    def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
+        labels = [label for label, _ in self.envs]
+        between = self.envs[labels.index(old.label):labels.index(new.label) + 1]
+        return [a for label, python in between for a in ("--env", f"{label}={python}")]
+
+
+def installed_envs(specs: list[str], old: str | None, new: str | None) -> list[tuple[str, str]]:
+    """`--env VERSION=INTERPRETER` options as (version, absolute interpreter) old to new: in version
+    order when every label is a version, otherwise as given; cut to old..new when those are given."""
+    envs: dict[str, str] = {}
+    for spec in specs:
+        label, sep, python = (s.strip() for s in spec.partition("="))
+        if not sep or not label or not python:
+            raise InputError(f"--env: {spec!r} is not VERSION=INTERPRETER")
+        if label in envs:
+            raise InputError(f"--env: {label} is given twice")
+        envs[label] = str(Path(python).expanduser().absolute())
+    try:
+        labels = sorted(envs, key=Version)
+    except InvalidVersion:
+        labels = list(envs)
+    if old or new:
+        if not (old and new):
+            raise InputError("--env: give both --good and --bad (to narrow the range), or neither")
+        for end in (old, new):
+            if end not in envs:
+                raise InputError(f"--good/--bad: {end!r} is none of the --env versions ({', '.join(labels)})")
+        lo, hi = labels.index(old), labels.index(new)
+        if lo >= hi:
+            raise InputError(f"--good/--bad: {old} must come before {new} (order: {', '.join(labels)})")
+        labels = labels[lo:hi + 1]
+    return [(label, envs[label]) for label in labels]
 
 
 # --------------------------------------------------------------------------- recipes

@@ -33,7 +33,9 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.live_enabled:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=True)
+            # get_renderable: redrawn on every refresh, so the elapsed time moves during a long phase
+            self._live = Live(console=self.console, refresh_per_second=4, transient=True,
+                              get_renderable=self._render)
             self._live.__enter__()
         return self
 
@@ -44,6 +46,10 @@ class Progress:
     def _render(self) -> Table:
         s = self.state
         table = Table.grid(padding=(0, 2))
+        if "step" not in s:
+            where = f"[bold]{s['variant']}[/] r{s.get('repeat', 0)}: " if "variant" in s else ""
+            table.add_row(f"{where}[dim]starting the worker…[/]")
+            return table
         elapsed = time.monotonic() - s["t0"] if "t0" in s else 0.0
         table.add_row(f"[bold]{s.get('variant', '')}[/] r{s.get('repeat', 0)}",
                       f"step {s.get('index', -1) + 1}/{self.total} {s.get('step', '')}",
@@ -52,7 +58,8 @@ class Progress:
 
     def __call__(self, variant: str, repeat: int, ev: dict) -> None:
         kind = ev.get("event")
-        self.state.update(variant=variant, repeat=repeat)
+        if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
+            self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
         if kind == "step_start":
             self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="")
         elif kind == "phase_start":
@@ -62,7 +69,7 @@ class Progress:
         elif kind == "step_end":
             self._step_line(variant, repeat, ev)
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
 
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
         ok = ev["outcome"] == "passed"

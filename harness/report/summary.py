@@ -7,6 +7,7 @@ machine, or after the JUnit files were downloaded from CI.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,12 @@ def build(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def write(run_dir: Path) -> dict[str, Any]:
-    """Build the summary, then write summary.json and report.md; each appears whole or not at all."""
+def write(run_dir: Path, history: bool = True) -> dict[str, Any]:
+    """Build the summary, then write summary.json, report.md and report.html (each appears whole or
+    not at all) and append the run to the results directory's history.jsonl.
+
+    The verdict never depends on the picture: if report.html or the history cannot be written, a
+    warning says so and the summary is still returned."""
     from . import markdown
 
     run_dir = Path(run_dir)
@@ -77,7 +82,23 @@ def write(run_dir: Path) -> dict[str, Any]:
         atomic.write_text(run_dir / "report.md", markdown.render(summary))
     except OSError as e:
         raise InfrastructureError(f"{run_dir}: cannot write the report: {e.strerror or e}") from None
+    _extras(summary, run_dir, history)
     return summary
+
+
+def _extras(summary: dict[str, Any], run_dir: Path, history: bool) -> None:
+    from .. import history as history_mod
+    from . import html
+
+    try:
+        atomic.write_text(run_dir / "report.html", html.render(summary, run_dir))
+    except Exception as e:  # noqa: BLE001 - a broken picture must not cost the verdict
+        print(f"warning: {run_dir / 'report.html'} not written: {type(e).__name__}: {e}", file=sys.stderr)
+    if history:
+        try:
+            history_mod.append_run(summary, run_dir)
+        except Exception as e:  # noqa: BLE001
+            print(f"warning: history not appended: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _run_json(run_dir: Path) -> dict[str, Any]:

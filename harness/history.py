@@ -1,0 +1,527 @@
+"""results/history.jsonl: one line per variant per run, and the nightly `trend` built from it.
+
+Each finished run appends one JSON object per variant (see `record`): scenario, variant, date, vLLM
+version and commit, the run's verdict, failure counts by class, release latencies, and every step's
+outcome, so a step that starts failing can be found later without the run directories.
+
+Appending is one ``write`` of one line on a file opened with ``O_APPEND``: runs finishing at the same
+time never interleave their lines. Reading skips a corrupt line (a disk that filled up mid-line, a
+hand edit) with a warning instead of failing. ``HARNESS_HISTORY`` overrides the file's location
+(CI agents keep it on a persistent volume).
+
+`trend` groups the records by night (the UTC date a run started) and shows, for the last N nights
+that have runs, each variant's pass rate and median release latency. A step is flagged as newly
+flaky when it passed in every earlier night of the window and failed in at least one of the most
+recent nights.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import RESULT_VERSION
+from .errors import InputError
+
+FILE_NAME = "history.jsonl"
+ENV = "HARNESS_HISTORY"
+REQUIRED = ("scenario", "variant", "night", "steps")
+_COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
+
+
+def history_path(out: Path | str) -> Path:
+    """Where the history of results directory ``out`` lives (``$HARNESS_HISTORY`` wins)."""
+    env = os.environ.get(ENV)
+    return Path(env) if env else Path(out) / FILE_NAME
+
+
+# --------------------------------------------------------------------------- writing
+def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    """One history record per variant of a run directory whose summary was just built."""
+    from .junitread import read_cases
+    from .report.html import junit_extras
+    from .verdict import step_of
+
+    run_dir = Path(run_dir)
+    run = _read_json(run_dir / "run.json")
+    info = _worker_info(run_dir)
+    repeats = int(summary.get("repeat") or 1)
+    started = summary.get("started") or run.get("started") or ""
+    out = []
+    for variant in summary.get("variants", []):
+        path = run_dir / f"{variant}.xml"
+        if not path.is_file():
+            continue
+        cases = read_cases(path)
+        props, _ = junit_extras(path)
+        vinfo = info.get(variant, {})
+        version = props.get("vllm_version") or vinfo.get("vllm_version", "")
+        commit = vinfo.get("vllm_commit") or props.get("vllm_commit") or _commit_of(version)
+        steps: dict[str, dict[str, Any]] = {}
+        for c in cases:
+            st = steps.setdefault(step_of(c.name, repeats), {"runs": 0, "failed": 0})
+            if c.outcome.value == "skipped":
+                continue
+            st["runs"] += 1
+            if c.failed:
+                st["failed"] += 1
+                st.setdefault("class", c.failure_class.value)
+        latencies = [v for v in (_float(c.properties.get("release_latency_s")) for c in cases) if v is not None]
+        counts = (summary.get("counts") or {}).get(variant, {})
+        cand = (summary.get("candidates") or {}).get(variant)
+        out.append({
+            "version": RESULT_VERSION,
+            "scenario": summary.get("scenario"),
+            "variant": variant,
+            "baseline": variant == summary.get("baseline"),
+            "run_id": summary.get("run_id"),
+            "date": started,
+            "night": _night(started),
+            "profile": (run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
+            "backend": summary.get("backend"),
+            "platform": props.get("platform") or summary.get("platform"),
+            "device_name": props.get("device_name", ""),
+            "vllm_version": version,
+            "vllm_commit": commit,
+            "harness_version": props.get("harness_version", ""),
+            "verdict": summary.get("verdict"),
+            "exit_code": summary.get("exit_code"),
+            "variant_verdict": cand["verdict"] if cand else None,
+            "runs": sum(s["runs"] for s in steps.values()),
+            "passed": counts.get("passed", 0),
+            "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0),
+            "failures": {k: n for k, n in (counts.get("classes") or {}).items() if n},
+            "release_latency_s": {"median": round(statistics.median(latencies), 6) if latencies else None,
+                                  "max": round(max(latencies), 6) if latencies else None, "n": len(latencies)},
+            "steps": steps,
+        })
+    return out
+
+
+def append(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append each record as one line with one ``write`` on an ``O_APPEND`` descriptor; records of a
+    (run_id, variant) already in the file are not written twice (``run.py report`` of the same
+    directory again). Returns how many lines were written."""
+    path = Path(path)
+    records = list(records)
+    if not records:
+        return 0
+    present = {(r.get("run_id"), r.get("variant")) for r in load(path)[0]} if path.exists() else set()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for rec in records:
+            if (rec.get("run_id"), rec.get("variant")) in present:
+                continue
+            data = (json.dumps(rec, sort_keys=False, separators=(",", ":"), default=str) + "\n").encode()
+            n = os.write(fd, data)
+            while n < len(data):  # a regular file takes it whole; a short write still ends the line
+                data = data[n:]
+                n = os.write(fd, data)
+            written += 1
+    finally:
+        os.close(fd)
+    return written
+
+
+def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
+    """After a run: append its records to the history of its results directory. Only a complete,
+    unsharded run laid out as ``<out>/<scenario>/<run-id>`` is recorded (a shard's partial verdict
+    would count twice once the shards are merged). Returns the history file, or None if skipped."""
+    run_dir = Path(run_dir).resolve()
+    if summary.get("incomplete") or run_dir.parent.name != summary.get("scenario"):
+        return None
+    run = _read_json(run_dir / "run.json")
+    shard = run.get("shard")
+    if shard and str(shard) not in ("1/1", "0/1"):
+        return None
+    path = history_path(run_dir.parent.parent)
+    append(path, record(summary, run_dir))
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+def load(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every usable record of ``path`` in file order, and one warning per line that was skipped."""
+    records, warnings = [], []
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            warnings.append(f"{path}:{lineno}: skipped a corrupt line (not JSON)")
+            continue
+        if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED) or not isinstance(rec["steps"], dict):
+            warnings.append(f"{path}:{lineno}: skipped a line that is not a history record")
+            continue
+        if rec.get("version", RESULT_VERSION) > RESULT_VERSION:
+            warnings.append(f"{path}:{lineno}: skipped a record of a newer version {rec.get('version')!r}")
+            continue
+        records.append(rec)
+    return records, warnings
+
+
+# --------------------------------------------------------------------------- trend
+@dataclass
+class NightCell:
+    """One variant on one night, over every run of that night."""
+
+    runs: int = 0  # step runs that ran (passed + failed)
+    passed: int = 0
+    latencies: list[float] = field(default_factory=list)  # per-run medians
+    verdicts: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.runs if self.runs else None
+
+    @property
+    def latency(self) -> float | None:
+        return statistics.median(self.latencies) if self.latencies else None
+
+
+@dataclass
+class Flaky:
+    scenario: str
+    variant: str
+    step: str
+    failed_nights: list[str]  # recent nights where it failed
+    failures: int
+    runs: int
+    failure_class: str
+    earlier_nights: int  # earlier nights in which it ran and always passed
+
+
+@dataclass
+class ScenarioTrend:
+    scenario: str
+    nights: list[str]
+    variants: list[str]
+    cells: dict[str, dict[str, NightCell]]  # variant -> night -> cell
+    verdicts: dict[str, list[str]]  # night -> the runs' verdicts
+    flaky: list[Flaky]
+    baseline: str | None = None
+
+
+def trend(records: list[dict[str, Any]], scenario: str | None = None, nights: int = 14,
+          recent: int = 3) -> list[ScenarioTrend]:
+    """Per scenario, the last ``nights`` nights that have runs; flaky steps judged over that window,
+    ``recent`` last nights against the ones before."""
+    if nights < 1 or recent < 1:
+        raise InputError("trend: --nights and --recent must be at least 1")
+    by_scenario: dict[str, list[dict]] = {}
+    for rec in records:
+        if scenario is None or rec["scenario"] == scenario:
+            by_scenario.setdefault(str(rec["scenario"]), []).append(rec)
+    out = []
+    for name in sorted(by_scenario):
+        recs = by_scenario[name]
+        window = sorted({str(r["night"]) for r in recs})[-nights:]
+        recs = [r for r in recs if str(r["night"]) in window]
+        variants = list(dict.fromkeys(r["variant"] for r in sorted(recs, key=lambda r: not r.get("baseline"))))
+        cells: dict[str, dict[str, NightCell]] = {v: {n: NightCell() for n in window} for v in variants}
+        verdicts: dict[str, list[str]] = {n: [] for n in window}
+        seen_runs: set = set()
+        for r in recs:
+            cell = cells[r["variant"]][str(r["night"])]
+            steps = r["steps"].values()
+            cell.runs += sum(int(s.get("runs", 0)) for s in steps)
+            cell.passed += sum(int(s.get("runs", 0)) - int(s.get("failed", 0)) for s in steps)
+            lat = (r.get("release_latency_s") or {}).get("median")
+            if isinstance(lat, (int, float)):
+                cell.latencies.append(float(lat))
+            if r.get("vllm_version") and r["vllm_version"] not in cell.versions:
+                cell.versions.append(str(r["vllm_version"]))
+            if (r.get("run_id"), str(r["night"])) not in seen_runs and r.get("verdict"):
+                seen_runs.add((r.get("run_id"), str(r["night"])))
+                verdicts[str(r["night"])].append(str(r["verdict"]))
+        baseline = next((r["variant"] for r in recs if r.get("baseline")), None)
+        out.append(ScenarioTrend(name, window, variants, cells, verdicts, _flaky(name, recs, window, recent),
+                                 baseline))
+    return out
+
+
+def _flaky(scenario: str, recs: list[dict], window: list[str], recent: int) -> list[Flaky]:
+    if len(window) < 2:
+        return []
+    recent = min(recent, len(window) - 1)  # at least one earlier night to compare with
+    late = set(window[-recent:])
+    # (variant, step) -> night -> [runs, failed, class]
+    table: dict[tuple[str, str], dict[str, list]] = {}
+    for r in recs:
+        for step, s in r["steps"].items():
+            if not isinstance(s, dict):
+                continue
+            acc = table.setdefault((r["variant"], step), {}).setdefault(str(r["night"]), [0, 0, ""])
+            acc[0] += int(s.get("runs", 0))
+            acc[1] += int(s.get("failed", 0))
+            acc[2] = acc[2] or s.get("class", "")
+    out = []
+    for (variant, step), per_night in table.items():
+        earlier = {n: v for n, v in per_night.items() if n not in late and v[0] > 0}
+        later = {n: v for n, v in per_night.items() if n in late and v[0] > 0}
+        if not earlier or any(v[1] for v in earlier.values()):
+            continue
+        failed = sorted(n for n, v in later.items() if v[1])
+        if failed:
+            cls = next((later[n][2] for n in failed if later[n][2]), "")
+            out.append(Flaky(scenario, variant, step, failed, sum(v[1] for v in later.values()),
+                             sum(v[0] for v in later.values()), cls, len(earlier)))
+    return sorted(out, key=lambda f: (f.variant, f.step))
+
+
+# --------------------------------------------------------------------------- the `trend` command
+def scenario_name(arg: str | None) -> str | None:
+    """``sampler_mi250`` or ``scenarios/sampler_mi250.yaml`` (its ``name``) -> the scenario's name."""
+    if not arg:
+        return None
+    path = Path(arg)
+    if path.suffix in (".yaml", ".yml"):
+        if path.is_file():
+            from . import scenario as scenario_mod
+
+            return scenario_mod.load(path).name
+        return path.stem
+    return arg
+
+
+def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: int = 3,
+              html_out: Path | None = None, warn: Callable[[str], None] | None = None,
+              console: Any = None) -> list[ScenarioTrend]:
+    """Read the history of results directory ``out``, print the trend, write the HTML page."""
+    path = history_path(out)
+    records, warnings = load(path)
+    for w in warnings:
+        (warn or _stderr)(f"warning: {w}")
+    if not path.exists():
+        raise InputError(f"{path}: no history yet (every finished run appends to it)")
+    trends = trend(records, scenario, nights, recent)
+    if not trends:
+        known = sorted({str(r['scenario']) for r in records})
+        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
+    print_trend(trends, console)
+    if html_out is not None:
+        from . import atomic
+
+        html_out = Path(html_out)
+        try:
+            html_out.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(html_out, render_html(trends))
+        except OSError as e:
+            raise InputError(f"{html_out}: cannot write: {e.strerror or e}") from None
+    return trends
+
+
+def _stderr(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr)
+
+
+def _pct(cell: NightCell) -> str:
+    rate = cell.pass_rate
+    return "-" if rate is None else f"{rate:.0%} ({cell.passed}/{cell.runs})"
+
+
+def _lat(cell: NightCell) -> str:
+    return "-" if cell.latency is None else f"{cell.latency:.2f} s"
+
+
+def print_trend(trends: list[ScenarioTrend], console: Any = None) -> None:
+    """Per scenario: one row per night, one column per variant (pass rate, median release latency)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+    for tr in trends:
+        table = Table(title=f"{tr.scenario}: last {len(tr.nights)} night(s)", caption="pass rate (passed/ran) · "
+                      "median release latency")
+        table.add_column("night", no_wrap=True)
+        for v in tr.variants:
+            table.add_column(v + (" (baseline)" if v == tr.baseline else ""))
+        table.add_column("verdict")
+        table.add_column("vLLM")
+        for n in tr.nights:
+            cells = [tr.cells[v][n] for v in tr.variants]
+            versions = sorted({x for c in cells for x in c.versions})
+            row = [n]
+            for c in cells:
+                colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 else "red"
+                text = f"{c.pass_rate:.0%} {c.passed}/{c.runs} · {_lat(c).replace(' s', 's')}" \
+                    if c.pass_rate is not None else "-"
+                row.append(f"[{colour}]{text}[/]" if colour else text)
+            row += [", ".join(sorted(set(tr.verdicts[n]))) or "-", ", ".join(versions) or "-"]
+            table.add_row(*row)
+        console.print(table)
+        if tr.flaky:
+            console.print(f"[bold red]newly flaky[/] in {tr.scenario} (passed in every earlier night, failed recently):")
+            for f in tr.flaky:
+                console.print(f"  - {f.variant} / {f.step}: failed {f.failures}/{f.runs} run(s) on "
+                              f"{', '.join(f.failed_nights)} ({f.failure_class or 'failed'})", markup=False)
+        else:
+            console.print(f"{tr.scenario}: no newly flaky step")
+
+
+# --------------------------------------------------------------------------- the trend page
+SERIES_COLOURS = ("#cf222e", "#1a7f37", "#0969da", "#8250df", "#bf8700", "#1b7c83", "#bf3989", "#57606a")
+
+
+def render_html(trends: list[ScenarioTrend]) -> str:
+    from .report.html import esc, page
+
+    body = ["<h1>Nightly trend</h1>"]
+    for tr in trends:
+        colours = {v: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, v in enumerate(tr.variants)}
+        legend = "".join(f"<span><span class=\"sw\" style=\"background:{c}\"></span>{esc(v)}"
+                         f"{' (baseline)' if v == tr.baseline else ''}</span>" for v, c in colours.items())
+        rates = {v: [None if tr.cells[v][n].pass_rate is None else 100 * tr.cells[v][n].pass_rate
+                     for n in tr.nights] for v in tr.variants}
+        lats = {v: [tr.cells[v][n].latency for n in tr.nights] for v in tr.variants}
+        body.append(f"<h2>{esc(tr.scenario)}</h2>")
+        if tr.flaky:
+            items = "".join(f"<li><b>{esc(f.variant)} / {esc(f.step)}</b>: failed {f.failures}/{f.runs} run(s) on "
+                            f"{esc(', '.join(f.failed_nights))} ({esc(f.failure_class or 'failed')}); passed in "
+                            f"all {f.earlier_nights} earlier night(s)</li>" for f in tr.flaky)
+            body.append(f"<div class=\"card failed flaky\"><h3 style=\"color:#cf222e\">Newly flaky steps</h3>"
+                        f"<ul>{items}</ul></div>")
+        else:
+            body.append("<p class=\"muted\">No newly flaky step.</p>")
+        body.append("<div class=\"grid\">"
+                    f"<div class=\"card\"><h3>Pass rate per night (%)</h3>"
+                    f"{line_chart(tr.nights, rates, colours, y_max=100, unit='%')}"
+                    f"<div class=\"legend\">{legend}</div></div>"
+                    f"<div class=\"card\"><h3>Median release latency per night (s)</h3>"
+                    f"{line_chart(tr.nights, lats, colours, unit='s')}"
+                    f"<div class=\"legend\">{legend}</div></div></div>")
+        head = "".join(f"<th>{esc(v)} pass rate</th><th>{esc(v)} release</th>" for v in tr.variants)
+        rows = []
+        for n in tr.nights:
+            tds = "".join(f"<td>{esc(_pct(tr.cells[v][n]))}</td><td>{esc(_lat(tr.cells[v][n]))}</td>"
+                          for v in tr.variants)
+            versions = sorted({x for v in tr.variants for x in tr.cells[v][n].versions})
+            rows.append(f"<tr><td>{esc(n)}</td>{tds}<td>{esc(', '.join(sorted(set(tr.verdicts[n]))) or '-')}</td>"
+                        f"<td>{esc(', '.join(versions) or '-')}</td></tr>")
+        body.append(f"<div class=\"scroll\"><table><thead><tr><th>night</th>{head}<th>verdict</th><th>vLLM</th>"
+                    f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+    return page("Nightly trend", "\n".join(body))
+
+
+def line_chart(categories: list[str], series: dict[str, list[float | None]], colours: dict[str, str],
+               y_max: float | None = None, unit: str = "", width: int = 460, height: int = 230) -> str:
+    """Values per category (night) as lines; a missing value breaks the line."""
+    from .report.html import esc, nice_ticks
+
+    left, right, top, bottom = 44, 12, 12, 44
+    pw, ph = width - left - right, height - top - bottom
+    values = [v for vs in series.values() for v in vs if v is not None]
+    top_value = y_max if y_max is not None else max(values, default=1.0) * 1.1 or 1.0
+    ticks = nice_ticks(top_value, 4)
+    y_top = y_max if y_max is not None else ticks[-1]
+    n = max(len(categories), 1)
+
+    def x(i: int) -> float:
+        return left + (pw * (i + 0.5) / n)
+
+    def y(v: float) -> float:
+        return top + ph - ph * min(max(v / y_top, 0.0), 1.0) if y_top else top + ph
+
+    out = [f"<svg class=\"chart trend\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
+           "xmlns=\"http://www.w3.org/2000/svg\">",
+           f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fff\" stroke=\"#d1d9e0\"/>"]
+    for t in ticks:
+        if t > y_top * 1.0001:
+            continue
+        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{y(t):.1f}\" y2=\"{y(t):.1f}\" stroke=\"#eaeef2\"/>"
+                   f"<text x=\"{left - 4}\" y=\"{y(t) + 4:.1f}\" text-anchor=\"end\">{t:g}</text>")
+    every = max(1, round(n / 8))
+    for i, c in enumerate(categories):
+        if i % every == 0 or i == n - 1:
+            out.append(f"<text x=\"{x(i):.1f}\" y=\"{top + ph + 14}\" text-anchor=\"end\" "
+                       f"transform=\"rotate(-30 {x(i):.1f} {top + ph + 14})\">{esc(c[5:] if len(c) == 10 else c)}"
+                       "</text>")
+    for name, vs in series.items():
+        colour = colours.get(name, "#24292f")
+        run: list[str] = []
+        for i, v in enumerate(vs + [None]):
+            if v is None:
+                if run:
+                    out.append(f"<polyline class=\"series\" data-series=\"{esc(name)}\" points=\"{' '.join(run)}\" "
+                               f"fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>")
+                run = []
+                continue
+            run.append(f"{x(i):.1f},{y(v):.1f}")
+        for i, v in enumerate(vs):
+            if v is not None:
+                out.append(f"<circle cx=\"{x(i):.1f}\" cy=\"{y(v):.1f}\" r=\"3\" fill=\"{colour}\">"
+                           f"<title>{esc(name)} {esc(categories[i])}: {v:.3g}{esc(unit)}</title></circle>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- helpers
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _worker_info(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """variant -> the worker's own report (vLLM version and commit), from the first worker_start."""
+    out: dict[str, dict[str, Any]] = {}
+    path = run_dir / "events.jsonl"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if '"worker_start"' not in line:
+                    continue
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(ev, dict) and ev.get("event") == "worker_start":
+                    out.setdefault(str(ev.get("variant")), ev.get("info") or {})
+    except OSError:
+        pass
+    return out
+
+
+def _commit_of(version: str) -> str:
+    """A commit in a version's local part (``0.22.0+g1a2b3c4``, ``0.11.1.dev5+gabc1234.rocm``)."""
+    m = _COMMIT_IN_VERSION.search(version or "")
+    return m.group(1) if m else ""
+
+
+def _night(started: str) -> str:
+    try:
+        t = dt.datetime.fromisoformat(started)
+    except (TypeError, ValueError):
+        return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc)
+    return t.date().isoformat()
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None

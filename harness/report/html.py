@@ -1,0 +1,548 @@
+"""report.html: one self-contained page a maintainer can read on a phone.
+
+The verdict on top; per variant a device-memory timeline (inline SVG: memory used over time, the
+phases of every step shaded, each teardown action marked, the ``gpu_memory_utilization`` start
+threshold drawn, failures marked with a red cross); then the steps × variants table, a failed
+cell opening its error, traceback and log tail. No network, no script libraries: inline CSS and
+SVG only, so the file can be mailed, archived as a CI artifact or opened offline. Every piece of
+text from the run is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable
+from xml.etree import ElementTree
+
+from ..junitread import Case, read_cases
+from ..verdict import step_of
+from . import timeline as timelines
+from .markdown import STATUS
+
+GIB = 2**30
+MAX_TEXT = 6000  # characters of a traceback or log tail shown in a cell
+MAX_FAILED_REPEATS = 5  # failed repeats opened per cell; the rest are counted
+
+PHASE_COLOURS = {"settle": "#8c959f", "construct": "#0969da", "workload": "#1a7f37", "expect": "#1a7f37",
+                 "teardown": "#bf8700"}
+ACTION_COLOURS = ("#8250df", "#e16f24", "#0a7ea4", "#bf3989", "#6e7781", "#2da44e", "#953800", "#1b7c83")
+FAIL = "#cf222e"
+
+CSS = """
+:root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
+*{box-sizing:border-box}
+body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;margin:0;
+ color:var(--fg);background:var(--bg)}
+main{max-width:1320px;margin:0 auto;padding:12px}
+h1{margin:0;font-size:1.45em;line-height:1.25}
+h2{font-size:1.15em;margin:18px 0 8px}
+h3{font-size:1em;margin:0 0 4px}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.92em}
+.verdict{border-radius:8px;padding:12px 16px;color:#fff;background:var(--warn)}
+.verdict.pass{background:var(--ok)}.verdict.fail{background:var(--bad)}
+.verdict ul{margin:6px 0 0;padding-left:1.2em}
+.verdict li{margin:2px 0;overflow-wrap:anywhere}
+.facts{color:var(--muted);margin:8px 2px 0;font-size:.9em;overflow-wrap:anywhere}
+.banner{border:2px solid var(--warn);background:#fff8c5;border-radius:6px;padding:6px 10px;margin-top:8px}
+.grid+.scroll{margin-top:12px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,440px),1fr));gap:12px}
+.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:10px;min-width:0}
+.card .sub{color:var(--muted);font-size:.88em;margin-bottom:4px}
+.card.failed{border-color:var(--bad)}
+svg.chart{width:100%;height:auto;display:block}
+svg.chart text{font-size:11px;fill:#1f2328}
+.legend{display:flex;flex-wrap:wrap;gap:2px 12px;font-size:.82em;color:var(--muted);margin-top:4px}
+.legend span{white-space:nowrap}
+.sw{display:inline-block;width:12px;height:10px;border-radius:2px;margin-right:4px;vertical-align:-1px}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch}
+table{border-collapse:collapse;background:#fff;width:100%}
+th,td{border:1px solid var(--line);padding:5px 7px;vertical-align:top;text-align:left}
+th{background:#eef1f4;font-weight:600}
+td.step{overflow-wrap:break-word;min-width:9em}
+td.step .n{color:var(--muted);margin-right:4px}
+tr.changed td.step{box-shadow:inset 3px 0 0 var(--warn)}
+.badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:.85em;font-weight:600;color:#fff}
+.badge.passed{background:var(--ok)}.badge.failed{background:var(--bad)}.badge.skipped{background:#8c959f}
+.cls{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em;color:var(--bad)}
+.t{color:var(--muted);font-size:.82em}
+details{margin-top:3px}
+summary{cursor:pointer;color:#0969da;font-size:.88em}
+details .msg{font-weight:600;overflow-wrap:anywhere;margin:4px 0}
+.tail{display:flex;flex-direction:column-reverse;max-height:22em;overflow:auto;margin:4px 0;
+ border:1px solid var(--line);border-radius:4px;background:var(--bg)}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;padding:6px;margin:0}
+.muted{color:var(--muted)}
+footer{color:var(--muted);font-size:.8em;margin:18px 2px}
+@media (max-width:640px){body{font-size:14px}main{padding:6px}.verdict{padding:10px 12px}
+ svg.chart text{font-size:15px}th,td{padding:4px 5px}.phases{display:none}td.step{min-width:7em}}
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+#: After layout, each chart records how wide its line was drawn and where the chart sits (CSS
+#: pixels): a headless browser reading the DOM back can tell a drawn chart from an empty or broken
+#: one, and side-by-side charts from stacked ones.
+DRAWN_JS = """
+document.querySelectorAll("svg.chart").forEach(function (svg) {
+  var w = 0;
+  svg.querySelectorAll("polyline.memory, polyline.series").forEach(function (p) {
+    w = Math.max(w, p.getBoundingClientRect().width);
+  });
+  var box = svg.getBoundingClientRect();
+  svg.setAttribute("data-drawn", String(Math.round(w)));
+  svg.setAttribute("data-box", [box.left, box.top, box.width, box.height].map(Math.round).join(","));
+});
+"""
+
+
+def page(title: str, body: str, css: str = "") -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<meta name=\"color-scheme\" content=\"light\">"
+            f"<title>{esc(title)}</title><style>{CSS}{css}</style></head>\n<body><main>\n{body}\n</main>"
+            f"<script>{DRAWN_JS}</script></body></html>\n")
+
+
+# --------------------------------------------------------------------------- the run report
+def render(summary: dict[str, Any], run_dir: Path) -> str:
+    run_dir = Path(run_dir)
+    variants = list(summary.get("variants", []))
+    cases = {v: _read_cases(run_dir / f"{v}.xml") for v in variants}
+    extras = {v: junit_extras(run_dir / f"{v}.xml") for v in variants}
+    tails = {v: extras[v][1] for v in variants}
+    suite = next((extras[v][0] for v in variants if extras[v][0]), {})
+    tls = timelines.from_run_dir(run_dir, variants)
+    for v in variants:
+        if v not in tls and cases.get(v):
+            tls[v] = timelines.from_cases(v, cases[v])
+    repeats = int(summary.get("repeat") or 1)
+    step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
+    body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
+            _steps(summary, variants, cases, tails, repeats, step_numbers), _counts(summary),
+            _listing("Substitutions", summary.get("substitutions")),
+            _listing("Orphaned processes", summary.get("orphans")),
+            f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
+            "</footer>"]
+    title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
+    return page(title, "\n".join(b for b in body if b))
+
+
+def _read_cases(path: Path) -> list[Case]:
+    return read_cases(path) if path.is_file() else []
+
+
+def junit_extras(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """The suite properties (device, vLLM version) and every case's <system-err> (its log tail):
+    read_cases keeps only what the verdict needs, so these are read here."""
+    props: dict[str, str] = {}
+    tails: dict[tuple[str, str], str] = {}
+    if not path.is_file():
+        return props, tails
+    seen: dict[tuple[str, str], int] = {}
+    in_case = 0
+    try:
+        for event, elem in ElementTree.iterparse(path, events=("start", "end")):
+            if elem.tag == "testcase":
+                if event == "start":
+                    in_case += 1
+                    continue
+                in_case -= 1
+                key = (elem.get("classname") or "", elem.get("name") or "")
+                n = seen.get(key, 0) + 1
+                seen[key] = n
+                if n > 1:
+                    key = (key[0], f"{key[1]}#{n}")
+                err = elem.find("system-err")
+                if err is not None and err.text:
+                    tails[key] = err.text
+                elem.clear()
+            elif event == "end" and elem.tag == "properties" and not in_case:
+                for p in elem:
+                    if p.tag == "property" and p.get("name") and p.get("name") not in props:
+                        props[p.get("name")] = p.get("value", p.text or "")
+    except (ElementTree.ParseError, OSError):
+        pass
+    return props, tails
+
+
+def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
+    verdict = s.get("verdict", "")
+    status = STATUS.get(verdict, "UNKNOWN")
+    kind = {"PASS": "pass", "FAIL": "fail"}.get(status, "inconclusive")
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in s.get("reasons", []))
+    facts = [f"run <code>{esc(s.get('run_id'))}</code>", f"baseline <code>{esc(s.get('baseline'))}</code>",
+             f"{esc(s.get('repeat', 1))} repeat(s)", f"backend {esc(s.get('backend'))}",
+             f"platform {esc(s.get('platform'))}"]
+    if props.get("device_name"):
+        facts.append(esc(props["device_name"]))
+    if props.get("vllm_version"):
+        facts.append(f"vLLM {esc(props['vllm_version'])}")
+    if s.get("started"):
+        facts.append(f"started {esc(s['started'])}")
+    out = [f"<section class=\"verdict {kind}\" id=\"verdict\"><h1>{esc(s.get('scenario') or 'run')}: "
+           f"<span class=\"status\">{esc(status)}</span> — {esc(verdict)}</h1><ul>{reasons}</ul></section>"]
+    if s.get("incomplete"):
+        out.append("<div class=\"banner\"><b>INCOMPLETE</b>: the run was interrupted; "
+                   "these results cover only the steps that ran.</div>")
+    out.append(f"<p class=\"facts\">{' · '.join(facts)}</p>")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- charts
+def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
+    if not tls:
+        return "<h2>Device memory</h2><p class=\"muted\">No memory samples in this run directory.</p>"
+    actions = sorted({a.name for tl in tls.values() for a in tl.actions})
+    colours = {name: ACTION_COLOURS[i % len(ACTION_COLOURS)] for i, name in enumerate(actions)}
+    cards = []
+    for v in variants:
+        tl = tls.get(v)
+        if tl is None:
+            cards.append(f"<div class=\"card\"><h3>{esc(v)}</h3><p class=\"muted\">no results</p></div>")
+            continue
+        classes = _classes_by_step(cases.get(v, []), repeats)
+        failed = [st for st in tl.steps if st.outcome != "passed"]
+        lat = [float(c.properties["release_latency_s"]) for c in cases.get(v, [])
+               if _num(c.properties.get("release_latency_s")) is not None]
+        sub = [f"{len(tl.steps) - len(failed)}/{len(tl.steps)} steps passed",
+               f"peak {_gib(tl.peak)}", f"{tl.duration:.1f} s"]
+        if lat:
+            sub.append(f"release latency median {_median(lat):.2f} s")
+        if tl.source == "junit":
+            sub.append("approximate: rebuilt from JUnit, no events.jsonl")
+        card_cls = "card failed" if failed else "card"
+        base = " <span class=\"muted\">(baseline)</span>" if v == s.get("baseline") else ""
+        cards.append(
+            f"<div class=\"{card_cls}\" data-variant=\"{esc(v)}\">"
+            f"<h3>{esc(v)}{base}</h3>"
+            f"<div class=\"sub\">{esc(' · '.join(sub))}</div>"
+            f"{memory_chart(tl, colours, classes, step_numbers)}{_legend(tl, colours)}</div>")
+    return "<h2>Device memory over time</h2>\n<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
+
+
+def _classes_by_step(cases: list[Case], repeats: int) -> dict[tuple[str, int], str]:
+    out = {}
+    for c in cases:
+        if c.failed:
+            m = re.search(r"\[(\d+)\]$", c.name) if repeats > 1 else None
+            out[(step_of(c.name, repeats), int(m.group(1)) if m else 0)] = c.failure_class.value
+    return out
+
+
+def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
+    phases = [p for p in ("settle", "construct", "workload", "teardown") if any(s.phase == p for s in tl.spans)]
+    items = ["<span><span class=\"sw\" style=\"background:#24292f;height:3px\"></span>memory used</span>",
+             f"<span><span class=\"sw\" style=\"background:none;border-top:2px dashed {FAIL};height:0\"></span>"
+             "start threshold</span>"]
+    items += [f"<span><span class=\"sw\" style=\"background:{PHASE_COLOURS[p]};opacity:.35\"></span>{esc(p)}</span>"
+              for p in phases]
+    for name in sorted({a.name for a in tl.actions}):
+        items.append(f"<span><span class=\"sw\" style=\"background:{colours[name]};border-radius:50%;width:10px\">"
+                     f"</span>{esc(name)}</span>")
+    if any(st.outcome != "passed" for st in tl.steps):
+        items.append(f"<span><b style=\"color:{FAIL}\">✕</b> failure</span>")
+    return "<div class=\"legend\">" + "".join(items) + "</div>"
+
+
+def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
+                 step_numbers: dict[str, int], width: int = 460, height: int = 270) -> str:
+    """One variant's device memory as an inline SVG."""
+    lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
+    lane_h = 8
+    height += lane_h * len(lanes) + (4 if lanes else 0)
+    left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
+    pw, ph = width - left - right, height - top - bottom
+    axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
+    duration = max(tl.duration, 1e-3)
+    ymax = float(max(tl.total or 0, tl.peak, max((st.threshold or 0 for st in tl.steps), default=0), 1))
+    if not tl.total:  # rebuilt from JUnit: the device's size is unknown, leave headroom
+        ymax = nice_ticks(ymax * 1.1 / GIB, 5)[-1] * GIB
+    yticks = [v for v in nice_ticks(ymax / GIB, 4) if v * GIB <= ymax * 1.0001]
+
+    def x(t: float) -> float:
+        return left + pw * min(max(t / duration, 0.0), 1.0)
+
+    def y(b: float) -> float:
+        return top + ph - ph * min(max(b / ymax, 0.0), 1.0)
+
+    out = [f"<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
+           f"aria-label=\"device memory of {esc(tl.variant)}\" xmlns=\"http://www.w3.org/2000/svg\">",
+           f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fff\" stroke=\"#d1d9e0\"/>"]
+    # phases of every step, shaded behind everything
+    for sp in tl.spans:
+        colour = PHASE_COLOURS.get(sp.phase, "#8c959f")
+        x0, x1 = x(sp.start), x(sp.end)
+        out.append(f"<rect class=\"phase {esc(sp.phase)}\" x=\"{x0:.1f}\" y=\"{top}\" width=\"{max(x1 - x0, 0.6):.1f}\" "
+                   f"height=\"{ph}\" fill=\"{colour}\" fill-opacity=\"0.16\"><title>{esc(_step_title(tl, sp.step))}: "
+                   f"{esc(sp.phase)} {sp.end - sp.start:.2f} s</title></rect>")
+    # axes and grid
+    for v in yticks:
+        yy = y(v * GIB)
+        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{yy:.1f}\" y2=\"{yy:.1f}\" stroke=\"#eaeef2\"/>"
+                   f"<text x=\"{left - 4}\" y=\"{yy + 4:.1f}\" text-anchor=\"end\">{_num_label(v)}</text>")
+    if yticks and (ymax / GIB - yticks[-1]) / (ymax / GIB) > 0.08:  # label the top: the device's size
+        out.append(f"<text x=\"{left - 4}\" y=\"{top + 4}\" text-anchor=\"end\">{_num_label(round(ymax / GIB, 1))}</text>")
+    out.append(f"<text x=\"4\" y=\"{top - 8}\">GiB</text>")
+    for v in nice_ticks(duration, 6):
+        if v > duration * 1.0001:
+            continue
+        xx = x(v)
+        out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{axis_y}\" y2=\"{axis_y + 4}\" stroke=\"#8c959f\"/>"
+                   f"<text x=\"{xx:.1f}\" y=\"{axis_y + 16}\" text-anchor=\"middle\">{_num_label(v)}</text>")
+    out.append(f"<text x=\"{left + pw}\" y=\"{height - 3}\" text-anchor=\"end\">seconds</text>")
+    # repeat boundaries
+    if len(tl.repeats) > 1:
+        for start, r in tl.repeats:
+            xx = x(start)
+            out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"#57606a\" "
+                       f"stroke-width=\"1.2\"/><text x=\"{xx + 2:.1f}\" y=\"{top + ph - 4}\" fill=\"#57606a\">r{r}</text>")
+    # the start threshold: vLLM needs util × total free, i.e. used ≤ (1 - util) × total
+    thr = _threshold_path(tl, x, y)
+    if thr:
+        out.append(f"<polyline class=\"threshold\" points=\"{thr}\" fill=\"none\" stroke=\"{FAIL}\" "
+                   f"stroke-width=\"1.5\" stroke-dasharray=\"5 3\"/>")
+        last = next((st.threshold for st in reversed(tl.steps) if st.threshold is not None), None)
+        if last is not None:
+            ty = y(last)
+            label_y = ty - 5 if ty - 5 > top + 12 else ty + 14
+            out.append(f"<text x=\"{left + pw - 3}\" y=\"{label_y:.1f}\" text-anchor=\"end\" fill=\"{FAIL}\" "
+                       f"style=\"fill:{FAIL}\" paint-order=\"stroke\" stroke=\"#fff\" stroke-width=\"3\">"
+                       f"next engine starts only below {_gib(last)} used</text>")
+    # memory used
+    # memory used: one line per worker (repeat); a new process starts from what the device holds then
+    segments: dict[int, list[str]] = {}
+    for p in tl.points:
+        repeat = tl.steps[p.step].repeat if 0 <= p.step < len(tl.steps) else 0
+        segments.setdefault(repeat, []).append(f"{x(p.t):.1f},{y(p.used):.1f}")
+    for repeat, pts in segments.items():
+        out.append(f"<polyline class=\"memory\" data-repeat=\"{repeat}\" points=\"{' '.join(pts)}\" fill=\"none\" "
+                   "stroke=\"#24292f\" stroke-width=\"2\" stroke-linejoin=\"round\"/>")
+    # teardown actions
+    for a in tl.actions:
+        if a.used is None:
+            continue
+        colour = colours.get(a.name, "#6e7781")
+        extra = "" if a.ok else f" failed: {a.error}"
+        out.append(f"<circle class=\"action\" cx=\"{x(a.t):.1f}\" cy=\"{y(a.used):.1f}\" r=\"3\" fill=\"{colour}\" "
+                   f"stroke=\"#fff\" stroke-width=\"0.8\"><title>{esc(_step_title(tl, a.step))}: after {esc(a.name)}: "
+                   f"{esc(_gib(a.used))}{esc(extra)}</title></circle>")
+    # one lane per teardown action under the plot, so actions at the same instant stay apart
+    for i, name in enumerate(lanes):
+        ly = top + ph + 4 + lane_h * i + lane_h / 2
+        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{ly:.1f}\" y2=\"{ly:.1f}\" stroke=\"#eaeef2\"/>")
+        for a in tl.actions:
+            if a.name != name:
+                continue
+            ring = "" if a.ok else f" stroke=\"{FAIL}\" stroke-width=\"1.5\""
+            out.append(f"<circle class=\"lane\" cx=\"{x(a.t):.1f}\" cy=\"{ly:.1f}\" r=\"2.8\" "
+                       f"fill=\"{colours.get(name, '#6e7781')}\"{ring}><title>{esc(_step_title(tl, a.step))}: "
+                       f"{esc(name)} {'ok' if a.ok else 'failed: ' + esc(a.error)}</title></circle>")
+    # step numbers along the top, failures marked
+    last_x = -1e9
+    for st in tl.steps:
+        number = step_numbers.get(st.name, st.index + 1)
+        failed = st.outcome != "passed"
+        xx = x(st.start)
+        out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"#afb8c1\" "
+                   "stroke-width=\"0.6\"/>")
+        if xx - last_x >= 16 or failed:
+            colour = f" fill=\"{FAIL}\" style=\"fill:{FAIL};font-weight:700\"" if failed else ""
+            out.append(f"<text class=\"stepno\" x=\"{xx + 2:.1f}\" y=\"{top - 6}\"{colour}>{number}"
+                       f"<title>{esc(_step_title(tl, st.pos))}</title></text>")
+            last_x = xx
+    for st in tl.steps:
+        if st.outcome == "passed" or st.fail_t is None:
+            continue
+        cls = classes.get((st.name, st.repeat)) or ("crash/timeout" if st.outcome == "unfinished" else "failed")
+        fx = x(st.fail_t)
+        fy = y(_used_at(tl, st.fail_t))
+        title = esc(f"{_step_title(tl, st.pos)}: {cls} in {st.phase or 'step'}: {st.message}"[:600])
+        out.append(f"<g class=\"failure\" data-class=\"{esc(cls)}\"><title>{title}</title>"
+                   f"<line x1=\"{fx:.1f}\" x2=\"{fx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"{FAIL}\" "
+                   "stroke-width=\"1\" stroke-opacity=\"0.55\"/>"
+                   f"<path d=\"M{fx - 5:.1f},{fy - 5:.1f}L{fx + 5:.1f},{fy + 5:.1f}M{fx - 5:.1f},{fy + 5:.1f}"
+                   f"L{fx + 5:.1f},{fy - 5:.1f}\" stroke=\"{FAIL}\" stroke-width=\"2.6\" stroke-linecap=\"round\"/></g>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _step_title(tl: timelines.Timeline, pos: int) -> str:
+    if 0 <= pos < len(tl.steps):
+        st = tl.steps[pos]
+        return f"{st.name}" + (f" r{st.repeat}" if len(tl.repeats) > 1 else "")
+    return ""
+
+
+def _threshold_path(tl: timelines.Timeline, x, y) -> str:
+    pts: list[str] = []
+    for i, st in enumerate(tl.steps):
+        if st.threshold is None:
+            continue
+        end = tl.steps[i + 1].start if i + 1 < len(tl.steps) else tl.duration
+        start = 0.0 if not pts else st.start
+        yy = y(st.threshold)
+        pts += [f"{x(start):.1f},{yy:.1f}", f"{x(end):.1f},{yy:.1f}"]
+    return " ".join(pts)
+
+
+def _used_at(tl: timelines.Timeline, t: float) -> float:
+    """Memory used at ``t``: the latest sample at or before it."""
+    used = tl.points[0].used if tl.points else 0
+    for p in tl.points:
+        if p.t > t + 1e-9:
+            break
+        used = p.used
+    return used
+
+
+def nice_ticks(maximum: float, count: int = 5) -> list[float]:
+    """0, step, 2·step, ... up to at least ``maximum``, with a 1/2/2.5/5 × 10^k step."""
+    if maximum <= 0 or not math.isfinite(maximum):
+        return [0.0, 1.0]
+    raw = maximum / max(count, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    n = math.ceil(maximum / step - 1e-9)
+    return [round(i * step, 10) for i in range(n + 1)]
+
+
+def _num_label(v: float) -> str:
+    return f"{v:g}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}"
+
+
+def _gib(b: float | None) -> str:
+    return "-" if b is None else f"{b / GIB:.2f} GiB"
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# --------------------------------------------------------------------------- steps table
+TIMED = (("settle", "settle"), ("construct", "construct"), ("workload", "workload"), ("teardown", "teardown"))
+
+
+def _steps(s, variants, cases, tails, repeats, step_numbers) -> str:
+    per = {v: _group(cases.get(v, []), repeats) for v in variants}
+    head = "".join(f"<th>{esc(v)}</th>" for v in variants)
+    rows = []
+    for row in s.get("cases", []):
+        step = row.get("step", "")
+        cells = row.get("variants", {})
+        outcomes = {(c or {}).get("outcome") for c in cells.values()}
+        changed = " class=\"changed\"" if len(outcomes) > 1 else ""
+        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), tails.get(v, {}),
+                            repeats) for v in variants)
+        rows.append(f"<tr{changed}><td class=\"step\"><span class=\"n\">{step_numbers.get(step, '')}</span>"
+                    f"{_breakable(step)}</td>{tds}</tr>")
+    return ("<h2>Steps</h2>\n<div class=\"scroll\"><table class=\"steps\"><thead><tr><th>step</th>"
+            f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _breakable(name: str) -> str:
+    """Escaped, with break opportunities after ``_``, ``/``, ``.``, ``[``, so long test names wrap
+    at their parts on a phone."""
+    return re.sub(r"([_/.\[-])", r"\1<wbr>", esc(name))
+
+
+def _group(cases: list[Case], repeats: int) -> dict[tuple[str, str], list[Case]]:
+    out: dict[tuple[str, str], list[Case]] = {}
+    for c in cases:
+        out.setdefault((c.classname, step_of(c.name, repeats)), []).append(c)
+    return out
+
+
+def _timings(cases: list[Case]) -> str:
+    ran = [c for c in cases if c.outcome.value != "skipped"]
+    if not ran:
+        return ""
+    total = f"{sum(c.time for c in ran) / len(ran):.2f} s"
+    parts = []
+    for key, label in TIMED:
+        vals = [v for v in (_num(c.properties.get(f"{key}_s")) for c in ran) if v is not None]
+        if vals:
+            parts.append(f"{label} {sum(vals) / len(vals):.2f}")
+    lat = [v for v in (_num(c.properties.get("release_latency_s")) for c in ran) if v is not None]
+    if lat:
+        parts.append(f"release {_median(lat):.2f}")
+    detail = " · ".join(parts) + (" (mean of runs)" if len(ran) > 1 else "")
+    return f"{esc(total)}<span class=\"phases\"> · {esc(detail)}</span>" if detail else esc(total)
+
+
+def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str, str], str], repeats: int) -> str:
+    if not cell:
+        return "<td class=\"muted\">-</td>"
+    outcome = cell.get("outcome", "")
+    if repeats > 1 and cell.get("runs") is not None:
+        label = f"{cell.get('failed', 0)}/{cell.get('runs')} failed" if cell.get("failed") else \
+            f"{cell.get('runs')}/{cell.get('runs')} passed" if cell.get("runs") else "skipped"
+    else:
+        label = outcome
+    badge = f"<span class=\"badge {esc(outcome)}\">{esc(label)}</span>"
+    cls = f" <span class=\"cls\">{esc(cell.get('failure_class'))}</span>" if outcome == "failed" else ""
+    timing = f"<div class=\"t\">{_timings(cases)}</div>" if cases else ""
+    details = ""
+    failed = [c for c in cases if c.failed]
+    if failed:
+        parts = []
+        for c in failed[:MAX_FAILED_REPEATS]:
+            tail = tails.get((c.classname, c.name), "")
+            parts.append(
+                (f"<div class=\"muted\">{esc(c.name)}</div>" if repeats > 1 else "")
+                + f"<div class=\"msg\">{esc(c.message)}</div>"
+                + (f"<div class=\"muted\">traceback</div>{_pre(c.text)}" if c.text.strip()
+                   and c.text.strip() != c.message.strip() else "")
+                + (f"<div class=\"muted\">log tail</div>{_pre(tail)}" if tail.strip() else
+                   "<div class=\"muted\">log tail: empty (the step wrote no log output)</div>"))
+        if len(failed) > MAX_FAILED_REPEATS:
+            parts.append(f"<div class=\"muted\">{len(failed) - MAX_FAILED_REPEATS} more failed run(s): "
+                         "see the JUnit file</div>")
+        details = f"<details><summary>error and log</summary>{''.join(parts)}</details>"
+    elif outcome == "skipped" and cases:
+        details = f"<div class=\"t\">{esc(cases[0].message)}</div>"
+    return f"<td class=\"{esc(outcome)}\">{badge}{cls}{timing}{details}</td>"
+
+
+def _pre(text: str, limit: int = MAX_TEXT) -> str:
+    """The end of a long text, in a box that opens scrolled to its bottom (where the error is)."""
+    text = text if len(text) <= limit else "…" + text[-limit:]
+    return f"<div class=\"tail\"><pre>{esc(text)}</pre></div>"
+
+
+# --------------------------------------------------------------------------- the rest
+def _counts(s: dict[str, Any]) -> str:
+    counts = s.get("counts") or {}
+    if not counts:
+        return ""
+    classes = [c for c in next(iter(counts.values()))["classes"]
+               if c == "vram_construction" or any(v["classes"].get(c) for v in counts.values())]
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["variant", "cases", "passed", "failed", "skipped", *classes])
+    rows = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in
+                                    [v, c["cases"], c["passed"], c["failed"], c["skipped"],
+                                     *(c["classes"][k] for k in classes)]) + "</tr>" for v, c in counts.items())
+    return f"<h2>Counts</h2>\n<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+def _listing(title: str, items: Iterable | None) -> str:
+    items = list(items or [])
+    if not items:
+        return ""
+
+    def line(item: Any) -> str:
+        return ", ".join(f"{k}={v}" for k, v in item.items()) if isinstance(item, dict) else str(item)
+    return f"<h2>{esc(title)}</h2><ul>" + "".join(f"<li>{esc(line(i))}</li>" for i in items) + "</ul>"
