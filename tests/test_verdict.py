@@ -273,8 +273,8 @@ def test_summary_and_report_written_atomically(tmp_path):
     data = summary.write(run_dir)
     assert set(data) == SUMMARY_KEYS
     assert json.loads((run_dir / "summary.json").read_text()) == data
-    assert sorted(p.name for p in run_dir.iterdir()) == ["no_fix.xml", "report.md", "run.json", "summary.json",
-                                                         "with_fix.xml"]  # no temporary files left
+    assert sorted(p.name for p in run_dir.iterdir()) == ["no_fix.xml", "report.html", "report.md", "run.json",
+                                                         "summary.json", "with_fix.xml"]  # no temporary files left
     assert data["verdict"] == "fix confirmed" and data["exit_code"] == 0
     assert data["version"] == 1 and data["missing"] == []
     assert data["counts"]["no_fix"]["classes"]["vram_construction"] == 2
