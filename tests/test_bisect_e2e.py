@@ -17,19 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.bisect import envs
 from tests.bisect_fixtures import (RECIPE_ARGS, ROOT, commit_files, dirty, engine_files, entry_argv, git, main,
-                                   make_engine_repo, make_wheel, package_files, snapshot, write_scenario)
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv(envs.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    for name in [m for m in sys.modules if m.split(".")[0] == "fakeengine"]:
-        monkeypatch.delitem(sys.modules, name)
-    write_scenario(tmp_path / "scenario")
-    return tmp_path
+                                   make_engine_repo, make_wheel, package_files, snapshot)
 
 
 def bisect(capsys, *argv: str) -> tuple[int, str]:

@@ -15,19 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.bisect import envs, search, sources
+from harness.bisect import search, sources
 from harness.errors import InputError
-from tests.bisect_fixtures import ROOT, main, package_files, write_scenario
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv(envs.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    for name in [m for m in sys.modules if m.split(".")[0] == "fakeengine"]:
-        monkeypatch.delitem(sys.modules, name)
-    write_scenario(tmp_path / "scenario")
-    return tmp_path
+from tests.bisect_fixtures import ROOT, main, package_files
 
 
 def install(work: Path, version: str, bad: bool) -> Path:

@@ -1,0 +1,22 @@
+"""Fixtures shared by test modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.bisect import envs
+from tests.bisect_fixtures import write_scenario
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """A bisect workspace: its own env cache, the cwd, a fresh `fakeengine` import, the scenario."""
+    monkeypatch.setenv(envs.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    for name in [m for m in sys.modules if m.split(".")[0] == "fakeengine"]:
+        monkeypatch.delitem(sys.modules, name)
+    write_scenario(tmp_path / "scenario")
+    return tmp_path
