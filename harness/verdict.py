@@ -157,6 +157,14 @@ def _names(keys, limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def _how_not_passed(cases: list[Case]) -> str | None:
+    """None when every repeat that ran passed (and one did); else the failure class, or "skipped"."""
+    failed = [c for c in cases if c.failed]
+    if failed:
+        return str(Counter(c.failure_class for c in failed).most_common(1)[0][0])
+    return None if any(c.outcome is Outcome.PASSED for c in cases) else "skipped"
+
+
 def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key, list[Case]],
            repeats: int) -> CandidateResult:
     d = diff([_fold(k, cs) for k, cs in base.items()], [_fold(k, cs) for k, cs in cand.items()],
@@ -167,6 +175,10 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
     base_vram = sum(c.vram_failure for cs in base.values() for c in cs)
     cand_vram = sum(c.vram_failure for cs in cand.values() for c in cs)
     compared = [k for k in base_vram_steps if any(c.outcome is not Outcome.SKIPPED for c in cand.get(k, []))]
+    # a step the leak broke counts as fixed only if it passes with the fix: one that now times out,
+    # crashes or never ran (skipped after such a failure) is no evidence that the memory came back
+    unproven = [(k, _how_not_passed(cand.get(k, []))) for k in base_vram_steps]
+    unproven = [(k, how) for k, how in unproven if how and how != str(VRAM)]
 
     p = None
     if repeats > 1:
@@ -183,6 +195,10 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
     if cand_vram:
         holds[Verdict.FIX_INSUFFICIENT] = (
             f"{cand_vram} vram_construction failure(s) remain: {_names(cand_vram_steps)}")
+    if unproven and compared:
+        holds.setdefault(Verdict.FIX_INSUFFICIENT, (
+            f"{len(unproven)} step(s) that failed for VRAM in {baseline!r} do not pass here: "
+            + _names((k[0], f"{k[1]} ({how})") for k, how in unproven)))
     if not base_vram:
         ran = "ran no step" if not any(base.values()) else "had no vram_construction failure"
         holds[Verdict.NOT_REPRODUCED] = (

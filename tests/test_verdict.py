@@ -73,6 +73,15 @@ def test_fix_insufficient():
     assert report.candidates["with_fix"].vram_failures == 1
 
 
+def test_a_leaky_step_that_times_out_or_never_runs_with_the_fix_is_not_fixed():
+    with_fix = {"a": OK, "b": FailureClass.TIMEOUT, "c": SKIP}  # c skipped after b's timeout
+    report = evaluate({"no_fix": cases(LEAKY), "with_fix": cases(with_fix)}, "no_fix", 1)
+    assert report.verdict is Verdict.FIX_INSUFFICIENT
+    assert report.exit_code == 1
+    assert report.reasons == ["with_fix: fix insufficient: 2 step(s) that failed for VRAM in 'no_fix' do not "
+                              "pass here: b (timeout), c (skipped)"]
+
+
 def test_regression_of_any_class():
     report = evaluate({"no_fix": cases(LEAKY), "with_fix": cases({"a": CRASH, "b": OK, "c": OK})}, "no_fix", 1)
     assert report.verdict is Verdict.REGRESSION
