@@ -184,6 +184,7 @@ class NightCell:
 
     runs: int = 0  # step runs that ran (passed + failed)
     passed: int = 0
+    skipped: int = 0  # steps that never ran (a hung or dead worker): the pass rate alone would hide them
     latencies: list[float] = field(default_factory=list)  # per-run medians
     verdicts: list[str] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)
@@ -244,6 +245,7 @@ def trend(records: list[dict[str, Any]], scenario: str | None = None, nights: in
             steps = r["steps"].values()
             cell.runs += sum(int(s.get("runs", 0)) for s in steps)
             cell.passed += sum(int(s.get("runs", 0)) - int(s.get("failed", 0)) for s in steps)
+            cell.skipped += int(r.get("skipped") or 0)
             lat = (r.get("release_latency_s") or {}).get("median")
             if isinstance(lat, (int, float)):
                 cell.latencies.append(float(lat))
@@ -335,9 +337,13 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
+def _skipped(cell: NightCell) -> str:
+    return f", {cell.skipped} skipped" if cell.skipped else ""
+
+
 def _pct(cell: NightCell) -> str:
     rate = cell.pass_rate
-    return "-" if rate is None else f"{rate:.0%} ({cell.passed}/{cell.runs})"
+    return "-" if rate is None else f"{rate:.0%} ({cell.passed}/{cell.runs}{_skipped(cell)})"
 
 
 def _lat(cell: NightCell) -> str:
@@ -363,8 +369,8 @@ def print_trend(trends: list[ScenarioTrend], console: Any = None) -> None:
             versions = sorted({x for c in cells for x in c.versions})
             row = [n]
             for c in cells:
-                colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 else "red"
-                text = f"{c.pass_rate:.0%} {c.passed}/{c.runs} · {_lat(c).replace(' s', 's')}" \
+                colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 and not c.skipped else "red"
+                text = f"{c.pass_rate:.0%} {c.passed}/{c.runs}{_skipped(c)} · {_lat(c).replace(' s', 's')}" \
                     if c.pass_rate is not None else "-"
                 row.append(f"[{colour}]{text}[/]" if colour else text)
             row += [", ".join(sorted(set(tr.verdicts[n]))) or "-", ", ".join(versions) or "-"]

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "results" / "screenshots"
-DESKTOP = (1280, 1400)
+DESKTOP = (1400, 2000)  # tall enough for the whole page of the lazy-release run
 PHONE = (390, 2600)  # an iPhone-sized viewport, tall enough for the whole page
 #: Headless Chromium lays a page out at least 500 px wide before it dumps the DOM (screenshots are
 #: taken at the size asked for): the narrowest layout the DOM check can see.
@@ -114,11 +114,16 @@ def test_lazy_release_report_in_a_browser(lazy_release_run):
         assert " ".join(page.text_of(verdict).split()).startswith("sim_mi250_lazy_release: PASS — fix confirmed")
         cards = {c["attrs"]["data-variant"]: c for c in page.find("div", "card") if "data-variant" in c["attrs"]}
         assert list(cards) == ["without_fix", "with_fix"]
-        svgs = [page.find("svg", "chart", within=cards[v])[0] for v in cards]
-        for svg in svgs:
-            # the memory line was laid out across most of the chart's width
-            assert int(svg["attrs"]["data-drawn"]) > 0.5 * int(svg["attrs"]["data-box"].split(",")[2])
-            assert all(len(p["attrs"]["points"].split()) >= 8 for p in page.find("polyline", "memory", within=svg))
+        svgs = []
+        for v, card in cards.items():
+            charts = page.find("svg", "chart", within=card)
+            assert len(charts) == 1, f"{v}: no memory chart in its card"
+            svgs.append(charts[0])
+            # the page's script ran and the memory line was laid out across most of the chart's width
+            drawn, box_width = int(charts[0]["attrs"]["data-drawn"]), int(charts[0]["attrs"]["data-box"].split(",")[2])
+            assert drawn > 0.5 * box_width, f"{v}: memory line {drawn} px wide in a {box_width} px chart"
+            assert all(len(p["attrs"]["points"].split()) >= 8
+                       for p in page.find("polyline", "memory", within=charts[0]))
         assert len(page.find("g", "failure", within=svgs[0])) == 7  # every engine after the first
         assert len(page.find("g", "failure", within=svgs[1])) == 0
         (left, top, width, _), (left2, top2, width2, _) = boxes(page, svgs)
@@ -128,7 +133,7 @@ def test_lazy_release_report_in_a_browser(lazy_release_run):
             assert left == left2 and top2 > top, "variants stacked on a narrow screen"
             assert 0.8 * NARROW[0] < width <= NARROW[0], "a chart fills the width, without overflow"
     shot = screenshot(page_file, "sim_mi250_lazy_release.png", DESKTOP)
-    screenshot(page_file, "sim_mi250_lazy_release-phone.png", PHONE)
+    screenshot(page_file, "sim_mi250_lazy_release_phone.png", PHONE)
     (SCREENSHOTS / "sim_mi250_lazy_release.html").write_bytes(page_file.read_bytes())  # next to its picture
     assert shot.exists()
 

@@ -162,6 +162,21 @@ def test_trend_of_every_scenario_and_edge_cases():
         history.trend([], nights=0)
 
 
+def test_trend_shows_steps_that_never_ran(tmp_path, capsys):
+    """A worker that hung on step 2 of 4 leaves 1/1 passed: the skipped steps keep the night red."""
+    hung = rec("2025-06-02", "with_fix")
+    hung["steps"] = {"test_greedy": {"runs": 1, "failed": 0}, "test_seeded": {"runs": 1, "failed": 1,
+                     "class": "timeout"}, "test_logprobs": {"runs": 0, "failed": 0},
+                     "test_penalties": {"runs": 0, "failed": 0}}
+    hung["skipped"] = 2
+    write_history(tmp_path / "history.jsonl", [rec("2025-06-01", "with_fix"), hung], corrupt=False)
+    (tr,) = history.run_trend(tmp_path, "sampler_mi250", html_out=tmp_path / "trend.html")
+    cell = tr.cells["with_fix"]["2025-06-02"]
+    assert (cell.passed, cell.runs, cell.skipped) == (1, 2, 2)
+    assert "50% 1/2, 2 skipped" in capsys.readouterr().out
+    assert "50% (1/2, 2 skipped)" in (tmp_path / "trend.html").read_text()
+
+
 # --------------------------------------------------------------------------- the command
 def test_trend_command_console_and_html(tmp_path, capsys):
     write_history(tmp_path / "history.jsonl", nightly_history())

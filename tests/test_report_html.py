@@ -288,6 +288,32 @@ def test_a_broken_picture_does_not_cost_the_verdict(tmp_path, monkeypatch, capsy
     assert "report.html not written: RuntimeError: boom" in capsys.readouterr().err
 
 
+def test_a_hung_step_runs_on_to_when_it_was_stopped():
+    """A worker stuck in a teardown sends no events; the JUnit time (the runner stopped it after 60 s)
+    carries its chart on to that moment, with the gap drawn as 'no samples'."""
+    def ev(t, event, **kw):
+        return {"t": 1000.0 + t, "event": event, "variant": "with_fix", "repeat": 0, "step": "test_hang",
+                "index": 0, **kw}
+    events = [ev(0, "step_start"), ev(0, "phase_start", phase="construct"),
+              ev(0.3, "memory", used_bytes=60 * GIB, total_bytes=64 * GIB, label="after_construct"),
+              ev(0.3, "phase_end", phase="construct"), ev(0.4, "phase_start", phase="teardown"),
+              ev(0.5, "memory", used_bytes=60 * GIB, total_bytes=64 * GIB, label="after_del_llm"),
+              ev(0.5, "action", name="del_llm", used_bytes=60 * GIB)]
+    tl = timeline.from_events("with_fix", events, {0: {0: 0.92}}, {("test_hang", 0): 60.0})
+    (st,) = tl.steps
+    assert st.outcome == "unfinished" and st.events_end == pytest.approx(0.5)
+    assert st.fail_t == pytest.approx(60.0) and tl.duration == pytest.approx(60.0)
+    (teardown,) = [sp for sp in tl.spans if sp.phase == "teardown"]
+    assert teardown.end == pytest.approx(60.0)
+    svg = Page(html.memory_chart(tl, {"del_llm": "#000"}, {("test_hang", 0): "timeout"}, {}))
+    (gap,) = svg.find("line", "nosamples")
+    assert float(gap["attrs"]["x2"]) > float(gap["attrs"]["x1"]) + 300  # most of the chart's width
+    (failure,) = svg.find("g", "failure")
+    assert failure["attrs"]["data-class"] == "timeout"
+    # without the JUnit time the chart ends at the last event, as before
+    assert timeline.from_events("with_fix", events).duration == pytest.approx(0.5)
+
+
 def test_nice_ticks():
     assert html.nice_ticks(64, 4) == [0, 20, 40, 60, 80]
     assert html.nice_ticks(2.5, 5) == [0, 0.5, 1, 1.5, 2, 2.5]

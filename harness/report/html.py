@@ -117,11 +117,12 @@ def render(summary: dict[str, Any], run_dir: Path) -> str:
     extras = {v: junit_extras(run_dir / f"{v}.xml") for v in variants}
     tails = {v: extras[v][1] for v in variants}
     suite = next((extras[v][0] for v in variants if extras[v][0]), {})
-    tls = timelines.from_run_dir(run_dir, variants)
+    repeats = int(summary.get("repeat") or 1)
+    ran = {v: {_step_repeat(c, repeats): c.time for c in cases[v]} for v in variants}
+    tls = timelines.from_run_dir(run_dir, variants, ran)
     for v in variants:
         if v not in tls and cases.get(v):
             tls[v] = timelines.from_cases(v, cases[v])
-    repeats = int(summary.get("repeat") or 1)
     step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
             _steps(summary, variants, cases, tails, repeats, step_numbers), _counts(summary),
@@ -226,13 +227,14 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
     return "<h2>Device memory over time</h2>\n<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
 
 
+def _step_repeat(case: Case, repeats: int) -> tuple[str, int]:
+    """(step, repeat) of a JUnit case: ``step`` alone, or ``step[r]`` with repeats."""
+    m = re.search(r"\[(\d+)\]$", case.name) if repeats > 1 else None
+    return step_of(case.name, repeats), int(m.group(1)) if m else 0
+
+
 def _classes_by_step(cases: list[Case], repeats: int) -> dict[tuple[str, int], str]:
-    out = {}
-    for c in cases:
-        if c.failed:
-            m = re.search(r"\[(\d+)\]$", c.name) if repeats > 1 else None
-            out[(step_of(c.name, repeats), int(m.group(1)) if m else 0)] = c.failure_class.value
-    return out
+    return {_step_repeat(c, repeats): c.failure_class.value for c in cases if c.failed}
 
 
 def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
@@ -245,6 +247,9 @@ def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
     for name in sorted({a.name for a in tl.actions}):
         items.append(f"<span><span class=\"sw\" style=\"background:{colours[name]};border-radius:50%;width:10px\">"
                      f"</span>{esc(name)}</span>")
+    if any(st.events_end is not None for st in tl.steps):
+        items.append("<span><span class=\"sw\" style=\"background:none;border-top:2px dotted #24292f;height:0\">"
+                     "</span>no samples (worker hung or died)</span>")
     if any(st.outcome != "passed" for st in tl.steps):
         items.append(f"<span><b style=\"color:{FAIL}\">✕</b> failure</span>")
     return "<div class=\"legend\">" + "".join(items) + "</div>"
@@ -323,6 +328,14 @@ def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[
     for repeat, pts in segments.items():
         out.append(f"<polyline class=\"memory\" data-repeat=\"{repeat}\" points=\"{' '.join(pts)}\" fill=\"none\" "
                    "stroke=\"#24292f\" stroke-width=\"2\" stroke-linejoin=\"round\"/>")
+    # a hung or dead worker: no samples from its last event to when it was stopped
+    for st in tl.steps:
+        if st.events_end is not None and st.fail_t is not None and st.fail_t > st.events_end:
+            yy = y(_used_at(tl, st.events_end))
+            out.append(f"<line class=\"nosamples\" x1=\"{x(st.events_end):.1f}\" x2=\"{x(st.fail_t):.1f}\" "
+                       f"y1=\"{yy:.1f}\" y2=\"{yy:.1f}\" stroke=\"#24292f\" stroke-width=\"1.5\" "
+                       f"stroke-dasharray=\"2 3\"><title>{esc(_step_title(tl, st.pos))}: no samples for "
+                       f"{st.fail_t - st.events_end:.1f} s: the worker stopped responding</title></line>")
     # teardown actions
     for a in tl.actions:
         if a.used is None:

@@ -11,6 +11,10 @@ The ``gpu_memory_utilization`` threshold: vLLM refuses to start unless ``util ×
 i.e. unless used memory is at most ``(1 - util) × total``. The worker reports it as the ``threshold``
 event after a construction; for a step whose construction failed it comes from the step's engine
 arguments in the worker plan (``logs/<variant>-r<N>.plan.json``).
+
+A worker that hangs or dies sends no more events; the runner's JUnit time for that step says how
+long it really ran before it was stopped (``ran``), so the chart goes on to that moment instead of
+ending at the last event seconds earlier.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class StepMark:
     message: str
     fail_t: float | None  # where the failure is marked
     threshold: int | None  # used bytes allowed for the next engine to start
+    events_end: float | None = None  # an unfinished step: its last event, when it ran on past it
 
 
 @dataclass
@@ -104,8 +109,10 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def from_run_dir(run_dir: Path, variants: Iterable[str]) -> dict[str, Timeline]:
-    """One timeline per variant that has events; variants without events are left out."""
+def from_run_dir(run_dir: Path, variants: Iterable[str],
+                 ran: dict[str, dict[tuple[str, int], float]] | None = None) -> dict[str, Timeline]:
+    """One timeline per variant that has events; variants without events are left out.
+    ``ran``: variant -> (step, repeat) -> seconds the step ran, from JUnit."""
     run_dir = Path(run_dir)
     events = read_events(run_dir / "events.jsonl")
     if not events:  # the runner merges the per-worker files at the end; an interrupted run may not have
@@ -115,7 +122,7 @@ def from_run_dir(run_dir: Path, variants: Iterable[str]) -> dict[str, Timeline]:
     for v in variants:
         mine = [e for e in events if e.get("variant") == v]
         if mine:
-            out[v] = from_events(v, mine, _plan_utils(run_dir, v))
+            out[v] = from_events(v, mine, _plan_utils(run_dir, v), (ran or {}).get(v))
     return out
 
 
@@ -137,7 +144,8 @@ def _plan_utils(run_dir: Path, variant: str) -> dict[int, dict[int, float]]:
 
 
 def from_events(variant: str, events: list[dict[str, Any]],
-                utils: dict[int, dict[int, float]] | None = None) -> Timeline:
+                utils: dict[int, dict[int, float]] | None = None,
+                ran: dict[tuple[str, int], float] | None = None) -> Timeline:
     utils = utils or {}
     tl = Timeline(variant)
     segments: dict[int, list[dict]] = {}
@@ -148,13 +156,14 @@ def from_events(variant: str, events: list[dict[str, Any]],
         seg = segments[repeat]
         t0 = seg[0]["t"]
         tl.repeats.append((offset, repeat))
-        end = _segment(tl, seg, offset - t0, repeat, utils.get(repeat, {}))
+        end = _segment(tl, seg, offset - t0, repeat, utils.get(repeat, {}), ran or {})
         offset = max(offset, end)
     tl.duration = offset
     return tl
 
 
-def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: dict[int, float]) -> float:
+def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: dict[int, float],
+             ran: dict[tuple[str, int], float]) -> float:
     """Add one worker's events to ``tl``; return the segment's end on the timeline."""
     first_pos = len(tl.steps)
     pos_of: dict[int, int] = {}
@@ -208,6 +217,11 @@ def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: di
                 st.fail_t = ends[-1] if ends else t
             else:
                 st.phase = ""
+    for st in tl.steps[first_pos:]:
+        stopped = st.start + ran.get((st.name, repeat), 0.0)
+        if st.outcome == "unfinished" and stopped > last_t:
+            st.events_end = last_t  # the last sign of life; nothing is known after it
+            last_t = stopped
     for (pos, phase), start in open_phase.items():  # the worker hung or died inside this phase
         tl.spans.append(Span(start, last_t, phase, pos))
     for st in tl.steps[first_pos:]:
