@@ -319,12 +319,16 @@ def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[
             out.append(f"<text x=\"{left + pw - 3}\" y=\"{label_y:.1f}\" text-anchor=\"end\" fill=\"{FAIL}\" "
                        f"style=\"fill:{FAIL}\" paint-order=\"stroke\" stroke=\"#fff\" stroke-width=\"3\">"
                        f"next engine starts only below {_gib(last)} used</text>")
-    # memory used
-    # memory used: one line per worker (repeat); a new process starts from what the device holds then
+    # memory used: one line per worker (repeat); a new process starts from what the device holds then.
+    # Drawn as steps: a reading holds until the next one, so a hold that ends at once (ROCm's lazy
+    # release, a wait_memory) is not drawn as a slow slope between two samples.
     segments: dict[int, list[str]] = {}
     for p in tl.points:
         repeat = tl.steps[p.step].repeat if 0 <= p.step < len(tl.steps) else 0
-        segments.setdefault(repeat, []).append(f"{x(p.t):.1f},{y(p.used):.1f}")
+        pts = segments.setdefault(repeat, [])
+        if pts:
+            pts.append(f"{x(p.t):.1f},{pts[-1].split(',')[1]}")
+        pts.append(f"{x(p.t):.1f},{y(p.used):.1f}")
     for repeat, pts in segments.items():
         out.append(f"<polyline class=\"memory\" data-repeat=\"{repeat}\" points=\"{' '.join(pts)}\" fill=\"none\" "
                    "stroke=\"#24292f\" stroke-width=\"2\" stroke-linejoin=\"round\"/>")
