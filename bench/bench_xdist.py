@@ -7,7 +7,7 @@ For N workers the simulated node shows N devices (``CUDA_VISIBLE_DEVICES=0,...,N
 device. The wall time is the whole pytest command's (start-up, collection and xdist's workers
 included); the speedup is against one worker on one device, the target 0.9 x the workers.
 
-The scenario's steps mostly wait (a 5 s engine construction is a sleep, as a real one mostly waits
+The scenario's steps mostly wait (a 6 s engine construction is a sleep, as a real one mostly waits
 on I/O, compilation and memory profiling), so N workers overlap even on a 2-core machine. A
 CPU-bound scenario would be limited by the cores, not by the devices.
 

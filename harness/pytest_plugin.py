@@ -358,8 +358,10 @@ class VariantRun(pytest.Collector):
     def setup(self) -> None:
         try:
             self._run()
-        except HarnessError as e:  # one line, as on the command line, not a traceback through the plugin
-            pytest.fail(f"{type(e).__name__}: {e}", pytrace=False)
+        except HarnessError as e:
+            # one line, as on the command line: no traceback through the plugin, and no "During
+            # handling of the above exception" chain that pytest.fail() inside `except` would add
+            raise pytest.fail.Exception(f"{type(e).__name__}: {e}", pytrace=False) from None
 
     def _run(self) -> None:
         from . import runner

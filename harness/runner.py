@@ -87,7 +87,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
             raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
-    run_dir = make_run_dir(Path(opts.out), scenario.name, opts.run_id or new_run_id())
+    # absolute: the workers start in the repository root, not in the caller's directory
+    run_dir = make_run_dir(Path(opts.out).absolute(), scenario.name, opts.run_id or new_run_id())
     result = RunResult(run_dir, rplan, {v.name: [] for v in rplan.variants if any(v is m[0] for m in matrix)})
     for sub in rplan.substitutions:
         opts.announce(f"substituted {sub}")

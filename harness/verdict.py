@@ -87,7 +87,7 @@ def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
 
     reasons = []
     if incomplete:
-        reasons.append("run incomplete: it was interrupted, so the verdict covers only the steps that ran")
+        reasons.append("run incomplete (interrupted, or shards missing): the verdict covers only the steps that ran")
     if baseline not in variants:
         reasons.append(f"baseline {baseline!r} has no results")
     if candidates:

@@ -48,3 +48,11 @@ def test_removing_the_fix_fails_the_run(tmp_path):
     code, summary = _run(tmp_path, "bare")  # `del llm; gc.collect()`: vLLM's frozen objects survive
     assert "vram_construction" in _classes(summary, "with_fix")
     assert summary["verdict"] == "fix insufficient" and code == 1
+
+
+def test_a_relative_results_directory_works_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the workers start elsewhere (the repository root)
+    (tmp_path / "s.yaml").write_text(SCENARIO % "fixed")
+    assert cli.main(["s.yaml", "--out", "out"]) == 0
+    (rd,) = (tmp_path / "out" / "sim_e2e").iterdir()
+    assert json.loads((rd / "summary.json").read_text())["verdict"] == "fix confirmed"
