@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from harness import cli
+from tests import sim_scenarios
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILDKITE = ROOT / "ci" / "buildkite" / "nightly-amd.yml"
@@ -156,27 +157,6 @@ def test_github_workflow_shape_and_commands():
 
 
 # --------------------------------------------------------------------------- verdict.sh for real
-SCENARIO = """\
-version: 1
-name: mini_ci
-description: two steps on a simulated MI250 with a short lazy release
-platform: rocm
-backend: sim
-sim: {total_gib: 64, baseline_gib: 0.5, weights_gib: 1.0, release_delay_s: 0.3, construct_s: 0.05}
-timeouts: {step: 30, worker_start: 30}
-defaults: {model: facebook/opt-125m, gpu_memory_utilization: 0.92}
-variants:
-  without_fix: {profile: legacy}
-  with_fix: {profile: %s}
-baseline: without_fix
-steps:
-  - name: test_first
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-  - name: test_second
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-"""
 
 AGENT = """#!/usr/bin/env bash
 # stands in for buildkite-agent: records each call; artifacts are already in place
@@ -196,7 +176,7 @@ def test_verdict_script_merges_annotates_and_propagates_the_verdict(tmp_path, pr
     work = tmp_path / "checkout"
     (work / "ci" / "buildkite").mkdir(parents=True)
     (work / "scenarios").mkdir()
-    (work / "scenarios" / "mini_ci.yaml").write_text(SCENARIO % profile)
+    (work / "scenarios" / "mini_ci.yaml").write_text(sim_scenarios.lazy_release("mini_ci", ["test_first", "test_second"], profile))
     (work / "run.py").write_text(f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
                                  f"runpy.run_path({str(ROOT / 'run.py')!r}, run_name='__main__')\n")
     bin_dir = tmp_path / "bin"

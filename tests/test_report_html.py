@@ -15,35 +15,14 @@ from rich.console import Console
 
 from harness import cli, history
 from harness.report import console, html, summary, timeline
+from tests import sim_scenarios
 
 GIB = 2**30
 
 #: Three steps on a simulated MI250 GCD with a short lazy release: `without_fix` fails from the
 #: second engine on, `with_fix` waits the memory out. About 2 s.
-MINI_SCENARIO = """\
-version: 1
-name: mini_lazy
-description: three steps on a simulated MI250 with a short lazy release
-platform: rocm
-backend: sim
-sim: {total_gib: 64, baseline_gib: 0.5, weights_gib: 1.0, release_delay_s: 0.4, construct_s: 0.05}
-timeouts: {step: 30, worker_start: 30}
-defaults: {model: facebook/opt-125m, gpu_memory_utilization: 0.92}
-variants:
-  without_fix: {profile: legacy}
-  with_fix: {profile: fixed}
-baseline: without_fix
-steps:
-  - name: test_first
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-  - name: test_second
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-  - name: test_third
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-"""
+MINI_SCENARIO = sim_scenarios.lazy_release("mini_lazy", ["test_first", "test_second", "test_third"],
+                                             release_delay_s=0.4)
 
 
 def run_mini(out: Path, *extra: str) -> Path:
