@@ -5,16 +5,33 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+
+def write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+    except BaseException:  # a full disk: the previous file stays whole, and no partial one is left
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_with(path, write)
+
+
+def write_junit(path: Path, xml) -> None:
+    """A junitparser JUnitXml, pretty-printed."""
+    write_with(path, lambda tmp: xml.write(str(tmp), pretty=True))
 
 
 def write_json(path: Path, data: Any) -> None:

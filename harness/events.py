@@ -15,6 +15,15 @@ from .model import Expectation, FailureClass, MemorySample, Outcome, Phase, Step
 
 LOG_TAIL_BYTES = 8000
 
+# A SIGKILL nobody in the run sent is, on a CI machine, almost always the kernel's OOM killer (it
+# picks the largest process: the worker or an EngineCore). Saying so saves a trip through the logs.
+SIGKILL_NOTE = ("SIGKILL is what the kernel's OOM killer sends when host memory runs out: "
+                "`dmesg` or `journalctl -k` shows 'Out of memory: Killed process PID'")
+
+
+def _with_signal_note(message: str) -> str:
+    return f"{message}; {SIGKILL_NOTE}" if "killed by SIGKILL" in message else message
+
 
 class EventTail:
     """Reads new complete lines from a growing events file."""
@@ -130,6 +139,8 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
         res.log_tail = log_slice(log, st["start"].get("log_offset", 0), end.get("log_offset"))
         res.failure_class = classify.classify_step(res.phase, end.get("error_type", ""), end.get("message", ""),
                                                    res.traceback, res.log_tail)
+        if res.failure_class is FailureClass.CRASH:
+            res.message = _with_signal_note(res.message)  # an engine process killed under the step
     return res
 
 
@@ -143,7 +154,8 @@ def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_descr
         return StepResult(step["name"], 0, Outcome.SKIPPED, message="not finished: the run was interrupted",
                           log_tail=tail)
     else:
-        cls, msg = FailureClass.CRASH, f"WorkerDied: the worker process died ({exit_description}) in phase {phase}"
+        cls = FailureClass.CRASH
+        msg = _with_signal_note(f"WorkerDied: the worker process died ({exit_description}) in phase {phase}")
     duration = (st.get("last_t", 0) - st.get("t0", 0)) if st.get("t0") else 0.0
     if stopped == "timeout":  # it ran until the runner stopped it, not just until its last event
         duration = max(duration, float(step["timeout_s"]))

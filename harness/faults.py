@@ -1,9 +1,10 @@
 """Injected faults (a variant's `inject:`), called by the worker at fixed points of each step.
 
 - hang / crash / orphan: make the harness's own reliability testable with real processes;
-- lazy_release: on a GPU that frees memory at once (CUDA), a helper process takes the memory the
-  engine just gave back and keeps it for S seconds — what ROCm's lazy reclaim does to the next test.
-  (On the simulated device the ledger's release delay does this instead.)
+- lazy_release (a slow release): on a GPU that frees memory at once (CUDA), a helper process takes
+  the memory the engine just gave back and keeps it for S seconds — what ROCm's lazy reclaim does to
+  the next test. (On the simulated device the ledger's release delay does this instead.) With
+  `step:` only the engine built in that step is released slowly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ import time
 from typing import Any
 
 
+# Where the worker is: (step, repeat) of the latest `at` call. The simulated backend reads it at
+# construction, because `construct(engine_args)` is vLLM's signature and knows no step.
+_where: tuple[str, int] | None = None
+
+
+class EngineDeadError(RuntimeError):
+    """An engine process died under the step (vLLM's frontend raises an error of this name)."""
+
+
 def _matches(spec: dict, step: str, phase: str, repeat: int) -> bool:
     return (spec.get("step") == step and spec.get("phase", "construct") == phase
             and spec.get("repeat", repeat) == repeat)
@@ -25,6 +35,8 @@ def _matches(spec: dict, step: str, phase: str, repeat: int) -> bool:
 
 def at(inject: dict[str, Any], step: str, phase: str, repeat: int) -> None:
     """Fire whatever the variant injects at this step and phase."""
+    global _where
+    _where = (step, repeat)
     hang = inject.get("hang")
     if hang and _matches(hang, step, phase, repeat):
         print(f"[inject] hanging in {step}/{phase}", flush=True)
@@ -38,6 +50,22 @@ def at(inject: dict[str, Any], step: str, phase: str, repeat: int) -> None:
         spawn_orphan(int(orphan.get("hold_mib", 64)))
 
 
+def slow_release_s(inject: dict[str, Any], step: str | None = None, repeat: int | None = None) -> float:
+    """Seconds of injected slow release (`lazy_release`) for the engine built in `step` (default:
+    the step the worker is in): every step's without `step:` in the spec, else only that one's."""
+    spec = inject.get("lazy_release")
+    if not spec:
+        return 0.0
+    if "step" in spec:
+        if step is None:
+            if _where is None:
+                return 0.0
+            step, repeat = _where
+        if spec["step"] != step or spec.get("repeat", repeat) != repeat:
+            return 0.0
+    return float(spec.get("seconds") or 0.0)
+
+
 def _crash(spec: dict) -> None:
     sig = getattr(signal, spec.get("signal", "SIGKILL"))
     print(f"[inject] {spec.get('target', 'worker')} gets {sig.name}", flush=True)
@@ -45,14 +73,53 @@ def _crash(spec: dict) -> None:
         try:
             import psutil
 
-            children = psutil.Process().children(recursive=True)
+            children = [c for c in psutil.Process().children() if not _helper(c)]
         except ImportError:
             children = []
         if children:
-            for child in children:
-                os.kill(child.pid, sig)
-            return
+            _kill_engine(children, sig)
+        # An in-process engine (the simulated one, or vLLM without multiprocessing) takes the
+        # worker down with it, as a real one would.
     os.kill(os.getpid(), sig)
+
+
+def _helper(proc) -> bool:
+    """Children of the worker that are not the engine: multiprocessing's resource tracker (vLLM
+    starts one) and the lazy-release helper. Killing those would only add noise to the log."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except Exception:  # gone meanwhile
+        return True
+    return "multiprocessing.resource_tracker" in cmdline or _HOLDER_CODE in cmdline
+
+
+def _kill_engine(children: list, sig: signal.Signals) -> None:
+    """Kill the worker's child processes (vLLM's EngineCore) and fail the step as vLLM's frontend
+    does when its EngineCore dies: the worker lives on, the step gets an EngineDeadError. Unlike
+    vLLM's, the message names the signal, which the step's `crash` must show."""
+    import psutil
+
+    for child in children:
+        try:
+            os.kill(child.pid, sig)
+        except ProcessLookupError:
+            pass
+    dead = []
+    for child in children:
+        try:
+            code = child.wait(timeout=10)
+        except psutil.TimeoutExpired:  # the signal was ignored (SIGTERM): the engine is stuck, not dead
+            dead.append(f"pid {child.pid} still running after {sig.name}")
+            continue
+        except psutil.NoSuchProcess:
+            code = None
+        if code is None:  # reaped first by its Process object (vLLM's): gone after our signal
+            dead.append(f"pid {child.pid} killed by {sig.name}")
+        elif code < 0:
+            dead.append(f"pid {child.pid} killed by {signal.Signals(-code).name}")
+        else:
+            dead.append(f"pid {child.pid} exit code {code}")
+    raise EngineDeadError(f"engine process died unexpectedly: {', '.join(dead)}")
 
 
 def spawn_orphan(hold_mib: int) -> None:

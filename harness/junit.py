@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
+from . import atomic
 from .model import Outcome, StepResult, VariantResult
 
 
@@ -60,6 +60,4 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
     suite.add_testcases([_case(scenario, res, repeats) for vr in results for res in vr.steps])
     xml = JUnitXml()
     xml.add_testsuite(suite)
-    tmp = path.with_name(f".{path.name}.tmp")
-    xml.write(str(tmp), pretty=True)
-    os.replace(tmp, path)
+    atomic.write_junit(path, xml)

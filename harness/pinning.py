@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from .errors import InputError
+from . import probes
 from .probes import VISIBLE_ENV, visible_devices
 
 # ROCm's HIP runtime reads HIP_VISIBLE_DEVICES, or CUDA_VISIBLE_DEVICES as its alias, and vLLM on ROCm
@@ -41,29 +42,14 @@ class Devices:
 
 def probe_count(platform: str) -> tuple[int, str] | None:
     """How many GPUs the driver reports (NVML on CUDA, amdsmi on ROCm), or None where it cannot tell."""
-    if platform == "cuda":
-        try:
-            import pynvml  # nvidia-ml-py
-
-            pynvml.nvmlInit()
-            try:
-                return int(pynvml.nvmlDeviceGetCount()), "nvml"
-            finally:
-                pynvml.nvmlShutdown()
-        except Exception:  # no library or no driver
-            return None
-    if platform == "rocm":
-        try:
-            import amdsmi
-
-            amdsmi.amdsmi_init()
-            try:
-                return len(amdsmi.amdsmi_get_processor_handles()), "amdsmi"
-            finally:
-                amdsmi.amdsmi_shut_down()
-        except Exception:
-            return None
-    return None
+    factory = {"cuda": probes.NvmlProbe, "rocm": probes.AmdSmiProbe}.get(platform)
+    if factory is None:
+        return None
+    try:
+        probe = factory()
+        return probe.device_count(), probe.name
+    except Exception:  # no library or no driver
+        return None
 
 
 def discover(env: Mapping[str, str], *, gpus: int | None = None, sim_count: int | None = None,

@@ -64,6 +64,9 @@ class NvmlProbe:
             out.append((int(info.used), int(info.total)))
         return out
 
+    def device_count(self) -> int:  # every GPU of the node, whatever *_VISIBLE_DEVICES says
+        return int(self._nvml.nvmlDeviceGetCount())
+
     def device_name(self, device):
         name = self._nvml.nvmlDeviceGetName(self._handle(device))
         return name.decode() if isinstance(name, bytes) else str(name)
@@ -88,6 +91,9 @@ class AmdSmiProbe:
             usage = self._smi.amdsmi_get_gpu_vram_usage(self._handle(d))  # MiB
             out.append((int(usage["vram_used"]) << 20, int(usage["vram_total"]) << 20))
         return out
+
+    def device_count(self) -> int:
+        return len(self._handles)
 
     def device_name(self, device):
         info = self._smi.amdsmi_get_gpu_asic_info(self._handle(device))

@@ -22,13 +22,18 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import __version__, atomic, events, junit, plan as planning, procs, scenario as scenario_mod
 from .errors import InfrastructureError
-from .model import VariantResult
+from .model import StepResult, VariantResult
 
-Progress = Callable[[str, int, dict], None]
+class Progress(Protocol):
+    """What shows a run's progress (report/console.py): every worker event, then each worker's steps."""
+
+    def __call__(self, variant: str, repeat: int, ev: dict) -> None: ...
+
+    def worker_done(self, variant: str, repeat: int, steps: list[StepResult]) -> None: ...
 
 
 @dataclass
@@ -199,6 +204,8 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
     vr = _variant_result(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans)
+    if opts.progress:
+        opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
         vr.exit_status = "interrupted"  # the caller writes this variant, then stops the run
     return vr

@@ -229,7 +229,7 @@ def load(path: str | Path) -> Scenario:
     ctx.choice(baseline, "baseline", tuple(v.name for v in variants))
     defaults = ctx.mapping(raw.get("defaults", {}), "defaults", None)
     _check_engine(ctx, defaults, "defaults", path.parent)
-    return Scenario(
+    scenario = Scenario(
         path=path,
         name=name,
         description=ctx.text(raw.get("description", ""), "description"),
@@ -246,6 +246,12 @@ def load(path: str | Path) -> Scenario:
         sim=_sim(ctx, raw.get("sim", {})),
         version=int(version),
     )
+    for v in variants:  # a fault aimed at a step that does not exist would never fire
+        for kind, spec in v.inject.items():
+            if "step" in spec:
+                ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind}.step",
+                           tuple(s.name for s in scenario.steps))
+    return scenario
 
 
 def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
@@ -403,7 +409,7 @@ def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Varian
 
 
 _INJECT = {
-    "lazy_release": ("seconds",),
+    "lazy_release": ("seconds", "step", "repeat"),  # without `step`: every step's engine
     "hang": ("step", "phase", "repeat"),
     "crash": ("step", "phase", "signal", "target", "repeat"),
     "orphan": ("step", "hold_mib"),

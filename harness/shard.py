@@ -247,9 +247,7 @@ def _merge_variant(path: Path, variant: str, pairs: list[tuple[int, _Part]], rep
     merged.update_statistics()
     xml = JUnitXml()
     xml.add_testsuite(merged)
-    tmp = path.with_name(f".{path.name}.tmp")
-    xml.write(str(tmp), pretty=True)
-    os.replace(tmp, path)
+    atomic.write_junit(path, xml)
 
 
 def _unindented(case):

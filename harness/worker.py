@@ -75,7 +75,8 @@ class StepRunner:
         while inject_at > 0 and actions[inject_at - 1]["name"] in teardown.WAITING_ACTIONS:
             inject_at -= 1
         for i, action in enumerate(actions + [None]):
-            if i == inject_at and self.lazy and held is not None:
+            if i == inject_at and self.lazy and held is not None and faults.slow_release_s(
+                    self.plan.get("inject", {}), step["name"], self.plan["repeat"]):
                 self._lazy_release(step, ctx, held)
             if action is None:
                 break

@@ -89,6 +89,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "inject_bad_phase": ("variants.with_fix.inject.crash.phase: 'startup' is not valid",),
     "inject_bad_signal": ("variants.with_fix.inject.crash.signal: 'SIGKIL' is not valid; did you mean 'SIGKILL'?",),
     "inject_missing_step": ("variants.with_fix.inject.hang.step: required key is missing",),
+    "inject_unknown_step": ("variants.with_fix.inject.crash.step: 's3' is not valid; did you mean 's2'?",),
+    "inject_slow_release_unknown_step": ("variants.with_fix.inject.lazy_release.step: 'greedyy' is not valid; "
+                                         "did you mean 'greedy'?",),
     # teardown profiles and actions
     "teardown_unknown_action": ("teardown_profiles.mine.after[0]: 'gc_colect' is not valid; did you mean 'gc_collect'?",),
     "teardown_unknown_action_param": ("teardown_profiles.mine.after[0].wait_memory.timeout: unknown key; "

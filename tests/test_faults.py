@@ -23,7 +23,7 @@ import psutil
 import pytest
 from junitparser import Failure, JUnitXml, Properties, Skipped
 
-from harness import procs, runner
+from harness import events as harness_events, procs, runner
 from harness.errors import InfrastructureError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,10 +237,32 @@ def test_a_crash_is_a_result_with_the_signal_and_the_log_tail(crash_run, variant
     assert f"killed by {signame}" in failure(s2).message and f"in phase {phase}" in failure(s2).message
     target = "engine" if variant == "kill_engine" else "worker"
     assert f"[inject] {target} gets {signame}" in s2.system_err
+    # a SIGKILL says where it usually comes from; other signals do not get that note
+    assert ("OOM killer" in failure(s2).message) == (signame == "SIGKILL")
     assert outcome(by_name["s3"]) == "skipped"
     suite = ElementTree.parse(path).getroot().find("testsuite")
     worker_exit = [p.get("value") for p in suite.findall("properties/property") if p.get("name") == "worker_exit"]
     assert worker_exit == [f"killed by {signame}"]
+
+
+def test_a_killed_engine_child_is_a_crash_and_the_worker_goes_on(crash_run):
+    """The stand-in engine child (in the worker's group, as vLLM's EngineCore) is SIGKILLed during
+    s2's workload: s2 is a `crash` naming the child and the signal, and the worker, alive, runs s3
+    with a new engine, as a pytest worker goes on to its next test after an EngineDeadError."""
+    path = crash_run["run_dir"] / "kill_engine_child.xml"
+    assert_valid_junit(path, tests=3, failures=1, skipped=0)
+    by_name = cases(path)
+    s2 = by_name["s2"]
+    assert failure(s2).type == "crash" and props(s2)["phase"] == "workload"
+    message = failure(s2).message
+    assert message.startswith("EngineDeadError: engine process died unexpectedly: pid ")
+    assert "killed by SIGKILL" in message and harness_events.SIGKILL_NOTE in message
+    assert "[inject] engine gets SIGKILL" in s2.system_err
+    killed = int(message.split("pid ")[1].split()[0])
+    assert killed in {child for child, _, _ in crash_run["children"]}  # the child s1's teardown started
+    assert [outcome(by_name[s]) for s in ("s1", "s3")] == ["passed", "passed"]
+    suite = ElementTree.parse(path).getroot().find("testsuite")
+    assert [p.get("value") for p in suite.findall("properties/property") if p.get("name") == "worker_exit"] == ["ok"]
 
 
 def test_after_crashes_the_run_goes_on_and_the_files_are_usable(crash_run):
@@ -250,8 +272,8 @@ def test_after_crashes_the_run_goes_on_and_the_files_are_usable(crash_run):
     assert [outcome(c) for c in cases(run_dir / "clean.xml").values()] == ["passed"] * 3
     summary = load_json(run_dir / "summary.json")
     cells = {row["step"]: row["variants"] for row in summary["cases"]}
-    assert {v: cells["s2"][v]["failure_class"] for v in ("kill_worker", "segv_worker", "kill_engine")} == \
-        dict.fromkeys(("kill_worker", "segv_worker", "kill_engine"), "crash")
+    crashed = ("kill_worker", "segv_worker", "kill_engine", "kill_engine_child")
+    assert {v: cells["s2"][v]["failure_class"] for v in crashed} == dict.fromkeys(crashed, "crash")
     # the crashed variant's JUnit is a normal input for the other commands
     diff = subprocess.run([sys.executable, "run.py", "diff", str(run_dir / "clean.xml"),
                            str(run_dir / "kill_worker.xml"), "--json"],
@@ -261,7 +283,8 @@ def test_after_crashes_the_run_goes_on_and_the_files_are_usable(crash_run):
     assert transitions == {"s1": "unchanged", "s2": "regression", "s3": "skipped"}
     # every event the workers wrote before dying is in the merged stream
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert sum(e["event"] == "step_end" for e in events) == 1 + 1 + 1 + 3  # s1 of each crashed variant, clean
+    # s1 of each variant whose worker died, all three of kill_engine_child and of clean
+    assert sum(e["event"] == "step_end" for e in events) == 1 + 1 + 1 + 3 + 3
     assert crash_run["clean"], "a process of the run was left running"
     for child, pgid, worker in crash_run["children"]:
         assert pgid == worker
@@ -344,6 +367,81 @@ def test_a_second_signal_during_the_cleanup_escalates_to_sigkill(tmp_path, mark)
             proc.wait()
 
 
+def _worker_of(mark: str) -> psutil.Process | None:
+    workers = [p for p in marked(mark, token_only=True) if "harness.worker" in p.cmdline()]
+    return workers[0] if len(workers) == 1 else None
+
+
+def test_a_worker_killed_from_outside_is_a_crash_naming_sigkill(tmp_path, mark):
+    """What the kernel's OOM killer does: SIGKILL from another process, in the middle of a step.
+    The step is a `crash` that names SIGKILL and says where it usually comes from, the engine child
+    left in the worker's group is stopped, and the next variant runs."""
+    out, pids = tmp_path / "out", tmp_path / "children.txt"
+    proc = subprocess.Popen([sys.executable, "run.py", str(SCENARIOS / "killed.yaml"), "--out", str(out)],
+                            cwd=ROOT, env=env_for(mark, **{PIDS_ENV: str(pids)}), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert wait_for(lambda: _log_says(out, "killed", "[inject] hanging in s2/workload"), timeout=90)
+        worker = _worker_of(mark)
+        assert worker is not None, [p.cmdline() for p in marked(mark)]
+        worker.kill()
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stdout + stderr  # a crash where the baseline passes: a regression
+    assert "Traceback" not in stdout + stderr
+    run_dir = only_run_dir(out)
+    path = run_dir / "killed.xml"
+    assert_valid_junit(path, tests=3, failures=1, skipped=1)
+    by_name = cases(path)
+    s2 = by_name["s2"]
+    assert failure(s2).type == "crash"
+    assert failure(s2).message == ("WorkerDied: the worker process died (killed by SIGKILL) in phase workload; "
+                                   + harness_events.SIGKILL_NOTE)
+    assert "[inject] hanging in s2/workload" in s2.system_err
+    assert [outcome(by_name[s]) for s in ("s1", "s3")] == ["passed", "skipped"]
+    assert [outcome(c) for c in cases(run_dir / "after.xml").values()] == ["passed"] * 3
+    ((child, pgid, worker_pid),) = [tuple(map(int, line.split())) for line in pids.read_text().splitlines()]
+    assert pgid == worker_pid == worker.pid
+    assert wait_for(lambda: not alive(child), timeout=15), "the engine child outlived its killed worker"
+    assert load_json(run_dir / "run.json")["orphans"] == []
+    assert_nothing_left(mark)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_between_variants_keeps_the_finished_one(tmp_path, mark, sig):
+    """No worker runs: the runner waits for the first variant's memory to come back before the
+    next one (120 s on this device). The interrupt ends that wait at once; what finished is kept."""
+    out = tmp_path / "out"
+    proc = _start("interrupt_between.yaml", out, mark)
+    try:
+        assert wait_for(lambda: list(out.glob("*/*/first.xml")), timeout=90), "the first variant never finished"
+        assert not marked(mark, token_only=True), "a worker is still running"
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert time.monotonic() - sent < 30  # not after the settle wait's 120 s
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    run_dir = only_run_dir(out)
+    assert_valid_junit(run_dir / "first.xml", tests=1, failures=0, skipped=0)
+    assert not (run_dir / "after.xml").exists() and not list(run_dir.glob("logs/after-*"))
+    run = load_json(run_dir / "run.json")
+    assert run["incomplete"] is True and run["finished"]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [(e["variant"], e["step"]) for e in events if e["event"] == "step_end"] == [("first", "s1")]
+    summary = load_json(run_dir / "summary.json")
+    assert summary["incomplete"] is True and summary["missing"] == ["after"]
+    assert "INCOMPLETE" in (run_dir / "report.md").read_text()
+    assert_nothing_left(mark)
+
+
 # --------------------------------------------------------------------------- 4. orphans
 def test_an_orphaned_grandchild_is_killed_and_named_with_its_memory(tmp_path, mark):
     out = tmp_path / "out"
@@ -378,6 +476,25 @@ def test_an_existing_run_directory_is_never_overwritten(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["logs", "run.json"]
 
 
+def _small_files():
+    """RLIMIT_FSIZE makes every write past 16 KiB fail (EFBIG), as a full disk fails with ENOSPC."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+
+
+def test_a_write_that_fails_leaves_the_previous_file_whole(tmp_path):
+    """Results are rewritten during a run (run.json, each variant's JUnit); a disk that fills up
+    meanwhile must leave the previous version readable, and no partial file next to it."""
+    target = tmp_path / "summary.json"
+    target.write_text('{"verdict": "fix confirmed"}\n')
+    code = ("import sys, pathlib; from harness import atomic; "
+            "atomic.write_text(pathlib.Path(sys.argv[1]), 'x' * (1 << 20))")
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, preexec_fn=_small_files)
+    assert proc.returncode == 1 and "File too large" in proc.stderr, proc.stderr
+    assert target.read_text() == '{"verdict": "fix confirmed"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
 def _refused_before_any_engine(proc: subprocess.CompletedProcess, mark: str, *fragments: str) -> None:
     assert proc.returncode == 3, proc.stdout + proc.stderr
     lines = proc.stderr.splitlines()
@@ -402,11 +519,29 @@ def test_an_unusable_results_directory_is_an_error_before_any_engine(tmp_path, m
 
 
 def test_a_full_results_disk_is_an_error_before_any_engine(tmp_path, mark):
-    """RLIMIT_FSIZE makes every write past 16 KiB fail (EFBIG), as a full disk fails with ENOSPC."""
-    def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
-
     out = tmp_path / "out"
-    proc = run_cli([str(SCENARIOS / "orphan.yaml"), "--out", str(out)], mark, preexec_fn=small_files)
+    proc = run_cli([str(SCENARIOS / "orphan.yaml"), "--out", str(out)], mark, preexec_fn=_small_files)
     _refused_before_any_engine(proc, mark, "results directory is not writable", "too large")
     assert not list(out.glob("*/*/logs/*")), "a worker was started"
+
+
+# --------------------------------------------------------------------------- 6. injected slow release
+def test_a_slow_release_at_one_step_delays_only_that_engines_memory(tmp_path, mark):
+    """`lazy_release: {seconds: 4, step: s2}`: only s2's engine comes back late. Without a wait the
+    next construction fails on it (the failure this tool hunts); with the fix's wait it passes, and
+    the release latency shows the 4 s in s2 alone."""
+    out = tmp_path / "out"
+    proc = run_cli([str(SCENARIOS / "slow_release.yaml"), "--out", str(out)], mark)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # fix confirmed
+    run_dir = only_run_dir(out)
+    without = cases(run_dir / "without_fix.xml")
+    assert [outcome(c) for c in without.values()] == ["passed", "passed", "failed"]
+    assert props(without["s3"])["failure_class"] == "vram_construction"
+    assert "on startup is less than desired GPU memory utilization" in failure(without["s3"]).message
+    with_fix = cases(run_dir / "with_fix.xml")
+    assert [outcome(c) for c in with_fix.values()] == ["passed"] * 3
+    latency = {name: float(props(case)["release_latency_s"]) for name, case in with_fix.items()}
+    assert 4.0 <= latency["s2"] < 15, latency
+    assert latency["s1"] < 1.0 and latency["s3"] < 1.0, latency
+    assert load_json(run_dir / "summary.json")["verdict"] == "fix confirmed"
+    assert_nothing_left(mark)

@@ -31,10 +31,13 @@ def say(text):
     with lock:
         print(text, flush=True)
 
+file_lock = threading.Lock()  # two releases may write at the same moment
+
 def put(n):
-    with open(path + ".tmp", "w") as f:
-        f.write(str(n))
-    os.replace(path + ".tmp", path)
+    with file_lock:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(n))
+        os.replace(path + ".tmp", path)
 
 def release(device, seconds):
     time.sleep(seconds)

@@ -14,6 +14,7 @@ from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestS
 from rich.console import Console
 
 from harness import cli, history
+from harness.model import FailureClass, Outcome, StepResult
 from harness.report import console, html, summary, timeline
 from tests import sim_scenarios
 
@@ -323,6 +324,24 @@ def test_console_plain_lines_when_not_a_terminal():
     assert lines[0].startswith("PASS with_fix r0 test_a") and "3.00 GiB" in lines[0]
     assert lines[1].startswith("FAIL with_fix r0 test_b") and "construct: ValueError: Free memory" in lines[1]
     assert "\x1b" not in buf.getvalue()
+
+
+def test_console_lines_for_steps_the_worker_never_finished():
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=False, width=200)
+    with console.Progress(3, console=con) as progress:
+        for ev in step_events():
+            progress("with_fix", 0, ev)
+        progress.worker_done("with_fix", 0, [
+            StepResult("test_a", 0, Outcome.PASSED),  # announced already by its step_end
+            StepResult("test_b", 0, Outcome.FAILED, FailureClass.VRAM_CONSTRUCTION, message="Free memory"),
+            StepResult("test_c", 0, Outcome.FAILED, FailureClass.TIMEOUT, message="step ran past 60 s"),
+            StepResult("test_d", 0, Outcome.SKIPPED, message="not run: the worker was stopped"),
+        ])
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "FAIL with_fix r0 test_c  timeout: step ran past 60 s"
+    assert lines[3].startswith("SKIP with_fix r0 test_d")
 
 
 def test_console_live_display_on_a_terminal():

@@ -26,7 +26,7 @@ import time
 import weakref
 from typing import Any, Sequence
 
-from .. import probes
+from .. import faults, probes
 from ..sim.device import DEFAULTS
 from ..sim.ledger import GIB, Ledger
 from ..sim.sampler import Sampler
@@ -43,10 +43,14 @@ class SimBackend:
         self._sim = {**DEFAULTS, **(plan.get("sim") or {})}
         self._ledger = Ledger(plan["ledger"], self._sim)
         self._devices = list(plan.get("devices") or [0])
-        lazy = (plan.get("inject") or {}).get("lazy_release") or {}
-        # An injected lazy release lengthens the device's own reclaim delay.
-        self.release_delay_s = float(self._sim["release_delay_s"]) + float(lazy.get("seconds") or 0.0)
+        self._inject = plan.get("inject") or {}
         self._probe = SimProbe(self._ledger, self._sim["device_name"])
+
+    @property
+    def release_delay_s(self) -> float:
+        """The reclaim delay of the engine built now: an injected lazy release lengthens the
+        device's own (in every step, or in the one step it names)."""
+        return float(self._sim["release_delay_s"]) + faults.slow_release_s(self._inject)
 
     # ------------------------------------------------------------------ protocol
     def info(self) -> dict[str, Any]:

@@ -71,7 +71,19 @@ class Progress:
         if self._live is not None:
             self._live.refresh()
 
+    def worker_done(self, variant: str, repeat: int, steps: list) -> None:
+        """Lines for the steps the worker never finished itself (timeout, crash, skipped after them):
+        the runner decided those, so no step_end event announced them."""
+        for res in steps:
+            if res.step in self.state.setdefault("ended", set()):
+                continue
+            mark = {"skipped": "[yellow]SKIP[/]"}.get(str(res.outcome), "[red]FAIL[/]")
+            why = f"  {res.failure_class}: {res.message[:120]}" if res.message else ""
+            self.console.print(f"{mark} {variant} r{repeat} {res.step}{why}", markup=True, highlight=False,
+                               soft_wrap=True)
+
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
+        self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
         mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
         why = "" if ok else f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: {str(ev.get('message', ''))[:120]}"
