@@ -435,10 +435,7 @@ def install(bundle_dirs: Sequence[Path | str], target_site: Path | str, *, base_
                  "tree_sha256": final["tree_sha256"], "target": str(target),
                  "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": final["files"]}
         (work / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
-        os.chmod(work, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
+        _swap_in(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -446,6 +443,14 @@ def install(bundle_dirs: Sequence[Path | str], target_site: Path | str, *, base_
         log(f"warning: {w}")
     log(f"installed {final['name']} into {target}; use it with: export PYTHONPATH={target}${{PYTHONPATH:+:$PYTHONPATH}}")
     return {k: v for k, v in stamp.items() if k != "files"}
+
+
+def _swap_in(staged: Path, dest: Path) -> None:
+    """Put a finished directory where `dest` was, in one rename: never a half-written one."""
+    os.chmod(staged, 0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staged, dest)
 
 
 def _prune_empty_dirs(root: Path) -> None:
@@ -1035,10 +1040,7 @@ def build(vllm_version: str, out_dir: Path | str, *, python_version: str = "3.12
         }
         (stage_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         shutil.copyfile(Path(__file__), stage_dir / INSTALLER)
-        os.chmod(stage_dir, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage_dir, out)
+        _swap_in(stage_dir, out)
     except BaseException:
         shutil.rmtree(stage_dir, ignore_errors=True)
         raise
