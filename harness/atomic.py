@@ -8,9 +8,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written before the rename: hidden, in the same folder (one file system)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_with(path: Path, write: Callable[[Path], None]) -> None:
     """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     try:
         write(tmp)
     except BaseException:  # a full disk: the previous file stays whole, and no partial one is left

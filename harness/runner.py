@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 from . import __version__, atomic, events, junit, plan as planning, procs, scenario as scenario_mod
 from .errors import InfrastructureError
 from .model import StepResult, VariantResult
+from .sim.ledger import Ledger
 
 class Progress(Protocol):
     """What shows a run's progress (report/console.py): every worker event, then each worker's steps."""
@@ -113,6 +114,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         result.incomplete = True
+    if ledger.exists():
+        Ledger(ledger).discard_partial_write()
     meta.update(incomplete=result.incomplete, finished=_now())
     atomic.write_json(run_dir / "run.json", meta)
     _merge_events(run_dir)

@@ -26,3 +26,29 @@ steps:
                  "    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}\n"
                  "    expect: [lengths]\n")
     return text
+
+
+def bare_vs_fixed(name: str, release_delay_s: float, header: str = "", variants: str = "") -> str:
+    """Three quick steps on a simulated MI250 GCD. `bare` keeps the frozen engine, so from the second
+    step on every construction fails vLLM's start-up check, whatever the timing; `fixed` gives the
+    memory back and waits for it. `header` and `variants` add lines to those sections."""
+    return f"""\
+version: 1
+name: {name}
+platform: rocm
+backend: sim
+{header}sim: {{construct_s: 0.05, release_delay_s: {release_delay_s}}}
+timeouts: {{step: 30, worker_start: 30}}
+defaults: {{model: facebook/opt-125m, gpu_memory_utilization: 0.9}}
+variants:
+  without_fix: {{profile: bare}}
+  with_fix: {{profile: fixed}}
+{variants}baseline: without_fix
+steps:
+  - name: greedy
+    workload: {{prompt_set: short, sampling: [{{temperature: 0.0, max_tokens: 8}}]}}
+    expect: [lengths]
+  - name: seeded
+    workload: {{prompt_set: short, sampling: [{{temperature: 1.0, seed: 1, max_tokens: 8}}]}}
+  - name: third
+"""

@@ -22,31 +22,11 @@ import harness.runner  # noqa: F401
 import harness.shard  # noqa: F401
 from harness.junitread import read_cases
 from harness.model import FailureClass, Outcome
+from tests import sim_scenarios
 
 pytest_plugins = ["pytester"]
 
-# `bare` never frees the frozen engine, so from the second step on every construction fails vLLM's
-# start-up check, whatever the timing; `fixed` gives it back and waits for it.
-TINY = """\
-version: 1
-name: tiny
-platform: rocm
-backend: sim
-sim: {construct_s: 0.05, release_delay_s: 0.1}
-timeouts: {step: 30, worker_start: 30}
-defaults: {model: facebook/opt-125m, gpu_memory_utilization: 0.9}
-variants:
-  without_fix: {profile: bare}
-  with_fix: {profile: fixed}
-baseline: without_fix
-steps:
-  - name: greedy
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-  - name: seeded
-    workload: {prompt_set: short, sampling: [{temperature: 1.0, seed: 1, max_tokens: 8}]}
-  - name: third
-"""
+TINY = sim_scenarios.bare_vs_fixed("tiny", release_delay_s=0.1)
 INI = """\
 [pytest]
 addopts = --strict-markers -p no:cacheprovider

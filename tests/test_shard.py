@@ -14,31 +14,11 @@ from junitparser import JUnitXml
 from harness import cli, shard
 from harness.errors import InputError
 from harness.junitread import read_cases
+from tests import sim_scenarios
 
-# `bare` keeps the frozen engine, so its later steps always fail vLLM's start-up check; `fixed` and
-# `settle` wait for the memory to come back. Three variants x three repeats: nine (variant, repeat) pairs.
-SCENARIO = """\
-version: 1
-name: shardy
-platform: rocm
-backend: sim
-repeat: 3
-sim: {construct_s: 0.05, release_delay_s: 0.05}
-timeouts: {step: 30, worker_start: 30}
-defaults: {model: facebook/opt-125m, gpu_memory_utilization: 0.9}
-variants:
-  without_fix: {profile: bare}
-  with_fix: {profile: fixed}
-  settled: {profile: settle}
-baseline: without_fix
-steps:
-  - name: greedy
-    workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 8}]}
-    expect: [lengths]
-  - name: seeded
-    workload: {prompt_set: short, sampling: [{temperature: 1.0, seed: 1, max_tokens: 8}]}
-  - name: third
-"""
+# `settle` waits for the memory like `fixed`. Three variants x three repeats: nine (variant, repeat) pairs.
+SCENARIO = sim_scenarios.bare_vs_fixed("shardy", release_delay_s=0.05, header="repeat: 3\n",
+                                       variants="  settled: {profile: settle}\n")
 
 
 # ----------------------------------------------------------------------------- the split

@@ -184,3 +184,32 @@ def test_concurrent_processes_keep_totals_exact(tmp_path):
     assert led.used(1) == GIB // 2 + kept[1]
     assert len(led.entries()) == 8 * 16
     assert not list(tmp_path.glob("*.tmp")), "no temporary file left behind"
+
+
+def test_an_interrupted_write_leaves_the_previous_state_and_no_temporary_file(tmp_path, monkeypatch):
+    """Ctrl-C in the runner while it records a death in the ledger: the ledger stays whole."""
+    led = Ledger(tmp_path / "ledger.json", SMALL)
+    led.allocate(0, GIB, "engine")
+    before = (tmp_path / "ledger.json").read_text()
+
+    def interrupted(obj, fp, **kwargs):
+        fp.write('{"version": 1, "entr')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ledger_mod.json, "dump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        led.allocate(0, GIB, "engine")
+    assert (tmp_path / "ledger.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]
+
+
+def test_a_killed_writers_temporary_file_is_discarded(tmp_path):
+    """A worker SIGKILLed between writing and renaming leaves the hidden file; the runner removes it
+    at the end of the run, and the ledger itself is untouched."""
+    led = Ledger(tmp_path / "ledger.json", SMALL)
+    led.allocate(1, 2 * GIB, "engine")
+    partial = tmp_path / ".ledger.json.tmp"
+    partial.write_text('{"version": 1, "entr')
+    led.discard_partial_write()
+    assert not partial.exists()
+    assert led.used(1) == 2 * GIB + GIB // 2

@@ -34,14 +34,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .. import atomic
 from .device import DEFAULTS
 
 GIB = 2**30
 ENV = "HARNESS_SIM_LEDGER"
 VERSION = 1
-
-#: The SimDevice fields the ledger uses, with harness.scenario.SimDevice's defaults (an MI250 GCD).
-#: Repeated here because scenario.py needs PyYAML and the ledger must not.
 
 
 class OutOfDeviceMemory(RuntimeError):
@@ -172,11 +170,19 @@ class Ledger:
             return json.load(f)
 
     def _write(self, state: dict[str, Any]) -> None:
-        # Only the lock holder writes, so one temporary name will do; readers never see it.
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(state, f, separators=(",", ":"))
-        os.replace(tmp, self.path)
+        # Only the lock holder writes, so one temporary name will do; readers never see it. No fsync:
+        # the ledger lives only as long as the run, and it is written at every allocation.
+        def dump(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(state, f, separators=(",", ":"))
+
+        atomic.write_with(self.path, dump)
+
+    def discard_partial_write(self) -> None:
+        """Remove the temporary file of a writer that was killed between writing and renaming it
+        (a SIGKILLed worker); under the lock, so no live writer's file is taken."""
+        with self._locked():
+            atomic.temporary_name(self.path).unlink(missing_ok=True)
 
     def _device(self, state: dict[str, Any], device: int | str) -> dict[str, int]:
         try:
