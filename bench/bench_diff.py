@@ -25,8 +25,8 @@ from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.diff import diff_files  # noqa: E402
-from harness.junitread import read_cases  # noqa: E402
+from harness.results.diff import diff_files  # noqa: E402
+from harness.results.junitread import read_cases  # noqa: E402
 
 VRAM = ("ValueError: Free memory on device cuda:0 (24.68/255.98 GiB) on startup is less than desired "
         "GPU memory utilization (0.9, 230.39 GiB). Decrease GPU memory utilization or reduce GPU memory "
@@ -111,9 +111,9 @@ def main() -> int:
         write_file(b, "with_fix", args.cases, 0.01, 2, harness_style=True)
         report("harness-style", a, b, args.runs)
         try:
-            from harness import classify  # noqa: F401
+            from harness.results import classify  # noqa: F401
         except ImportError:
-            print("pytest-style: skipped (harness.classify is not installed)")
+            print("pytest-style: skipped (harness.results.classify is not installed)")
             return 0
         write_file(a, "no_fix", args.cases, 0.20, 1, harness_style=False)
         write_file(b, "with_fix", args.cases, 0.01, 2, harness_style=False)

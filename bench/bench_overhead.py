@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 BARE = r"""
 import sys, time
-from harness import plan as planning, scenario as scenario_mod
+from harness.run import plan as planning
+from harness.scenario import schema as scenario_mod
 
 def main(path, profile):
     import vllm

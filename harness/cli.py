@@ -13,8 +13,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .errors import HarnessError, InputError
+from harness import __version__
+from harness.errors import HarnessError, InputError
 
 EXIT_INTERRUPTED = 130
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
@@ -22,16 +22,16 @@ SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisec
 
 # --------------------------------------------------------------------------- subcommands
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import runner
-    from .report import console, summary
+    from harness.run import runner
+    from harness.report import console, summary
 
     scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform)
-    from . import scenario as scenario_mod
+    from harness.scenario import schema as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
-    from . import shard
+    from harness.ci import shard
 
     partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
     if opts.only == []:
@@ -53,8 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from . import shard
-    from .report import console, summary
+    from harness.ci import shard
+    from harness.report import console, summary
 
     run_dir = shard.merge([Path(d) for d in args.run_dirs], Path(args.out))
     report = summary.write(run_dir)
@@ -64,7 +64,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from . import scenario as scenario_mod
+    from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
         sc = scenario_mod.load(path)
@@ -73,7 +73,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import console, summary
+    from harness.report import console, summary
 
     run_dir = Path(args.run_dir)
     if not run_dir.exists():
@@ -84,7 +84,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from . import diff
+    from harness.results import diff
 
     result = diff.diff_files(Path(args.baseline), Path(args.candidate))
     if args.json:
@@ -95,7 +95,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from . import classify
+    from harness.results import classify
 
     path = Path(args.logfile)
     if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
@@ -105,7 +105,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
-    from . import history
+    from harness.ci import history
 
     history.run_trend(Path(args.out), history.scenario_name(args.scenario), args.nights, args.recent,
                       Path(args.html) if args.html else None)
@@ -173,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
     p.set_defaults(func=cmd_trend)
 
-    from . import bundle
-    from .bisect import command as bisect_command
+    from harness import bundle
+    from harness.bisect import command as bisect_command
 
     p = sub.add_parser("bisect", help="find the revision where a failure started (--find fix: where it went away)")
     bisect_command.add_arguments(p)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import yamlsafe
+from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -284,7 +284,7 @@ def test_debug_shows_the_traceback_and_the_default_does_not(args):
     "!!python/object/new:os.system [\"touch {marker}\"]",
     "!!python/name:os.system",
     "!!python/module:os",
-    "!!python/object:harness.runner.RunOptions {{out: {marker}}}",
+    "!!python/object:harness.run.runner.RunOptions {{out: {marker}}}",
 ])
 def test_unsafe_yaml_tags_are_refused_and_never_run(tmp_path, tag):
     marker = tmp_path / "marker"

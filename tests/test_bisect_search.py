@@ -11,7 +11,7 @@ from harness.bisect.bisector import FIX, REGRESSION
 from harness.bisect.predicate import FailOn, StepVerdict, judge
 from harness.bisect.search import Bisection, Status, Verdict, max_runs
 from harness.errors import InputError
-from harness.junitread import Case
+from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
 
 OLD, NEW, SKIP = Verdict.OLD, Verdict.NEW, Verdict.SKIP

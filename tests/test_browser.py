@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, history
+from harness import cli
+from harness.ci import history
 
 pytestmark = pytest.mark.browser
 

@@ -370,13 +370,13 @@ def test_installer_in_the_bundle_runs_with_the_standard_library_alone(wheels, tm
 def test_script_and_module_entry_points(wheels, tmp_path):
     build(wheels, "1.0", tmp_path / "b1", part_size=40 * 1024)
     part = tmp_path / "b1" / "tinypkg-1.0.tar.xz.001"
-    for argv in ([sys.executable, "harness/bundle.py"], [sys.executable, "-m", "harness.bundle"]):
+    for argv in ([sys.executable, "harness/bundle/__init__.py"], [sys.executable, "-m", "harness.bundle"]):
         res = subprocess.run([*argv, "verify", str(tmp_path / "b1")], cwd=ROOT, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert "all sha256 match" in res.stderr
     good = part.read_bytes()
     part.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    res = subprocess.run([sys.executable, "harness/bundle.py", "install", str(tmp_path / "b1"), "--target",
+    res = subprocess.run([sys.executable, "harness/bundle/__init__.py", "install", str(tmp_path / "b1"), "--target",
                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: bundle tinypkg-1.0: part ")

@@ -1,4 +1,4 @@
-"""harness.classify: the log corpus, the phase rules of classify_step, and classify_file's errors."""
+"""harness.results.classify: the log corpus, the phase rules of classify_step, and classify_file's errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.classify import MAX_SCAN_BYTES, classify_file, classify_step, classify_text
+from harness.results.classify import MAX_SCAN_BYTES, classify_file, classify_step, classify_text
 from harness.errors import InputError
 from harness.model import FailureClass, Phase
 
@@ -373,14 +373,14 @@ def test_classify_file_unreadable(tmp_path: Path):
 
 
 def test_classify_file_read_error(tmp_path: Path, monkeypatch):
-    import harness.classify
+    import harness.results.classify
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     path = tmp_path / "x.log"
     path.write_text(STARTUP)
-    monkeypatch.setattr(harness.classify, "open", refuse, raising=False)
+    monkeypatch.setattr(harness.results.classify, "open", refuse, raising=False)
     with pytest.raises(InputError, match="Permission denied") as info:
         classify_file(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)

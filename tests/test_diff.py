@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.diff import Transition, diff, diff_files, format_table, to_json
-from harness.junitread import Case
+from harness.results.diff import Transition, diff, diff_files, format_table, to_json
+from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
 
 DATA = Path(__file__).parent / "data" / "junit"

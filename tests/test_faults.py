@@ -23,7 +23,9 @@ import psutil
 import pytest
 from junitparser import Failure, JUnitXml, Properties, Skipped
 
-from harness import events as harness_events, procs, runner
+from harness.results import events as harness_events
+from harness.run import procs
+from harness.run import runner
 from harness.errors import InfrastructureError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,7 +370,7 @@ def test_a_second_signal_during_the_cleanup_escalates_to_sigkill(tmp_path, mark)
 
 
 def _worker_of(mark: str) -> psutil.Process | None:
-    workers = [p for p in marked(mark, token_only=True) if "harness.worker" in p.cmdline()]
+    workers = [p for p in marked(mark, token_only=True) if "harness.run.worker" in p.cmdline()]
     return workers[0] if len(workers) == 1 else None
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, history
+from harness import cli
+from harness.ci import history
 from harness.errors import InputError
 
 STEPS = ("test_greedy", "test_seeded", "test_logprobs", "test_penalties")
@@ -98,7 +99,7 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_history import rec
-        from harness import history
+        from harness.ci import history
         w = sys.argv[1]
         for i in range(100):
             r = rec("2025-06-01", "v" + w, run=w + "-" + str(i))

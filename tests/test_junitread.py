@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from junitparser import Error, Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
-import harness
+import harness.results
 from harness.errors import InputError
-from harness.junitread import Case, read_cases
+from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
 
 DATA = Path(__file__).parent / "data" / "junit"
@@ -23,9 +23,9 @@ VRAM_LINE = ("ValueError: Free memory on device cuda:0 (7.41/79.18 GiB) on start
 def classifier(monkeypatch):
     """The real classifier when it is there; otherwise a stand-in with the two behaviours relied on."""
     try:
-        from harness import classify  # noqa: F401
+        from harness.results import classify  # noqa: F401
     except ImportError:
-        stub = types.ModuleType("harness.classify")
+        stub = types.ModuleType("harness.results.classify")
 
         def classify_text(text: str) -> FailureClass:
             if "Free memory on device" in text:
@@ -33,8 +33,8 @@ def classifier(monkeypatch):
             return FailureClass.ASSERTION if "AssertionError" in text else FailureClass.CRASH
 
         stub.classify_text = classify_text
-        monkeypatch.setitem(sys.modules, "harness.classify", stub)
-        monkeypatch.setattr(harness, "classify", stub, raising=False)
+        monkeypatch.setitem(sys.modules, "harness.results.classify", stub)
+        monkeypatch.setattr(harness.results, "classify", stub, raising=False)
 
 
 def write_harness_file(path: Path, variant: str, steps: dict[str, str]) -> Path:
@@ -119,10 +119,10 @@ def test_plain_pytest_junitxml_is_classified():
 
 def test_classifier_gets_message_text_and_system_err(tmp_path, monkeypatch):
     seen = []
-    stub = types.ModuleType("harness.classify")
+    stub = types.ModuleType("harness.results.classify")
     stub.classify_text = lambda text: seen.append(text) or FailureClass.CRASH
-    monkeypatch.setitem(sys.modules, "harness.classify", stub)
-    monkeypatch.setattr(harness, "classify", stub, raising=False)
+    monkeypatch.setitem(sys.modules, "harness.results.classify", stub)
+    monkeypatch.setattr(harness.results, "classify", stub, raising=False)
     case = TestCase("t", classname="m")
     failure = Failure("the message")
     failure.text = "the traceback"

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import faults, worker
+from harness.run import faults
+from harness.run import worker
 
 GIB = 2**30
 TOTAL, BASE, ENGINE = 80 * GIB, 1 * GIB, 70 * GIB

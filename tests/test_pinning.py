@@ -1,4 +1,4 @@
-"""GPU pinning: which devices each pytest-xdist worker gets (harness.pinning), and, end to end, the
+"""GPU pinning: which devices each pytest-xdist worker gets (harness.ci.pinning), and, end to end, the
 environment that the harness's worker process (the one that builds the engine) really received.
 
 The end-to-end tests run pytest in a subprocess over a tiny simulated scenario whose teardown calls
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import pinning
+from harness.ci import pinning
 from harness.errors import InputError
-from harness.probes import VISIBLE_ENV
+from harness.run.probes import VISIBLE_ENV
 
 pytest_plugins = ["pytester"]
 

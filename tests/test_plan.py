@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import plan, scenario
+from harness.run import plan
+from harness.scenario import schema as scenario
 from harness.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parent.parent

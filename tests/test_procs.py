@@ -9,7 +9,7 @@ import uuid
 
 import psutil
 
-from harness import procs
+from harness.run import procs
 
 # A child that starts a grandchild in its own process group, and both ignore nothing but hang.
 HANGING_FAMILY = r"""

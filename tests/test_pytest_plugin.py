@@ -18,9 +18,9 @@ import pytest
 # Imported here, before any in-process pytester run: pytester takes the modules a run imported out of
 # sys.modules again when the run ends, which breaks psutil (imported by the runner) for the next run.
 import harness.report.summary  # noqa: F401
-import harness.runner  # noqa: F401
-import harness.shard  # noqa: F401
-from harness.junitread import read_cases
+import harness.run.runner  # noqa: F401
+import harness.ci.shard  # noqa: F401
+from harness.results.junitread import read_cases
 from harness.model import FailureClass, Outcome
 from tests import sim_scenarios
 
@@ -72,7 +72,7 @@ def props(case: ElementTree.Element) -> dict[str, list[str]]:
 def test_plugin_is_loaded_through_its_entry_point(request):
     """The pytest11 entry point: this repository's own test runs have the plugin too."""
     plugin = request.config.pluginmanager.get_plugin("teardown_harness")
-    assert plugin is not None and plugin.__name__ == "harness.pytest_plugin"
+    assert plugin is not None and plugin.__name__ == "harness.ci.pytest_plugin"
 
 
 # ----------------------------------------------------------------------------- collection

@@ -13,7 +13,8 @@ import pytest
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 from rich.console import Console
 
-from harness import cli, history
+from harness import cli
+from harness.ci import history
 from harness.model import FailureClass, Outcome, StepResult
 from harness.report import console, html, summary, timeline
 from tests import sim_scenarios

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import scenario
+from harness.scenario import schema as scenario
 from harness.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from junitparser import JUnitXml
 
-from harness import cli, shard
+from harness import cli
+from harness.ci import shard
 from harness.errors import InputError
-from harness.junitread import read_cases
+from harness.results.junitread import read_cases
 from tests import sim_scenarios
 
 # `settle` waits for the memory like `fixed`. Three variants x three repeats: nine (variant, repeat) pairs.

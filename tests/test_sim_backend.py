@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import teardown
+from harness.run import teardown
 from harness.backends import load
 from harness.backends.sim import SimBackend, SimLLM
-from harness.probes import VISIBLE_ENV
-from harness.scenario import BUILTIN_PROFILES
+from harness.run.probes import VISIBLE_ENV
+from harness.scenario.schema import BUILTIN_PROFILES
 from harness.sim.ledger import GIB, Ledger
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The simulated engine's sampler, checked with the same expectations (harness.expect) the worker uses."""
+"""The simulated engine's sampler, checked with the same expectations (harness.run.expect) the worker uses."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import expect
-from harness.prompts import PROMPT_SETS
+from harness.run import expect
+from harness.scenario.prompts import PROMPT_SETS
 from harness.sim.sampler import EOS_ID, VOCAB, Sampler, SamplingParams, decode, encode
 
 MODEL = "facebook/opt-125m"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness import stats
+from harness.results import stats
 
 
 @pytest.mark.parametrize("table, p", [

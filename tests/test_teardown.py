@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import teardown
+from harness.run import teardown
 
 GIB = 2**30
 

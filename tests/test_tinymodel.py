@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import tinymodel
+from harness.run import tinymodel
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {
@@ -28,7 +28,7 @@ def _digests(model_dir: Path) -> dict[str, str]:
 
 def _build_in_subprocess(cache: Path, hash_seed: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HARNESS_CACHE": "/nonexistent-should-not-be-used"}
-    return subprocess.Popen([sys.executable, "-m", "harness.tinymodel", "--cache", str(cache)],
+    return subprocess.Popen([sys.executable, "-m", "harness.run.tinymodel", "--cache", str(cache)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

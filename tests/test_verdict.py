@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 
-from harness import stats
+from harness.results import stats
 from harness.errors import InputError
-from harness.junitread import Case
+from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome, Verdict
 from harness.report import markdown, summary
-from harness.verdict import evaluate, step_of
+from harness.results.verdict import evaluate, step_of
 
 VRAM, ASSERT, CRASH = FailureClass.VRAM_CONSTRUCTION, FailureClass.ASSERTION, FailureClass.CRASH
 OK = FailureClass.NONE

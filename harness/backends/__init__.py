@@ -19,9 +19,9 @@ class Backend(Protocol):
 def load(plan: dict[str, Any]) -> Backend:
     """The backend a worker plan asks for (imported lazily: `import vllm` is slow)."""
     if plan["backend"] == "sim":
-        from .sim import SimBackend
+        from harness.backends.sim import SimBackend
 
         return SimBackend(plan)
-    from .vllm import VllmBackend
+    from harness.backends.vllm import VllmBackend
 
     return VllmBackend(plan)

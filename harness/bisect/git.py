@@ -12,8 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import procs
-from ..errors import InfrastructureError, InputError
+from harness.run import procs
+from harness.errors import InfrastructureError, InputError
 
 GIT_TIMEOUT_S = 600
 

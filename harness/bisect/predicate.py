@@ -22,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .. import procs, runner, scenario as scenario_mod, yamlsafe
-from ..errors import InfrastructureError, InputError, ScenarioError
-from ..junitread import Case, read_cases
-from ..model import FailureClass, Outcome
+from harness.run import procs
+from harness.run import runner
+from harness.scenario import schema as scenario_mod
+from harness.scenario import yamlsafe
+from harness.errors import InfrastructureError, InputError, ScenarioError
+from harness.results.junitread import Case, read_cases
+from harness.model import FailureClass, Outcome
 
 GIB = 2**30
 

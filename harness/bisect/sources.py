@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .. import procs
-from ..errors import InputError
-from . import git
-from .envs import BuildFailed, Env, EnvCache, append_log, digest
+from harness.run import procs
+from harness.errors import InputError
+from harness.bisect import git
+from harness.bisect.envs import BuildFailed, Env, EnvCache, append_log, digest
 
 try:
     from packaging.version import InvalidVersion, Version

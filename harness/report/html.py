@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
-from ..junitread import Case, read_cases
-from ..verdict import step_of
-from . import timeline as timelines
-from .markdown import STATUS
+from harness.results.junitread import Case, read_cases
+from harness.results.verdict import step_of
+from harness.report import timeline as timelines
+from harness.report.markdown import STATUS
 
 GIB = 2**30
 MAX_TEXT = 6000  # characters of a traceback or log tail shown in a cell

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import RESULT_VERSION, atomic
-from ..errors import InfrastructureError, InputError
-from ..diff import DiffResult, to_json
-from ..junitread import Case, read_cases
-from ..verdict import ALPHA, StepCell, VerdictReport, evaluate
+from harness import RESULT_VERSION, atomic
+from harness.errors import InfrastructureError, InputError
+from harness.results.diff import DiffResult, to_json
+from harness.results.junitread import Case, read_cases
+from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
 
 # run.json keys copied into the summary as they are
 _PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform")
@@ -73,7 +73,7 @@ def write(run_dir: Path, history: bool = True) -> dict[str, Any]:
 
     The verdict never depends on the picture: if report.html or the history cannot be written, a
     warning says so and the summary is still returned."""
-    from . import markdown
+    from harness.report import markdown
 
     run_dir = Path(run_dir)
     summary = build(run_dir)
@@ -87,8 +87,8 @@ def write(run_dir: Path, history: bool = True) -> dict[str, Any]:
 
 
 def _extras(summary: dict[str, Any], run_dir: Path, history: bool) -> None:
-    from .. import history as history_mod
-    from . import html
+    from harness.ci import history as history_mod
+    from harness.report import html
 
     try:
         atomic.write_text(run_dir / "report.html", html.render(summary, run_dir))

@@ -6,7 +6,7 @@ it is shut down or garbage-collected, and the memory becomes free lazily (ROCm's
 library only: this runs in the worker, in whatever interpreter the variant names.
 """
 
-from .ledger import ENV, GIB, Ledger, OutOfDeviceMemory
-from .sampler import EOS_ID, VOCAB, Sampler, SamplingParams
+from harness.sim.ledger import ENV, GIB, Ledger, OutOfDeviceMemory
+from harness.sim.sampler import EOS_ID, VOCAB, Sampler, SamplingParams
 
 __all__ = ["ENV", "EOS_ID", "GIB", "Ledger", "OutOfDeviceMemory", "Sampler", "SamplingParams", "VOCAB"]

@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .. import atomic
-from .device import DEFAULTS
+from harness import atomic
+from harness.sim.device import DEFAULTS
 
 GIB = 2**30
 ENV = "HARNESS_SIM_LEDGER"

@@ -121,7 +121,7 @@ NEG_INF = float("-inf")
 
 @dataclass
 class SamplingParams:
-    """The vllm.SamplingParams fields the simulated engine understands (harness.scenario.SAMPLING_KEYS)."""
+    """The vllm.SamplingParams fields the simulated engine understands (harness.scenario.schema.SAMPLING_KEYS)."""
 
     n: int = 1
     best_of: int | None = None

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import RESULT_VERSION
-from .errors import InputError
+from harness import RESULT_VERSION
+from harness.errors import InputError
 
 FILE_NAME = "history.jsonl"
 ENV = "HARNESS_HISTORY"
@@ -44,9 +44,9 @@ def history_path(out: Path | str) -> Path:
 # --------------------------------------------------------------------------- writing
 def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """One history record per variant of a run directory whose summary was just built."""
-    from .junitread import read_cases
-    from .report.html import junit_extras
-    from .verdict import step_of
+    from harness.results.junitread import read_cases
+    from harness.report.html import junit_extras
+    from harness.results.verdict import step_of
 
     run_dir = Path(run_dir)
     run = _read_json(run_dir / "run.json")
@@ -297,7 +297,7 @@ def scenario_name(arg: str | None) -> str | None:
     path = Path(arg)
     if path.suffix in (".yaml", ".yml"):
         if path.is_file():
-            from . import scenario as scenario_mod
+            from harness.scenario import schema as scenario_mod
 
             return scenario_mod.load(path).name
         return path.stem
@@ -320,7 +320,7 @@ def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: 
         raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
     print_trend(trends, console)
     if html_out is not None:
-        from . import atomic
+        from harness import atomic
 
         html_out = Path(html_out)
         try:
@@ -390,7 +390,7 @@ SERIES_COLOURS = ("#cf222e", "#1a7f37", "#0969da", "#8250df", "#bf8700", "#1b7c8
 
 
 def render_html(trends: list[ScenarioTrend]) -> str:
-    from .report.html import esc, page
+    from harness.report.html import esc, page
 
     body = ["<h1>Nightly trend</h1>"]
     for tr in trends:
@@ -432,7 +432,7 @@ def render_html(trends: list[ScenarioTrend]) -> str:
 def line_chart(categories: list[str], series: dict[str, list[float | None]], colours: dict[str, str],
                y_max: float | None = None, unit: str = "", width: int = 460, height: int = 230) -> str:
     """Values per category (night) as lines; a missing value breaks the line."""
-    from .report.html import esc, nice_ticks
+    from harness.report.html import esc, nice_ticks
 
     left, right, top, bottom = 44, 12, 12, 44
     pw, ph = width - left - right, height - top - bottom

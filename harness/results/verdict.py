@@ -12,10 +12,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from . import stats
-from .diff import DiffResult, Transition, diff
-from .junitread import Case
-from .model import FailureClass, Outcome, Verdict
+from harness.results import stats
+from harness.results.diff import DiffResult, Transition, diff
+from harness.results.junitread import Case
+from harness.model import FailureClass, Outcome, Verdict
 
 ALPHA = 0.05
 RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.FIX_INSUFFICIENT: 2, Verdict.REGRESSION: 3}

@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .junitread import Case, read_cases
-from .model import Outcome
+from harness.results.junitread import Case, read_cases
+from harness.model import Outcome
 
 
 class Transition(str, enum.Enum):

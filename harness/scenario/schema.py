@@ -15,10 +15,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from . import SCENARIO_VERSION, expect, teardown, yamlsafe
-from .errors import ScenarioError
-from .prompts import PROMPT_SETS
-from .sim.device import SimDevice
+from harness import SCENARIO_VERSION
+from harness.run import expect
+from harness.run import teardown
+from harness.scenario import yamlsafe
+from harness.errors import ScenarioError
+from harness.scenario.prompts import PROMPT_SETS
+from harness.sim.device import SimDevice
 
 PLATFORMS = ("rocm", "cuda", "cpu", "any")
 BACKENDS = ("vllm", "sim")

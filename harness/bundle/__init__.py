@@ -31,10 +31,10 @@ import os
 import sys
 
 if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # Run as a script (``python3 harness/bundle.py``): the script's folder heads sys.path, and the
-    # package ``harness/bisect`` would shadow the standard library's ``bisect`` (imported by
-    # ``random``, hence ``tempfile``). Put the repository root there instead.
-    sys.path[0] = os.path.dirname(sys.path[0])
+    # Run as a script (``python3 harness/bundle/__init__.py``, or the copy inside a bundle): the
+    # script's folder heads sys.path. Put the repository root there instead, so that ``harness``
+    # imports and no package of it (``harness/bisect``) shadows the standard library's ``bisect``.
+    sys.path[0] = os.path.dirname(os.path.dirname(sys.path[0]))
 
 import argparse
 import base64
@@ -624,7 +624,7 @@ def compact_fatbins(path: Path, arch: int) -> dict | None:
 
 def _pip_download(reqs: Sequence[str], dest: Path, python_version: str, platforms: Sequence[str],
                   pip: Sequence[str] | None, log: Log) -> None:
-    from harness import procs  # build side only: the node never runs this
+    from harness.run import procs  # build side only: the node never runs this
     cmd = [*(pip or [sys.executable, "-m", "pip"]), "download", "--no-deps", "--only-binary=:all:",
            "--python-version", python_version, "--implementation", "cp", "-d", str(dest)]
     for p in platforms:
@@ -908,7 +908,7 @@ def _pack(site: Path, members: Sequence[str], files: dict[str, dict], archive: P
                 tf.addfile(ti, f)
     t0 = time.monotonic()
     if shutil.which("xz"):
-        from harness import procs
+        from harness.run import procs
         res = procs.run(["xz", "-T0", f"-{preset}e", "-f", str(tar_path)], timeout=3600)
         if not res:
             raise HarnessError(f"xz failed: {res.output.strip()[-500:]}")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HarnessError
-from .procs import TOKEN_ENV
-from .scenario import Scenario, Variant
+from harness.errors import HarnessError
+from harness.run.procs import TOKEN_ENV
+from harness.scenario.schema import Scenario, Variant
 
-HARNESS_ROOT = Path(__file__).resolve().parent.parent
+HARNESS_ROOT = Path(__file__).resolve().parents[2]
 
 # Environment for a vLLM-CPU rehearsal: the engine in the calling process builds in ~2 s instead
 # of ~14 s, and a 1 GiB KV cache is plenty for the tiny model.
@@ -112,7 +112,7 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
 
 
 def _tiny_llama() -> str:
-    from .tinymodel import ensure_tiny_llama
+    from harness.run.tinymodel import ensure_tiny_llama
 
     return str(ensure_tiny_llama())
 

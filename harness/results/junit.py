@@ -7,8 +7,8 @@ from typing import Any
 
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
-from . import atomic
-from .model import Outcome, StepResult, VariantResult
+from harness import atomic
+from harness.model import Outcome, StepResult, VariantResult
 
 
 def case_properties(res: StepResult) -> dict[str, str]:

@@ -17,10 +17,10 @@ command-line directory that is (or lies in) a ``scenarios`` directory, or files 
 ``harness_scenarios`` ini globs; and of those only scenarios (under a ``scenarios`` directory, or
 with top-level ``version:`` and ``steps:``).
 
-With pytest-xdist, ``--gpus-per-worker N`` gives every worker its own N devices (harness.pinning), and
+With pytest-xdist, ``--gpus-per-worker N`` gives every worker its own N devices (harness.ci.pinning), and
 the default ``load`` distribution keeps the steps of one (variant, repeat) on one worker.
 At the end of the session, the (variant, repeat) run directories of each scenario are merged
-(harness.shard) into one, with report and verdict.
+(harness.ci.shard) into one, with report and verdict.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ from typing import Iterator
 
 import pytest
 
-from . import pinning
-from .errors import HarnessError, InfrastructureError
-from .model import Outcome, StepResult, VariantResult
-from .probes import VISIBLE_ENV, visible_devices
+from harness.ci import pinning
+from harness.errors import HarnessError, InfrastructureError
+from harness.model import Outcome, StepResult, VariantResult
+from harness.run.probes import VISIBLE_ENV, visible_devices
 
 YAML_SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR = "scenarios"
@@ -183,7 +183,7 @@ def _workers(config: pytest.Config) -> int:
 
 def _devices(config: pytest.Config) -> pinning.Devices:
     if _DEVICES not in config.stash:
-        from .plan import detect_platform
+        from harness.run.plan import detect_platform
 
         gpus = config.getoption("gpus")
         sim_count = None
@@ -199,7 +199,7 @@ def _devices(config: pytest.Config) -> pinning.Devices:
 
 def _sim_count(config: pytest.Config) -> int | None:
     """The simulated node's device count when every scenario of the session runs on the sim."""
-    from . import scenario as scenario_mod
+    from harness.scenario import schema as scenario_mod
 
     state = config.stash.get(_STATE, None) or _new_state(config)
     counts = []
@@ -323,7 +323,7 @@ class ScenarioFile(pytest.File):
     """One scenario YAML file; its children are its (variant, repeat) runs."""
 
     def collect(self) -> Iterator[VariantRun]:
-        from . import scenario as scenario_mod
+        from harness.scenario import schema as scenario_mod
 
         try:
             sc = scenario_mod.load(self.path)
@@ -364,7 +364,7 @@ class VariantRun(pytest.Collector):
             raise pytest.fail.Exception(f"{type(e).__name__}: {e}", pytrace=False) from None
 
     def _run(self) -> None:
-        from . import runner
+        from harness.run import runner
 
         state = self.config.stash[_STATE]
         have = state.pinned_count
@@ -472,7 +472,7 @@ class StepItem(pytest.Item):
 
 def _properties(run: VariantRun, res: StepResult) -> list[tuple[str, str]]:
     """The harness's JUnit case properties, then the run's (its suite properties there)."""
-    from .junit import case_properties
+    from harness.results.junit import case_properties
 
     vr = run.result
     info = vr.info if vr is not None else {}
@@ -504,8 +504,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(_STATE, None)
     if state is None or hasattr(config, "workerinput") or not state.out.is_dir():
         return
-    from . import shard
-    from .report import summary
+    from harness.ci import shard
+    from harness.report import summary
 
     for scenario_dir in sorted(p for p in state.out.iterdir() if p.is_dir()):
         parts = sorted(p for p in scenario_dir.glob(f"{state.session_id}-*") if (p / "run.json").is_file())

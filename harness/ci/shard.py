@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 from junitparser import JUnitXml, TestSuite
 
-from . import atomic
-from .errors import InputError
+from harness import atomic
+from harness.errors import InputError
 
 T = TypeVar("T")
 BUILDKITE_JOB = "BUILDKITE_PARALLEL_JOB"
@@ -91,7 +91,7 @@ def configure(opts, scenario, spec: str | None, env: Mapping[str, str] | None = 
     share = resolve(spec, env)
     if share is None:
         return False
-    from .runner import new_run_id
+    from harness.run.runner import new_run_id
 
     pairs = matrix(opts.variants or [v.name for v in scenario.variants],
                    opts.repeat if opts.repeat is not None else scenario.repeat)
@@ -119,7 +119,7 @@ def merge(run_dirs: Sequence[Path], out: Path, run_id: str | None = None, announ
     """Join the run directories of a scenario's shards into a new run directory under ``out``;
     returns it. Each (variant, repeat) must come from exactly one shard; pairs no shard ran make
     the merged run incomplete (its verdict then says so)."""
-    from .runner import make_run_dir, new_run_id
+    from harness.run.runner import make_run_dir, new_run_id
 
     parts = [_read_part(Path(d)) for d in run_dirs]
     if not parts:

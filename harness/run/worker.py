@@ -3,7 +3,7 @@
 Steps run back-to-back in this one process, exactly as a pytest worker runs a suite:
 [settle] -> construct -> workload -> expect -> teardown, recording device memory and streaming one
 JSON event per line. Standard library only (plus vLLM through the backend), so any interpreter
-with vLLM installed can run it: ``python -m harness.worker PLAN.json``.
+with vLLM installed can run it: ``python -m harness.run.worker PLAN.json``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
-from . import backends, expect, faults, teardown
-from .model import Outcome, Phase
+from harness import backends
+from harness.run import expect
+from harness.run import faults
+from harness.run import teardown
+from harness.model import Outcome, Phase
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ScenarioError
+from harness.errors import ScenarioError
 
 MAX_BYTES = 4 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000

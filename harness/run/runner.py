@@ -24,10 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from . import __version__, atomic, events, junit, plan as planning, procs, scenario as scenario_mod
-from .errors import InfrastructureError
-from .model import StepResult, VariantResult
-from .sim.ledger import Ledger
+from harness import __version__, atomic
+from harness.results import events
+from harness.results import junit
+from harness.run import plan as planning
+from harness.run import procs
+from harness.scenario import schema as scenario_mod
+from harness.errors import InfrastructureError
+from harness.model import StepResult, VariantResult
+from harness.sim.ledger import Ledger
 
 class Progress(Protocol):
     """What shows a run's progress (report/console.py): every worker event, then each worker's steps."""
@@ -170,7 +175,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     atomic.write_json(plan_path, wplan)
     token = uuid.uuid4().hex
     env = planning.worker_env(rplan, variant, token, ledger)
-    argv = [opts.python or planning.interpreter(variant), "-m", "harness.worker", str(plan_path)]
+    argv = [opts.python or planning.interpreter(variant), "-m", "harness.run.worker", str(plan_path)]
     timeouts = rplan.scenario.timeouts
     tail = events.EventTail(ev_path)
     seen: list[dict] = []
@@ -227,7 +232,7 @@ def _orphan_memory(rplan: planning.RunPlan, ledger: Path) -> Callable[[int], dic
     """How much device memory a leftover process holds, so the report can name it."""
     def describe(pid: int) -> dict:
         if rplan.backend == "sim":
-            from .sim.ledger import Ledger
+            from harness.sim.ledger import Ledger
 
             if ledger.exists():
                 return {"device_bytes": Ledger(str(ledger)).held_by(pid)}
@@ -240,7 +245,7 @@ def _settle(rplan: planning.RunPlan, ledger: Path, variant, opts: RunOptions) ->
     on ROCm a finished process's VRAM returns lazily, and that must not be blamed on this variant."""
     if rplan.backend != "sim" or not ledger.exists():
         return
-    from .backends.sim import SimBackend
+    from harness.backends.sim import SimBackend
 
     devices = opts.devices if opts.devices is not None else list(range(rplan.scenario.devices))
     probe = SimBackend({"sim": {k: getattr(rplan.scenario.sim, k) for k in rplan.scenario.sim.__dataclass_fields__},

@@ -19,8 +19,8 @@ from xml.etree.ElementTree import Element
 from junitparser import JUnitXml
 from junitparser.junitparser import JUnitXmlError
 
-from .errors import InputError
-from .model import FailureClass, Outcome
+from harness.errors import InputError
+from harness.model import FailureClass, Outcome
 
 _CLASSES = {c.value: c for c in FailureClass}
 
@@ -150,7 +150,7 @@ def _failure_class(props: dict[str, str], type_: str, text: str) -> FailureClass
     given = _CLASSES.get(props.get("failure_class", "")) or _CLASSES.get(type_)  # the harness writes both
     if given is not None and given is not FailureClass.NONE:
         return given
-    from . import classify  # lazily: only failed cases of foreign files need it
+    from harness.results import classify  # lazily: only failed cases of foreign files need it
 
     found = classify.classify_text(text)
     # A failed case always has a class: a foreign <failure> nothing explains is a failed check.

@@ -137,7 +137,7 @@ def spawn_orphan(hold_mib: int) -> None:
         block[::4096] = b"\x01" * len(block[::4096])  # touch the pages so they count as resident
         ledger = os.environ.get("HARNESS_SIM_LEDGER")
         if ledger:
-            from .sim.ledger import Ledger
+            from harness.sim.ledger import Ledger
 
             Ledger(ledger).allocate(0, hold_mib << 20, "orphan", os.getpid())
         time.sleep(3600)  # last-resort bound; the harness's sweep kills it long before

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import classify
-from .model import Expectation, FailureClass, MemorySample, Outcome, Phase, StepResult
+from harness.results import classify
+from harness.model import Expectation, FailureClass, MemorySample, Outcome, Phase, StepResult
 
 LOG_TAIL_BYTES = 8000
 

@@ -301,7 +301,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.tinymodel",
+    parser = argparse.ArgumentParser(prog="python -m harness.run.tinymodel",
                                      description="Build (once) the deterministic tiny Llama and print its path.")
     parser.add_argument("--cache", type=Path, default=None,
                         help="cache root (default: $HARNESS_CACHE, else ~/.cache/vllm-teardown-harness)")

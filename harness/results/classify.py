@@ -35,8 +35,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import InputError
-from .model import FailureClass, Phase
+from harness.errors import InputError
+from harness.model import FailureClass, Phase
 
 __all__ = ["MAX_SCAN_BYTES", "classify_file", "classify_step", "classify_text"]
 

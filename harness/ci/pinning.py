@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-from .errors import InputError
-from . import probes
-from .probes import VISIBLE_ENV, visible_devices
+from harness.errors import InputError
+from harness.run import probes
+from harness.run.probes import VISIBLE_ENV, visible_devices
 
 # ROCm's HIP runtime reads HIP_VISIBLE_DEVICES, or CUDA_VISIBLE_DEVICES as its alias, and vLLM on ROCm
 # insists that the two agree when both are set: a ROCm worker gets both, with the same value.

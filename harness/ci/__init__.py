@@ -1,0 +1,1 @@
+"""CI integration: the pytest plugin, GPU pinning, sharding and merging, nightly history."""

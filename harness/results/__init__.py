@@ -1,0 +1,1 @@
+"""Stage 3: results: JUnit writing and reading, events, classification, diff, statistics, verdict."""
