@@ -104,6 +104,8 @@ class StepResult:
     release_latency_s: float | None = None
     release_after_free_s: float | None = None  # lazy_release injected: the wait's lateness after the real release
     threshold_bytes: int | None = None
+    classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
+    builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step
@@ -132,3 +134,4 @@ class VariantResult:
     info: dict[str, Any] = field(default_factory=dict)  # platform, device, vllm_version...
     orphans: list[dict[str, Any]] = field(default_factory=list)
     exit_status: str = ""  # "ok", "timeout", "crash: SIGKILL", "interrupted"
+    problems: list[str] = field(default_factory=list)  # a pytest suite that could not be collected

@@ -60,7 +60,9 @@ class Progress:
         kind = ev.get("event")
         if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
             self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
-        if kind == "step_start":
+        if kind == "collected":  # a pytest suite: the tests are known once collected
+            self.total = len(ev["tests"])
+        elif kind == "step_start":
             self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="")
         elif kind == "phase_start":
             self.state["phase"] = ev["phase"]
@@ -85,8 +87,10 @@ class Progress:
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
         self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
-        mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+        mark = "[green]PASS[/]" if ok else "[yellow]SKIP[/]" if ev["outcome"] == "skipped" else "[red]FAIL[/]"
         why = "" if ok else f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: {str(ev.get('message', ''))[:120]}"
+        if ev["outcome"] == "skipped":  # a pytest suite's skipped test
+            why = f"  {str(ev.get('message', ''))[:120]}"
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
         self.console.print(f"{mark} {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, {_gib(self.state.get('used'))})"
                            f"{why}", markup=True, highlight=False, soft_wrap=True)

@@ -55,6 +55,7 @@ class RunOptions:
     devices: list[int] | None = None
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
+    vllm_src: str | None = None  # a pytest suite's checkout, overriding pytest.rootdir
     progress: Progress | None = None
     announce: Callable[[str], None] = print
 
@@ -65,6 +66,7 @@ class RunResult:
     plan: planning.RunPlan
     variants: dict[str, list[VariantResult]] = field(default_factory=dict)
     incomplete: bool = False
+    problems: list[str] = field(default_factory=list)  # a pytest suite that could not be collected
 
 
 def new_run_id() -> str:
@@ -92,7 +94,7 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     scenario = scenario_mod.load(scenario_path)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
-                           model=opts.model, strict_platform=opts.strict_platform)
+                           model=opts.model, strict_platform=opts.strict_platform, vllm_src=opts.vllm_src)
     for v in rplan.variants:
         if not Path(opts.python or planning.interpreter(v)).exists():
             raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
@@ -115,6 +117,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
             result.variants[variant.name].append(vr)
             _write_variant(result, variant.name, meta)
             meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
+            result.problems.extend(vr.problems)
+            meta["problems"] = result.problems
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -212,6 +216,10 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
     vr = _variant_result(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans)
+    if wplan.get("pytest"):
+        from harness.upstream import results as upstream_results
+
+        vr.problems = upstream_results.problems(seen, variant.name, argv[0], wplan["pytest"]["args"], log_path)
     if opts.progress:
         opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
@@ -221,7 +229,13 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
 
 def _variant_result(variant, repeat, seen, wplan, log_path, stopped, returncode, orphans) -> VariantResult:
     desc = procs.exit_description(returncode)
-    info, steps = events.collect(seen, wplan["steps"], log=log_path, stopped=stopped, exit_description=desc)
+    planned, extra = wplan["steps"], []
+    if wplan.get("pytest"):  # the tests are known once the worker's pytest session has collected them
+        from harness.upstream import results as upstream_results
+
+        planned, extra = upstream_results.planned_steps(seen), upstream_results.extra_cases(seen, log_path, desc)
+    info, steps = events.collect(seen, planned, log=log_path, stopped=stopped, exit_description=desc)
+    steps = extra + steps
     for s in steps:
         s.repeat = repeat
     status = stopped or ("ok" if returncode == 0 else desc)

@@ -41,7 +41,7 @@ class Events:
         self._f.flush()
 
 
-def _log_offset() -> int:
+def log_offset() -> int:
     """Byte offset in the variant's log (stdout and stderr go to one file), for per-step log tails."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -71,7 +71,7 @@ class StepRunner:
                          per_device=[u for u, _ in readings])
         return readings
 
-    def _actions(self, step: dict, ctx: teardown.TeardownContext, actions: list[dict], held=None) -> None:
+    def run_actions(self, step: dict, ctx: teardown.TeardownContext, actions: list[dict], held=None) -> None:
         """Run actions in order, sampling memory after each; an injected lazy release happens
         just before the trailing waits (where ROCm's reclaim would still be pending)."""
         inject_at = len(actions)
@@ -127,27 +127,27 @@ class StepRunner:
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
                                        gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
-        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=_log_offset())
+        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
         failure: tuple[Phase, BaseException, str] | None = None
         expectations: list[dict] = []
         held = None
         phase = Phase.SETTLE
         try:
             if self.profile["before"]:
-                self._phase(step, phase, lambda: self._actions(step, ctx, self.profile["before"]))
+                self.in_phase(step, phase, lambda: self.run_actions(step, ctx, self.profile["before"]))
             baseline = self.sample(step, "before_construct")
             phase = Phase.CONSTRUCT
-            ctx.llm = self._phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
+            ctx.llm = self.in_phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
             self.events.emit("threshold", step=name, index=index,
                              threshold_bytes=sum(ctx.threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))
             if step.get("workload"):
                 phase = Phase.WORKLOAD
-                results = self._phase(step, phase, lambda: self._workload(ctx.llm, step["workload"]))
+                results = self.in_phase(step, phase, lambda: self._workload(ctx.llm, step["workload"]))
                 self.sample(step, "after_workload")
                 phase = Phase.EXPECT
-                checked = self._phase(step, phase, lambda: expect.evaluate(
+                checked = self.in_phase(step, phase, lambda: expect.evaluate(
                     step["expect"], results, SimpleNamespace(**step["workload"])))
                 expectations = [{"name": n, "ok": ok, "detail": d} for n, ok, d in checked]
                 failed = [e for e in expectations if not e["ok"]]
@@ -162,7 +162,7 @@ class StepRunner:
             failure = teardown_failure
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
-                                  "release_latency_s": latency, "log_offset": _log_offset()}
+                                  "release_latency_s": latency, "log_offset": log_offset()}
         after_free = self._release_after_free(ctx) if held is not None else None
         self._lazy_releases = None
         if after_free is not None:
@@ -176,7 +176,7 @@ class StepRunner:
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
         ctx.started = time.monotonic()
         try:
-            self._phase(step, Phase.TEARDOWN, lambda: self._actions(step, ctx, self.profile["after"], held))
+            self.in_phase(step, Phase.TEARDOWN, lambda: self.run_actions(step, ctx, self.profile["after"], held))
         except Exception as e:
             tb = traceback.format_exc()
             traceback.clear_frames(e.__traceback__)
@@ -185,7 +185,7 @@ class StepRunner:
             ctx.llm = None  # whatever the profile did, the next step starts without this engine
         return None
 
-    def _phase(self, step: dict, phase: Phase, fn):
+    def in_phase(self, step: dict, phase: Phase, fn):
         self.events.emit("phase_start", step=step["name"], index=step["index"], phase=str(phase))
         start = time.monotonic()
         try:
@@ -206,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
+    if plan.get("pytest"):  # vLLM's own test files instead of steps
+        from harness.upstream import suite
+
+        return suite.main(plan)
     events = Events(plan["events"], plan["variant"], plan["repeat"])
     backend = backends.load(plan)
     runner = StepRunner(plan, events, backend)
