@@ -220,10 +220,11 @@ def load(path: str | Path) -> Scenario:
     if not isinstance(raw, dict):
         raise ctx.fail(None, f"expected a mapping of scenario keys (version, variants, steps...), got {_kind(raw)}")
     ctx.mapping(raw, "", _TOP, required=("version", "variants"))
-    if ("steps" in raw) == ("pytest" in raw):
-        raise ctx.fail("steps" if "steps" in raw else None,
-                       "a scenario has either 'steps:' (its own engine steps) or 'pytest:' (vLLM's test files), "
-                       + ("not both" if "steps" in raw else "and this one has neither"))
+    if "steps" not in raw and "pytest" not in raw:
+        raise ctx.fail("steps", "required key is missing (or 'pytest:', to run vLLM's own test files)")
+    if "steps" in raw and "pytest" in raw:
+        raise ctx.fail("pytest", "a scenario has either 'steps:' (its own engine steps) or 'pytest:' "
+                                 "(vLLM's test files), not both")
     suite = suite_mod.parse(ctx, raw["pytest"]) if "pytest" in raw else None
     version = ctx.number(raw["version"], "version", lo=1, hi=10**6, integer=True)
     if version > SCENARIO_VERSION:

@@ -19,10 +19,12 @@ def _first(events: list[dict], kind: str) -> dict | None:
 
 
 def planned_steps(events: list[dict]) -> list[dict]:
-    """The collected tests; none when collection failed (pytest then runs nothing, and its own
-    junitxml holds only the errors)."""
+    """The collected tests; none when collection failed and pytest therefore ran nothing (its own
+    junitxml then holds only the errors; with --continue-on-collection-errors it runs the rest)."""
     collected = _first(events, "collected")
-    if collected is None or _first(events, "collect_error") is not None:
+    if collected is None:
+        return []
+    if _first(events, "collect_error") is not None and _first(events, "step_start") is None:
         return []
     return collected["tests"]
 
