@@ -237,3 +237,31 @@ def test_the_harness_pytest_plugin_skips_a_pytest_suite_scenario_with_the_comman
                            "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "1 skipped" in proc.stdout and "error" not in proc.stdout.lower()
     assert "run.py upstream_samplers_mi250.yaml --vllm-src DIR" in proc.stdout
+
+
+def test_a_construction_that_fails_for_memory_is_vram_construction(tmp_path):
+    rec, _, path = _recorder(tmp_path, "fixed")
+    rec.begin_test({"name": "test_b", "index": 0})
+    rec.events.emit("step_start", step="test_b", index=0, timeout_s=60, log_offset=0)
+
+    def build():
+        raise ValueError("Free memory on device cuda:0 (24.68/255.98 GiB) on startup is less than desired "
+                         "GPU memory utilization (0.9, 230.39 GiB).")
+
+    with pytest.raises(ValueError) as info:
+        rec.construct(object(), "VllmRunner", "org/m", 0.9, [], build)
+    wrapped = RuntimeError("the test wrapped it")
+    wrapped.__cause__ = info.value
+    assert rec.phase_of(info.value, "call") == rec.phase_of(wrapped, "call") == "construct"
+    assert rec.phase_of(AssertionError("x"), "call") == "expect"
+    assert rec.phase_of(KeyError("x"), "call") == "workload"
+    rec.end_test()
+    evs = [json.loads(line) for line in path.read_text().splitlines()]
+    start = next(e for e in evs if e["event"] == "engine_start")
+    assert start["error"].startswith("ValueError: Free memory on device")
+    end = {"t": evs[-1]["t"], "event": "step_end", "index": 0, "step": "test_b", "outcome": "failed",
+           "phase": "construct", "error_type": "ValueError", "message": str(info.value), "traceback": ""}
+    _, (res,) = events_mod.collect(evs + [end], [{"name": "test_b", "index": 0}], log=tmp_path / "log",
+                                   stopped=None, exit_description="")
+    assert res.failure_class is FailureClass.VRAM_CONSTRUCTION
+    assert junit.case_properties(res)["engine0_error"].startswith("ValueError: Free memory")
