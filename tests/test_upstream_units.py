@@ -265,3 +265,13 @@ def test_a_construction_that_fails_for_memory_is_vram_construction(tmp_path):
                                    stopped=None, exit_description="")
     assert res.failure_class is FailureClass.VRAM_CONSTRUCTION
     assert junit.case_properties(res)["engine0_error"].startswith("ValueError: Free memory")
+
+
+def test_tests_that_never_ran_keep_their_pytest_names(tmp_path):
+    steps = [{"name": f"test_{i}", "index": i, "classname": "tests.samplers.test_x", "timeout_s": 60} for i in range(3)]
+    evs = [{"t": 1.0, "event": "worker_start", "info": {}},
+           {"t": 2.0, "event": "step_start", "step": "test_0", "index": 0, "timeout_s": 60, "log_offset": 0}]
+    for stopped in ("interrupted", "timeout", None):
+        _, res = events_mod.collect(evs, steps, log=tmp_path / "log", stopped=stopped, exit_description="killed")
+        assert [(r.classname, r.step) for r in res] == [("tests.samplers.test_x", s["name"]) for s in steps]
+        assert [r.outcome for r in res][1:] == [Outcome.SKIPPED, Outcome.SKIPPED]

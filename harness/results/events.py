@@ -116,7 +116,7 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
                                            f"worker exited before the first step ({exit_description})", None))
                 broken_at = step["name"]
                 continue
-            results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why))
+            results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why, classname=step.get("classname")))
             continue
         if "end" not in st:
             results.append(_unfinished(step, st, log, stopped, exit_description, st.get("current_phase")))
@@ -170,7 +170,7 @@ def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_descr
         cls, msg = FailureClass.TIMEOUT, f"Timeout: step exceeded {step['timeout_s']:g} s in phase {phase}"
     elif stopped == "interrupted":  # not a result of the step: the run is marked incomplete instead
         return StepResult(step["name"], 0, Outcome.SKIPPED, message="not finished: the run was interrupted",
-                          log_tail=tail)
+                          log_tail=tail, classname=step.get("classname"))
     else:
         cls = FailureClass.CRASH
         msg = _with_signal_note(f"WorkerDied: the worker process died ({exit_description}) in phase {phase}")

@@ -81,9 +81,9 @@ class UpstreamPlugin:
 
     def pytest_configure(self, config):
         config.addinivalue_line("markers", "skip_global_cleanup: upstream's cleanup_fixture does nothing")
-        from vllm.entrypoints.llm import LLM
+        import vllm
 
-        self.patches.llm(LLM)
+        self.patches.llm(vllm.LLM)  # the class object every `from vllm import LLM` shares
 
     def pytest_unconfigure(self, config):
         self.patches.undo()
