@@ -275,3 +275,13 @@ def test_tests_that_never_ran_keep_their_pytest_names(tmp_path):
         _, res = events_mod.collect(evs, steps, log=tmp_path / "log", stopped=stopped, exit_description="killed")
         assert [(r.classname, r.step) for r in res] == [("tests.samplers.test_x", s["name"]) for s in steps]
         assert [r.outcome for r in res][1:] == [Outcome.SKIPPED, Outcome.SKIPPED]
+
+
+def test_a_test_that_hangs_after_its_engine_was_built_timed_out_in_the_workload(tmp_path):
+    step = {"name": "test_0", "index": 0, "classname": "tests.x", "timeout_s": 60}
+    evs = [{"t": 1.0, "event": "step_start", "step": "test_0", "index": 0, "timeout_s": 60, "log_offset": 0},
+           {"t": 1.0, "event": "phase_start", "step": "test_0", "index": 0, "phase": "construct", "build": 0},
+           {"t": 2.0, "event": "phase_end", "step": "test_0", "index": 0, "phase": "construct", "duration_s": 1.0,
+            "build": 0}]
+    _, (res,) = events_mod.collect(evs, [step], log=tmp_path / "log", stopped="timeout", exit_description="")
+    assert res.failure_class is FailureClass.TIMEOUT and res.message.endswith("in phase workload")

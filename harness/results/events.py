@@ -88,6 +88,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
             st["current_phase"] = ev["phase"]
         elif kind == "phase_end":  # summed: a pytest suite's test may build several engines
             st["phases"][ev["phase"]] = round(st["phases"].get(ev["phase"], 0.0) + ev["duration_s"], 6)
+            if ev["phase"] == str(Phase.CONSTRUCT):  # what follows uses the engine (a test's body has no phase events)
+                st["current_phase"] = str(Phase.WORKLOAD)
         elif kind == "memory":
             st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"]))
             if "build" in ev:
