@@ -1,28 +1,27 @@
-"""Offline bundles of vLLM and the wheels it needs, for air-gapped GPU nodes.
+"""Install an offline bundle on an air-gapped GPU node, with nothing but the standard library.
 
-A bundle is a directory that travels to a node without network access:
+This file is the node's whole installer: ``build`` copies it alone into every bundle as
+``install.py``, so it imports nothing outside the standard library and nothing else of the harness
+(``harness.errors`` only where it is importable, for the harness's own exit codes).
+
+A bundle is a directory:
 
     <bundle>/manifest.json        what is inside: versions, every file with its sha256, the parts
     <bundle>/<name>.tar.xz.000    the payload (tar.xz of an installed site tree), split into parts
     <bundle>/<name>.tar.xz.001    of at most ``part_size`` bytes, each with its sha256 in the manifest
-    <bundle>/install.py           a copy of this module: installs the bundle with the standard library
+    <bundle>/install.py           a copy of this module
 
-``build`` (here, with network): fetches the vLLM wheel and the dependency wheels the node lacks,
-unpacks them into one site tree (``pip install --target`` layout), drops what a dense model on the
-node never loads, optionally compacts the CUDA fat binaries to the node's architecture, and packs the
-tree. With ``delta_against`` (an earlier bundle) it packs only the files whose sha256 differ, plus
-the list of deleted files.
+``install`` verifies every part, streams the joined parts through xz and tar into a fresh directory
+beside the target (a delta is applied over its base: the base's bundle or an installed copy of it),
+checks the sha256 of every resulting file against the manifest, then renames the old target aside,
+the new directory into place, and only then removes the old one. The result is used with the
+node's own interpreter and torch:
 
-``install`` (on the node, standard library only): verifies every part, streams the joined parts
-through xz and tar into a fresh directory (a delta is applied over its base: the base's bundle or an
-installed copy of it), checks the sha256 of every resulting file against the manifest, and renames
-the directory into place. The result is used with the node's own interpreter and torch:
+    python3 harness/bundle/install.py install .bundle/vllm-0.21.0 --target /tmp/vllm-0.21.0
+    PYTHONPATH=/tmp/vllm-0.21.0 python3 -c 'import vllm'
 
-    PYTHONPATH=<target> python3 -c 'import vllm'
-
-Only the install path (``install``, ``stage``, ``verify``, ``show``) runs on the node; it imports
-nothing outside the standard library, so ``python3 harness/bundle.py install ...`` works before any
-of the harness's own requirements are installed there.
+``stage``, ``verify`` and ``show`` gather, check and describe bundles. Building one (with network)
+is ``python run.py bundle build``: see ``harness.bundle.build``.
 """
 
 from __future__ import annotations
@@ -31,31 +30,25 @@ import os
 import sys
 
 if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # Run as a script (``python3 harness/bundle/__init__.py``, or the copy inside a bundle): the
-    # script's folder heads sys.path. Put the repository root there instead, so that ``harness``
-    # imports and no package of it (``harness/bisect``) shadows the standard library's ``bisect``.
-    sys.path[0] = os.path.dirname(os.path.dirname(sys.path[0]))
+    # Run as a script, its folder heads sys.path: take it out, so that the package's other modules
+    # (build.py, cli.py...) can never shadow a module that the standard library imports.
+    del sys.path[0]
 
 import argparse
-import base64
-import csv
-import fnmatch
 import hashlib
 import io
 import json
-import re
 import shutil
-import struct
 import tarfile
 import tempfile
 import time
-import zipfile
+import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 try:
     from harness.errors import HarnessError, InputError
-except ImportError:  # a copy of this file inside a bundle, run on a node without the harness
+except ImportError:  # the copy inside a bundle, run on a node without the harness
     class HarnessError(Exception):  # type: ignore[no-redef]
         exit_code = 2
 
@@ -66,67 +59,6 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 INSTALLER = "install.py"
 STAMP = ".bundle-installed.json"
-DEFAULT_PART_SIZE = 50 * 2**20
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness-bundle" / "wheels"
-
-#: manylinux tags that pip matches exactly: 2_17 to 2_39 cover every x86-64 wheel of today.
-DEFAULT_PLATFORMS: tuple[str, ...] = tuple(f"manylinux_2_{n}_x86_64" for n in range(39, 16, -1)) + (
-    "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64")
-
-#: Files of the vLLM wheel that a dense model on an H100 never loads (fnmatch patterns, relative to
-#: the site tree). Extension modules built for other Python versions are dropped by a rule of their
-#: own (see ``_other_python_extension``).
-DEFAULT_DROP: tuple[str, ...] = (
-    # FlashAttention 2 kernels (191 MB): Hopper runs FlashAttention 3 (_vllm_fa3_C, kept); the
-    # import is guarded and sets FA2_AVAILABLE = False.
-    "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
-    # Mixture-of-experts kernels (38 MB): `import vllm._moe_C` is wrapped in suppress(ImportError)
-    # and only MoE models call torch.ops._moe_C.
-    "vllm/_moe_C.abi3.so",
-    # The Rust HTTP frontend (36 MB, 0.22.0 and later): used only with VLLM_USE_RUST_FRONTEND=1.
-    "vllm/vllm-rs",
-)
-
-#: The dependency wheels a dense-model engine imports and the H100/H200 image lacks. Unpinned names
-#: take vLLM's own specifier (and those of the other bundled wheels). xgrammar 0.2.8 needs a newer
-#: apache-tvm-ffi than vLLM's pin (0.1.9), so that pin is overridden on purpose.
-DEFAULT_DEPS: tuple[str, ...] = (
-    "annotated-types", "astor", "blake3", "cachetools", "cbor2", "depyf", "dill", "diskcache",
-    "fastapi", "gguf", "lark", "llguidance", "msgspec", "openai", "openai-harmony",
-    "opentelemetry-api", "partial-json-parser", "pybase64", "pydantic", "pydantic-core", "pyzmq",
-    "setproctitle", "sniffio", "starlette", "typing-inspection",
-    "xgrammar==0.2.8", "apache-tvm-ffi==0.1.15.post2",
-)
-
-#: The harness's own requirements that the node lacks (pure Python).
-HARNESS_DEPS: tuple[str, ...] = ("junitparser",)
-
-#: Python distributions of the device image ('cuda'), as listed in the device notes (KINDS.md,
-#: read 2026-11-17). Requirements on these are not bundled; their versions are checked on install.
-TARGET_PRESENT: tuple[str, ...] = tuple("""
-absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build
-certifi charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings
-cuda-core cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils
-execnet filelock flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet
-httpcore httpx huggingface-hub humanize hypothesis idna imageio iniconfig interface-meta jax
-jax-cuda13-pjrt jax-cuda13-plugin jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning
-lightning-utilities linear-operator lineax llvmlite lxml markdown markdown-it-py markupsafe matplotlib
-mdurl meson ml-dtypes mpi4py mpmath msgpack multidict multipledispatch mypy-extensions nanobind
-narwhals networkx ninja numba numba-cuda numpy numpyro nvidia-cublas nvidia-cuda-cupti
-nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft nvidia-cufile nvidia-curand
-nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py nvidia-nccl-cu13 nvidia-nvjitlink
-nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript opencv-python-headless optax
-opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec patsy peft pillow pip
-pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11 py-cpuinfo pygments
-pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock
-pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu
-safetensors scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece
-sentence-transformers setuptools shellingham simplejson six sortedcontainers statsmodels sympy
-tabulate tensorboard tensorboard-data-server tensorstore threadpoolctl tifffile tiktoken timm
-tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm
-transformers treescope triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig
-werkzeug wheel wrapt xarray xxhash yarl zipp
-""".split())
 
 Log = Callable[[str], None]
 
@@ -135,12 +67,7 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- shared helpers (stdlib)
-
-def normalize(name: str) -> str:
-    """PEP 503 name: 'Typing_Inspection' -> 'typing-inspection'."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
+# --------------------------------------------------------------------------- helpers shared with the build side
 
 def sha256_file(path: Path | str, chunk: int = 4 * 2**20) -> str:
     h = hashlib.sha256()
@@ -435,7 +362,7 @@ def install(bundle_dirs: Sequence[Path | str], target_site: Path | str, *, base_
                  "tree_sha256": final["tree_sha256"], "target": str(target),
                  "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": final["files"]}
         (work / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
-        _swap_in(work, target)
+        swap_in(work, target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -445,12 +372,26 @@ def install(bundle_dirs: Sequence[Path | str], target_site: Path | str, *, base_
     return {k: v for k, v in stamp.items() if k != "files"}
 
 
-def _swap_in(staged: Path, dest: Path) -> None:
-    """Put a finished directory where `dest` was, in one rename: never a half-written one."""
+def swap_in(staged: Path, dest: Path) -> None:
+    """Put a finished directory where `dest` was. The old `dest` is renamed aside first and removed
+    only once the new one is in place; if anything fails in between, it is renamed back, so `dest`
+    always holds either the old tree or the new one, never a half-written or missing one."""
     os.chmod(staged, 0o755)
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(staged, dest)
+    aside = None
+    if dest.exists() or dest.is_symlink():
+        aside = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:12]}")
+        os.rename(dest, aside)
+    try:
+        os.rename(staged, dest)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, dest)
+        raise
+    if aside is not None:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            aside.unlink()
 
 
 def _prune_empty_dirs(root: Path) -> None:
@@ -518,561 +459,11 @@ def describe(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- build side (here, with pip)
-#
-# CUDA fat binaries. An extension's .nv_fatbin section holds one fat binary per translation unit
-# (the host code finds each through a pointer in .nvFatBinSegment). A fat binary is a 16-byte header
-# (magic 0xBA55ED50, version, header size, size of the entries) followed by entries, each a header
-# (kind 1 = PTX, 2 = ELF cubin; the architecture; payload size) and its payload. On an sm_XY device
-# the driver loads, per fat binary, a cubin of the same major version and minor <= Y if there is
-# one, else JIT-compiles PTX of an architecture <= XY. ``compact_fatbins`` keeps exactly those
-# entries, moves them to the front of their fat binary, rewrites its size and zeroes the rest, so
-# every pointer stays valid and the loader sees what nvcc would have built for that one
-# architecture. A fat binary with nothing usable keeps its smallest entry (unusable there before too).
+# --------------------------------------------------------------------------- command line (the node's)
 
-_FATBIN_MAGIC = 0xBA55ED50
-_FATBIN_HEADER = struct.Struct("<IHHQ")
-_FATBIN_ENTRY = struct.Struct("<HHIQIIHHI")  # kind, version, header size, payload size, ..., arch
-
-
-def _elf_section(data: bytes | bytearray, name: str) -> tuple[int, int] | None:
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return None
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    if not shoff or shstrndx >= shnum:
-        return None
-    sec = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    stroff = sec[shstrndx][4]
-    for sh_name, _typ, _flags, _addr, off, size in sec:
-        end = data.index(b"\0", stroff + sh_name)
-        if bytes(data[stroff + sh_name:end]).decode("ascii", "replace") == name:
-            return off, size
-    return None
-
-
-def _fatbins(data: bytes | bytearray, off: int, size: int) -> list[tuple[int, list[dict]]]:
-    """[(fat binary offset, [entries])] of an .nv_fatbin section; ValueError if it does not parse."""
-    out = []
-    pos, end = off, off + size
-    while pos < end:
-        if end - pos < _FATBIN_HEADER.size or struct.unpack_from("<I", data, pos)[0] != _FATBIN_MAGIC:
-            if any(data[pos:min(pos + 8, end)]):  # only zero padding may sit between fat binaries
-                raise ValueError(f"unexpected bytes at {pos:#x} in .nv_fatbin")
-            pos += 8
-            continue
-        _magic, _ver, hsize, fsize = _FATBIN_HEADER.unpack_from(data, pos)
-        entries, e, stop = [], pos + hsize, pos + hsize + fsize
-        if stop > end:
-            raise ValueError(f"fat binary at {pos:#x} runs past its section")
-        while e < stop:
-            kind, _v, ehsize, psize, _c, _u, _mi, _ma, arch = _FATBIN_ENTRY.unpack_from(data, e)
-            if kind not in (1, 2) or ehsize < _FATBIN_ENTRY.size or e + ehsize + psize > stop:
-                raise ValueError(f"bad fat binary entry at {e:#x}")
-            entries.append({"at": e, "kind": kind, "arch": arch, "length": ehsize + psize})
-            e += ehsize + psize
-        if e != stop:
-            raise ValueError(f"fat binary at {pos:#x}: entries do not fill it")
-        out.append((pos, entries))
-        pos = stop
-    return out
-
-
-def _usable(entry: dict, arch: int) -> str | None:
-    if entry["kind"] == 2 and entry["arch"] // 10 == arch // 10 and entry["arch"] <= arch:
-        return "cubin"
-    if entry["kind"] == 1 and entry["arch"] <= arch:
-        return "ptx"
-    return None
-
-
-def compact_fatbins(path: Path, arch: int) -> dict | None:
-    """Keep, in every fat binary of an ELF file, only the entries an sm_<arch> device loads (see
-    above). Returns what changed, or None when the file has no fat binary or nothing to drop."""
-    data = bytearray(path.read_bytes())
-    sec = _elf_section(data, ".nv_fatbin")
-    if sec is None:
-        return None
-    try:
-        fatbins = _fatbins(data, *sec)
-    except ValueError as e:
-        raise HarnessError(f"{path}: cannot parse its CUDA fat binaries ({e}); build without --cuda-arch") from None
-    removed = removed_bytes = 0
-    kept_archs: dict[str, int] = {}
-    for start, entries in fatbins:
-        cubins = [x for x in entries if _usable(x, arch) == "cubin"]
-        keep = cubins or [x for x in entries if _usable(x, arch) == "ptx"] or [min(entries, key=lambda x: x["length"])]
-        if len(keep) == len(entries):
-            continue
-        if any(x["length"] % 8 for x in keep):
-            raise HarnessError(f"{path}: fat binary entry not 8-byte aligned; build without --cuda-arch")
-        _m, ver, hsize, fsize = _FATBIN_HEADER.unpack_from(data, start)
-        body = b"".join(bytes(data[x["at"]:x["at"] + x["length"]]) for x in keep)
-        region = start + hsize
-        data[region:region + fsize] = body + bytes(fsize - len(body))
-        _FATBIN_HEADER.pack_into(data, start, _FATBIN_MAGIC, ver, hsize, len(body))
-        removed += len(entries) - len(keep)
-        removed_bytes += fsize - len(body)
-        for x in keep:
-            k = f"{'sm' if x['kind'] == 2 else 'compute'}_{x['arch']}"
-            kept_archs[k] = kept_archs.get(k, 0) + 1
-    if not removed:
-        return None
-    path.write_bytes(data)
-    return {"entries_removed": removed, "bytes_zeroed": removed_bytes, "kept": dict(sorted(kept_archs.items()))}
-
-
-def _pip_download(reqs: Sequence[str], dest: Path, python_version: str, platforms: Sequence[str],
-                  pip: Sequence[str] | None, log: Log) -> None:
-    from harness.run import procs  # build side only: the node never runs this
-    cmd = [*(pip or [sys.executable, "-m", "pip"]), "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", python_version, "--implementation", "cp", "-d", str(dest)]
-    for p in platforms:
-        cmd += ["--platform", p]
-    log(f"pip download {' '.join(reqs)}")
-    res = procs.run([*cmd, *reqs], timeout=1800)
-    if not res:
-        tail = "\n".join(res.output.strip().splitlines()[-5:])
-        raise HarnessError(f"pip download {' '.join(reqs)} failed ({procs.exit_description(res.returncode)}):\n{tail}")
-
-
-_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(?:-(?P<build>\d[^-]*))?-(?P<py>[^-]+)-(?P<abi>[^-]+)-(?P<plat>[^-]+)\.whl$")
-
-
-def _wheel_fits(filename: str, python_version: str, platforms: Sequence[str]) -> bool:
-    m = _WHEEL_RE.match(filename)
-    if not m:
-        return False
-    major, minor = (int(x) for x in python_version.split(".")[:2])
-    cp = f"cp{major}{minor}"
-    py_ok = False
-    for t in m["py"].split("."):
-        if t in (f"py{major}", f"py{major}{minor}", cp):
-            py_ok = True
-        elif m["abi"] == "abi3" and re.fullmatch(rf"cp{major}(\d+)", t) and int(t[3:]) <= minor:
-            py_ok = True
-    plat_ok = any(p == "any" or p in platforms for p in m["plat"].split("."))
-    return py_ok and plat_ok
-
-
-def _requirement_tools():
-    try:
-        from packaging.requirements import Requirement
-        from packaging.version import Version
-    except ImportError:  # pip vendors it
-        from pip._vendor.packaging.requirements import Requirement  # type: ignore
-        from pip._vendor.packaging.version import Version  # type: ignore
-    return Requirement, Version
-
-
-def _local_wheel(name: str, spec: str, wheel_dir: Path, python_version: str, platforms: Sequence[str]) -> Path | None:
-    """The highest version of `name` in wheel_dir that satisfies spec and fits the target."""
-    Requirement, Version = _requirement_tools()
-    specifier = Requirement(f"{name}{spec}").specifier
-    best = None
-    for p in wheel_dir.glob("*.whl"):
-        m = _WHEEL_RE.match(p.name)
-        if not m or normalize(m["name"]) != normalize(name) or not _wheel_fits(p.name, python_version, platforms):
-            continue
-        v = Version(m["version"])
-        if specifier.contains(v, prereleases=True):
-            key = (v, int(re.match(r"\d*", m["build"] or "0").group() or 0))
-            if best is None or key > best[0]:
-                best = (key, p)
-    return best[1] if best else None
-
-
-def _obtain(name: str, spec: str, wheel_dir: Path, python_version: str, platforms: Sequence[str],
-            pip: Sequence[str] | None, log: Log) -> Path:
-    found = _local_wheel(name, spec, wheel_dir, python_version, platforms)
-    if found is None:
-        _pip_download([f"{name}{spec}"], wheel_dir, python_version, platforms, pip, log)
-        found = _local_wheel(name, spec, wheel_dir, python_version, platforms)
-    if found is None:
-        raise HarnessError(f"no wheel of {name}{spec} for Python {python_version} in {wheel_dir}")
-    return found
-
-
-def wheel_metadata(whl: Path) -> tuple[str, str, list[str]]:
-    """(name, version, Requires-Dist lines) from a wheel's METADATA."""
-    with zipfile.ZipFile(whl) as z:
-        meta = next((n for n in z.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
-        if meta is None:
-            raise HarnessError(f"{whl}: no .dist-info/METADATA: not a wheel")
-        text = z.read(meta).decode("utf-8", "replace")
-    head = text.split("\n\n", 1)[0]
-    fields: dict[str, list[str]] = {}
-    for line in head.splitlines():
-        if ":" in line and not line.startswith((" ", "\t")):
-            k, v = line.split(":", 1)
-            fields.setdefault(k.strip(), []).append(v.strip())
-    return fields["Name"][0], fields["Version"][0], fields.get("Requires-Dist", [])
-
-
-def _marker_env(python_version: str) -> dict[str, str]:
-    return {"python_version": python_version, "python_full_version": f"{python_version}.0", "os_name": "posix",
-            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-            "platform_python_implementation": "CPython", "implementation_name": "cpython", "extra": ""}
-
-
-def _requirements(whl: Path, python_version: str) -> list[tuple[str, str]]:
-    """(normalized name, specifier) of a wheel's requirements that apply on the target, no extras."""
-    Requirement, _ = _requirement_tools()
-    env = _marker_env(python_version)
-    out = []
-    for line in wheel_metadata(whl)[2]:
-        r = Requirement(line)
-        if r.marker is not None and not r.marker.evaluate(env):
-            continue
-        out.append((normalize(r.name), str(r.specifier)))
-    return out
-
-
-def resolve_wheels(main: Path, deps: Sequence[str], present: Iterable[str], wheel_dir: Path, python_version: str,
-                   platforms: Sequence[str], pip: Sequence[str] | None = None, exclude: Iterable[str] = (),
-                   log: Log = _stderr) -> tuple[list[Path], list[dict], list[dict]]:
-    """The dependency wheels to bundle: `deps`, plus what they need that the target lacks.
-
-    A dep given with a version (name==1.2) takes that version; an unpinned one takes the intersection
-    of what `main` and the other bundled wheels ask of it. Returns (wheels, requirements on
-    distributions the target must have, requirements nobody satisfies)."""
-    Requirement, Version = _requirement_tools()
-    present = {normalize(p) for p in present}
-    exclude = {normalize(x) for x in exclude}
-    pinned: dict[str, str] = {}
-    for d in deps:
-        r = Requirement(d)
-        pinned[normalize(r.name)] = str(r.specifier)
-    wanted = dict.fromkeys(pinned)  # insertion-ordered set
-    chosen: dict[str, Path] = {}
-    for _ in range(20):
-        asked: dict[str, list[tuple[str, str]]] = {}
-        for src in [main, *chosen.values()]:
-            src_name = normalize(wheel_metadata(src)[0])
-            for name, spec in _requirements(src, python_version):
-                asked.setdefault(name, []).append((spec, src_name))
-                if name not in present and name not in exclude and name not in wanted and src is not main:
-                    wanted[name] = None
-        changed = False
-        for name in wanted:
-            if name in pinned and pinned[name]:
-                spec = pinned[name]
-            else:
-                spec = ",".join(s for s, _ in asked.get(name, []) if s)
-            have = chosen.get(name)
-            if have is not None:
-                v = Version(_WHEEL_RE.match(have.name)["version"])
-                if Requirement(f"{name}{spec}").specifier.contains(v, prereleases=True):
-                    continue
-            chosen[name] = _obtain(name, spec, wheel_dir, python_version, platforms, pip, log)
-            changed = True
-        if not changed:
-            break
-    else:
-        raise HarnessError("dependency resolution does not settle; pin the dependencies explicitly")
-    target_reqs: dict[str, dict] = {}
-    unmet = []
-    for src in [main, *chosen.values()]:
-        src_name = normalize(wheel_metadata(src)[0])
-        for name, spec in _requirements(src, python_version):
-            if name in present:
-                t = target_reqs.setdefault(name, {"name": name, "specifier": "", "required_by": []})
-                t["specifier"] = str(Requirement(f"{name}{','.join(x for x in (t['specifier'], spec) if x)}").specifier)
-                t["required_by"].append(src_name)
-            elif name in chosen:
-                v = Version(_WHEEL_RE.match(chosen[name].name)["version"])
-                if not Requirement(f"{name}{spec}").specifier.contains(v, prereleases=True):
-                    unmet.append({"name": name, "specifier": spec, "required_by": src_name,
-                                  "bundled": str(v)})
-            else:
-                unmet.append({"name": name, "specifier": spec, "required_by": src_name, "bundled": None})
-    return list(chosen.values()), sorted(target_reqs.values(), key=lambda t: t["name"]), unmet
-
-
-def _record_hash(data_sha256_hex: str) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(bytes.fromhex(data_sha256_hex)).rstrip(b"=").decode()
-
-
-def unpack_wheel(whl: Path, site: Path) -> str:
-    """Unpack a wheel as `pip install --target site` would (purelib and platlib into site, scripts
-    into site/bin, other .data dropped). Returns the .dist-info directory name."""
-    with zipfile.ZipFile(whl) as z:
-        names = z.namelist()
-        dist_info = next(n.split("/")[0] for n in names if n.split("/")[0].endswith(".dist-info"))
-        data_dir = dist_info[: -len(".dist-info")] + ".data"
-        for info in z.infolist():
-            if info.is_dir():
-                continue
-            rel = _safe_relpath(info.filename)
-            if rel.startswith(data_dir + "/"):
-                kind, _, sub = rel[len(data_dir) + 1:].partition("/")
-                if kind in ("purelib", "platlib"):
-                    rel = sub
-                elif kind == "scripts":
-                    rel = "bin/" + sub
-                else:
-                    continue
-            out = site / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst, 2**20)
-            mode = (info.external_attr >> 16) & 0o777
-            os.chmod(out, 0o755 if (mode & 0o111 or rel.startswith("bin/")) else 0o644)
-    (site / dist_info / "INSTALLER").write_text("harness-bundle\n")
-    return dist_info
-
-
-def _rewrite_record(site: Path, dist_info: str) -> None:
-    """Make a .dist-info/RECORD list exactly the files of its distribution as they now are."""
-    rec = site / dist_info / "RECORD"
-    rows = list(csv.reader(io.StringIO(rec.read_text(encoding="utf-8"))))
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    seen = set()
-    data_dir = dist_info[: -len(".dist-info")] + ".data/"
-    for row in rows:
-        if not row:
-            continue
-        rel = row[0]
-        if rel.startswith(data_dir):
-            kind, _, sub = rel[len(data_dir):].partition("/")
-            rel = sub if kind in ("purelib", "platlib") else "bin/" + sub if kind == "scripts" else None
-            if rel is None:
-                continue
-        p = site / rel
-        if rel == f"{dist_info}/RECORD":
-            w.writerow([rel, "", ""])
-        elif p.is_file():
-            w.writerow([rel, _record_hash(sha256_file(p)), p.stat().st_size])
-        seen.add(rel)
-    if (site / dist_info / "INSTALLER").is_file() and f"{dist_info}/INSTALLER" not in seen:
-        p = site / dist_info / "INSTALLER"
-        w.writerow([f"{dist_info}/INSTALLER", _record_hash(sha256_file(p)), p.stat().st_size])
-    rec.write_text(out.getvalue(), encoding="utf-8")
-
-
-def check_records(site: Path) -> list[str]:
-    """Problems with the tree's RECORD files: a listed file missing or with another hash, or a file
-    no RECORD lists. Empty when the tree is consistent."""
-    listed, problems = set(), []
-    for rec in sorted(site.glob("*.dist-info/RECORD")):
-        for row in csv.reader(io.StringIO(rec.read_text(encoding="utf-8"))):
-            if not row:
-                continue
-            listed.add(row[0])
-            p = site / row[0]
-            if not row[1]:
-                continue
-            if not p.is_file():
-                problems.append(f"{row[0]}: listed in {rec.parent.name}/RECORD but missing")
-            elif _record_hash(sha256_file(p)) != row[1]:
-                problems.append(f"{row[0]}: hash differs from {rec.parent.name}/RECORD")
-    for p in site.rglob("*"):
-        rel = p.relative_to(site).as_posix()
-        if p.is_file() and rel not in listed:
-            problems.append(f"{rel}: in no RECORD")
-    return problems
-
-
-_EXT_PY = re.compile(r"\.cpython-(\d)(\d+)[^/]*\.so$")
-
-
-def _other_python_extension(rel: str, python_version: str) -> bool:
-    m = _EXT_PY.search(rel)
-    return bool(m) and f"{m[1]}.{m[2]}" != python_version
-
-
-def scan_tree(site: Path) -> dict[str, dict]:
-    files = {}
-    for dirpath, dirnames, filenames in os.walk(site):
-        dirnames.sort()
-        for fn in sorted(filenames):
-            p = Path(dirpath) / fn
-            rel = p.relative_to(site).as_posix()
-            st = p.stat()
-            files[rel] = {"sha256": sha256_file(p), "size": st.st_size, "exec": bool(st.st_mode & 0o100)}
-    return files
-
-
-def _pack(site: Path, members: Sequence[str], files: dict[str, dict], archive: Path, preset: int, log: Log) -> None:
-    """A deterministic tar.xz: members grouped by file type (better compression), fixed metadata."""
-    order = sorted(members, key=lambda r: (Path(r).suffix, Path(r).name, r))
-    tar_path = archive.with_suffix("")  # .tar
-    with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tf:
-        for rel in order:
-            ti = tarfile.TarInfo(rel)
-            ti.size = files[rel]["size"]
-            ti.mode = 0o755 if files[rel]["exec"] else 0o644
-            ti.mtime = 0
-            with open(site / rel, "rb") as f:
-                tf.addfile(ti, f)
-    t0 = time.monotonic()
-    if shutil.which("xz"):
-        from harness.run import procs
-        res = procs.run(["xz", "-T0", f"-{preset}e", "-f", str(tar_path)], timeout=3600)
-        if not res:
-            raise HarnessError(f"xz failed: {res.output.strip()[-500:]}")
-    else:
-        import lzma
-        with open(tar_path, "rb") as src, lzma.open(archive, "wb", preset=preset | lzma.PRESET_EXTREME) as dst:
-            shutil.copyfileobj(src, dst, 2**20)
-        tar_path.unlink()
-    log(f"packed {len(order)} files into {archive.name}: {_fmt_size(archive.stat().st_size)} "
-        f"({time.monotonic() - t0:.0f} s)")
-
-
-def _split(archive: Path, part_size: int) -> list[dict]:
-    parts = []
-    with open(archive, "rb") as f:
-        i = 0
-        while True:
-            chunk = f.read(part_size)
-            if not chunk and i:
-                break
-            name = f"{archive.name}.{i:03d}"
-            (archive.parent / name).write_bytes(chunk)
-            parts.append({"name": name, "size": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
-            i += 1
-            if len(chunk) < part_size:
-                break
-    archive.unlink()
-    return parts
-
-
-def build(vllm_version: str, out_dir: Path | str, *, python_version: str = "3.12", wheel_dir: Path | str | None = None,
-          delta_against: Path | str | None = None, part_size: int = DEFAULT_PART_SIZE,
-          drop: Sequence[str] = DEFAULT_DROP, platforms: Sequence[str] = DEFAULT_PLATFORMS,
-          deps: Sequence[str] = DEFAULT_DEPS, extra: Sequence[str] = HARNESS_DEPS,
-          present: Iterable[str] = TARGET_PRESENT, exclude: Iterable[str] = (), cuda_arch: int | None = None,
-          package: str = "vllm", xz_preset: int = 9, pip: Sequence[str] | None = None,
-          log: Log = _stderr) -> dict:
-    """Build the bundle of `package`==vllm_version for CPython `python_version` into out_dir.
-
-    wheel_dir: where wheels are looked for first and downloaded to (default: the user's cache).
-    delta_against: an earlier bundle (its directory or manifest.json); only changed files are packed,
-    unless that would not be smaller than the whole tree. drop: fnmatch patterns of files to leave
-    out. deps/extra: wheels to bundle besides the package; what they need is added unless `present`
-    names it. cuda_arch: compact CUDA fat binaries to what an sm_<cuda_arch> device loads.
-    Returns the manifest."""
-    out = Path(out_dir).absolute()
-    wdir = Path(wheel_dir) if wheel_dir else DEFAULT_CACHE
-    wdir.mkdir(parents=True, exist_ok=True)
-    if part_size < 1:
-        raise InputError(f"part size must be positive, not {part_size}")
-    base = load_manifest(delta_against) if delta_against else None
-    if base and base.get("python") != python_version:
-        raise InputError(f"delta base {base['name']} is for Python {base.get('python')}, not {python_version}")
-
-    main = _obtain(package, f"=={vllm_version}", wdir, python_version, platforms, pip, log)
-    dep_wheels, target_reqs, unmet = resolve_wheels(main, [*deps, *extra], present, wdir, python_version, platforms,
-                                                    pip=pip, exclude=[*exclude, package], log=log)
-    left_out = [u for u in unmet if u["bundled"] is None and u["required_by"] == normalize(package)]
-    conflicts = [u for u in unmet if u not in left_out]
-    for u in conflicts:
-        log(f"note: {u['required_by']} asks for {u['name']}{u['specifier']}, bundled: {u['bundled'] or 'none'}")
-    if left_out:
-        log(f"not bundled (requirements of {package} outside the dependency list): "
-            + ", ".join(u["name"] for u in left_out))
-
-    name = f"{package}-{vllm_version}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    site = Path(tempfile.mkdtemp(prefix=f"{name}-site-"))
-    try:
-        wheels = []
-        infos = {}
-        for whl in [main, *dep_wheels]:
-            wname, wver, _ = wheel_metadata(whl)
-            infos[unpack_wheel(whl, site)] = whl
-            wheels.append({"name": normalize(wname), "version": wver, "wheel": whl.name, "sha256": sha256_file(whl),
-                           "role": "package" if whl == main else "dependency"})
-        dropped = []
-        for p in sorted(site.rglob("*")):
-            rel = p.relative_to(site).as_posix()
-            if not p.is_file():
-                continue
-            rule = next((pat for pat in drop if fnmatch.fnmatchcase(rel, pat)), None)
-            if rule is None and _other_python_extension(rel, python_version):
-                rule = "extension module for another Python version"
-            if rule:
-                dropped.append({"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p), "rule": rule})
-                p.unlink()
-        compacted = []
-        if cuda_arch:
-            for p in sorted(site.rglob("*.so")):
-                res = compact_fatbins(p, int(cuda_arch))
-                if res:
-                    compacted.append({"path": p.relative_to(site).as_posix(), **res})
-                    log(f"compacted {p.relative_to(site)} to sm_{cuda_arch}: {res['entries_removed']} entries, "
-                        f"{_fmt_size(res['bytes_zeroed'])} removed")
-        for dist_info in infos:
-            _rewrite_record(site, dist_info)
-        problems = check_records(site)
-        if problems:
-            raise HarnessError(f"the site tree is inconsistent: {'; '.join(problems[:5])}")
-        files = scan_tree(site)
-        tree = tree_digest(files)
-
-        kind, stored, deleted = "full", sorted(files), []
-        if base:
-            bf = base["files"]
-            changed = [r for r in sorted(files) if r not in bf or bf[r]["sha256"] != files[r]["sha256"]
-                       or bool(bf[r].get("exec")) != files[r]["exec"]]
-            if sum(files[r]["size"] for r in changed) < sum(f["size"] for f in files.values()):
-                kind, stored, deleted = "delta", changed, sorted(set(bf) - set(files))
-            else:
-                log(f"a delta over {base['name']} would not be smaller: building a full bundle")
-        archive = stage_dir / f"{name}.tar.xz"
-        _pack(site, stored, files, archive, xz_preset, log)
-        parts = _split(archive, part_size)
-        manifest = {
-            "format": FORMAT, "name": name, "package": normalize(package), "version": vllm_version,
-            "kind": kind, "python": python_version, "python_tag": "cp" + python_version.replace(".", ""),
-            "platforms": list(platforms), "cuda_arch": cuda_arch,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "base": {"name": base["name"], "tree_sha256": base["tree_sha256"]} if kind == "delta" else None,
-            "wheels": wheels, "target_requirements": target_reqs, "conflicts": conflicts,
-            "left_out": [f"{u['name']}{u['specifier']}" for u in left_out],
-            "dropped": dropped, "compacted": compacted,
-            "payload": {"files": stored, "deleted": deleted,
-                        "bytes": sum(files[r]["size"] for r in stored)},
-            "parts": parts, "tree_sha256": tree, "files": files,
-        }
-        (stage_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        shutil.copyfile(Path(__file__), stage_dir / INSTALLER)
-        _swap_in(stage_dir, out)
-    except BaseException:
-        shutil.rmtree(stage_dir, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(site, ignore_errors=True)
-    log(describe(manifest))
-    return manifest
-
-
-# --------------------------------------------------------------------------- command line
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    """Add the bundle subcommands to `p` (also used by the harness's own command line)."""
-    sub = p.add_subparsers(dest="bundle_command", required=True)
-    b = sub.add_parser("build", help="download, slim and pack a bundle (needs pip and network)")
-    b.add_argument("--vllm", required=True, metavar="VERSION", help="version of the package to bundle")
-    b.add_argument("--package", default="vllm")
-    b.add_argument("--python", default="3.12", help="target Python version (default 3.12)")
-    b.add_argument("--out", type=Path, help="bundle directory (default .bundle/<package>-<version>)")
-    b.add_argument("--wheel-dir", type=Path, help=f"wheel cache (default {DEFAULT_CACHE})")
-    b.add_argument("--delta-against", type=Path, metavar="BUNDLE", help="pack only what differs from this bundle")
-    b.add_argument("--part-size-mib", type=float, default=DEFAULT_PART_SIZE / 2**20)
-    b.add_argument("--cuda-arch", type=int, metavar="NN", help="compact CUDA fat binaries to sm_NN (90: H100/H200)")
-    b.add_argument("--drop", action="append", default=None, metavar="PATTERN",
-                   help="file pattern to leave out (repeatable; replaces the default list)")
-    b.add_argument("--keep-default-drop", action="store_true", help="with --drop: add to the default list")
-    b.add_argument("--deps", nargs="*", metavar="REQ", help="dependency wheels to bundle (default: the built-in list)")
-    b.add_argument("--extra", nargs="*", default=list(HARNESS_DEPS), metavar="REQ")
-    b.add_argument("--present-file", type=Path, help="distributions present on the target, one a line "
-                                                      "(default: the device image's list)")
-    b.add_argument("--exclude", nargs="*", default=[], metavar="NAME", help="never bundle these")
-    b.add_argument("--xz-preset", type=int, default=9, choices=range(10))
+def add_node_commands(sub) -> None:
+    """The subcommands that run on the node (install, stage, verify, show), added to `sub`, an
+    argparse subparsers object; the harness's `bundle` command line adds `build` beside them."""
     i = sub.add_parser("install", help="install a bundle (standard library only)")
     i.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_DIR",
                    help="the bundle, preceded by its base bundles if it is a delta")
@@ -1090,26 +481,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     w.add_argument("bundles", nargs="+", type=Path, metavar="BUNDLE_DIR")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed bundle subcommand. Raises HarnessError on bad input."""
+def run_node_command(args: argparse.Namespace) -> int:
+    """Run a parsed node subcommand. Raises HarnessError on bad input."""
     cmd = args.bundle_command
-    if cmd == "build":
-        drop = DEFAULT_DROP
-        if args.drop is not None:
-            drop = (*DEFAULT_DROP, *args.drop) if args.keep_default_drop else tuple(args.drop)
-        present: Iterable[str] = TARGET_PRESENT
-        if args.present_file:
-            try:
-                present = [ln.split("#")[0].strip() for ln in args.present_file.read_text().splitlines()]
-            except OSError as e:
-                raise InputError(f"{args.present_file}: {e}") from None
-            present = [p for p in present if p]
-        build(args.vllm, args.out or Path(".bundle") / f"{args.package}-{args.vllm}", python_version=args.python,
-              wheel_dir=args.wheel_dir, delta_against=args.delta_against,
-              part_size=int(args.part_size_mib * 2**20), drop=drop,
-              deps=DEFAULT_DEPS if args.deps is None else args.deps, extra=args.extra, present=present,
-              exclude=args.exclude, cuda_arch=args.cuda_arch, package=args.package, xz_preset=args.xz_preset)
-    elif cmd == "install":
+    if cmd == "install":
         install(args.bundles, args.target, base_target=args.base_target, stash=args.stash, force=args.force,
                 check_python=not args.no_python_check)
     elif cmd == "stage":
@@ -1119,20 +494,28 @@ def run_command(args: argparse.Namespace) -> int:
     elif cmd == "show":
         for d in args.bundles:
             print(describe(load_manifest(d)))
+    else:
+        raise InputError(f"bundle {cmd}: not a node command (install, stage, verify, show)")
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.bundle", description=__doc__.split("\n\n")[0])
-    configure_parser(p)
-    args = p.parse_args(argv)
+def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
+             argv: Sequence[str] | None) -> int:
+    """Parse argv and run it: a HarnessError is one line and its exit code, Ctrl-C is 130."""
+    args = parser.parse_args(argv)
     try:
-        return run_command(args)
+        return run(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_node_commands(p.add_subparsers(dest="bundle_command", required=True))
+    return run_main(p, run_node_command, argv)
 
 
 if __name__ == "__main__":
