@@ -17,6 +17,7 @@ that the node lacks, each at the intersection of what the bundled wheels ask.
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -62,7 +63,7 @@ def wheel_metadata(whl: Path) -> WheelMetadata:
         with WheelFile.open(whl) as src:
             meta = Metadata.from_email(src.read_dist_info("METADATA"), validate=False)
             return WheelMetadata(canonicalize_name(meta.name), str(meta.version), list(meta.requires_dist or []))
-    except Exception as e:  # a broken zip, no .dist-info, unparseable METADATA: all the same to the user
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:  # not a zip, no .dist-info, bad METADATA
         raise HarnessError(f"{whl}: not a readable wheel ({type(e).__name__}: {e})") from None
 
 
