@@ -57,6 +57,16 @@ def test_a_failure_between_the_two_renames_leaves_the_old_install(wheels, tmp_pa
     assert _leftovers(tmp_path, "site") == []
 
 
+def test_a_target_that_is_a_file_or_a_link_is_refused(wheels, tmp_path):
+    build(wheels, "1.0", tmp_path / "b1")
+    (tmp_path / "file").write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    for name in ("file", "link"):
+        with pytest.raises(node.InputError, match=f"{tmp_path / name} is not a directory: not replacing it"):
+            node.install([tmp_path / "b1"], tmp_path / name, force=True, log=lambda m: None)
+    assert (tmp_path / "file").read_text() == "keep" and (tmp_path / "link").is_symlink()
+
+
 def test_swap_in_replaces_a_file_or_a_link_too(tmp_path):
     for kind in ("file", "link"):
         dest, new = tmp_path / f"dest-{kind}", tmp_path / f"new-{kind}"

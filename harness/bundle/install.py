@@ -108,7 +108,7 @@ def _fmt_size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-# --------------------------------------------------------------------------- node side (stdlib only)
+# --------------------------------------------------------------------------- parts, trees and the install
 
 def _find_part(name: str, dirs: Sequence[Path]) -> Path | None:
     for d in dirs:
@@ -313,6 +313,8 @@ def install(bundle_dirs: Sequence[Path | str], target_site: Path | str, *, base_
     if target.exists() and not force:
         raise InputError(f"{target} exists and holds {stamp['name'] if stamp else 'something else'}; "
                          f"give --force to replace it, or another --target")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise InputError(f"{target} is not a directory: not replacing it")
     if target.exists() and not stamp and any(target.iterdir()):
         raise InputError(f"{target} is not empty and holds no installed bundle: not replacing it")
 
