@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,14 @@ from typing import Any, Callable, Iterable
 
 from harness import RESULT_VERSION
 from harness.errors import InputError
+from harness.results import rundir
+from harness.results.rundir import commit_of as _commit_of  # noqa: F401 - known here by this name
+from harness.results.summary import RunSummary
+from harness.results.verdict import step_of
 
 FILE_NAME = "history.jsonl"
 ENV = "HARNESS_HISTORY"
 REQUIRED = ("scenario", "variant", "night", "steps")
-_COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
 
 
 def history_path(out: Path | str) -> Path:
@@ -42,27 +44,18 @@ def history_path(out: Path | str) -> Path:
 
 
 # --------------------------------------------------------------------------- writing
-def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """One history record per variant of a run directory whose summary was just built."""
-    from harness.results.junitread import read_cases
-    from harness.report.html import junit_extras
-    from harness.results.verdict import step_of
-
-    run_dir = Path(run_dir)
-    run = _read_json(run_dir / "run.json")
-    info = _worker_info(run_dir)
+def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One history record per variant of a run, rendered from its summary. A summary without its
+    parsed results (loaded back from summary.json) has them read again from ``run_dir``."""
+    results = getattr(summary, "results", None) or rundir.read(Path(run_dir))
     repeats = int(summary.get("repeat") or 1)
-    started = summary.get("started") or run.get("started") or ""
+    started = summary.get("started") or results.run.get("started") or ""
     out = []
     for variant in summary.get("variants", []):
-        path = run_dir / f"{variant}.xml"
-        if not path.is_file():
+        vr = results.variants.get(variant)
+        if vr is None:
             continue
-        cases = read_cases(path)
-        props, _ = junit_extras(path)
-        vinfo = info.get(variant, {})
-        version = props.get("vllm_version") or vinfo.get("vllm_version", "")
-        commit = vinfo.get("vllm_commit") or props.get("vllm_commit") or _commit_of(version)
+        cases, props, build = vr.cases, vr.properties, vr.build
         steps: dict[str, dict[str, Any]] = {}
         for c in cases:
             st = steps.setdefault(step_of(c.name, repeats), {"runs": 0, "failed": 0})
@@ -83,13 +76,13 @@ def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
             "run_id": summary.get("run_id"),
             "date": started,
             "night": _night(started),
-            "profile": (run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
+            "profile": (results.run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
             "backend": summary.get("backend"),
-            "platform": props.get("platform") or summary.get("platform"),
-            "device_name": props.get("device_name", ""),
-            "vllm_version": version,
-            "vllm_commit": commit,
-            "harness_version": props.get("harness_version", ""),
+            "platform": build.platform or summary.get("platform"),
+            "device_name": build.device_name,
+            "vllm_version": build.vllm_version,
+            "vllm_commit": build.vllm_commit,
+            "harness_version": build.harness_version,
             "verdict": summary.get("verdict"),
             "exit_code": summary.get("exit_code"),
             "variant_verdict": cand["verdict"] if cand else None,
@@ -139,13 +132,27 @@ def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
     run_dir = Path(run_dir).resolve()
     if summary.get("incomplete") or run_dir.parent.name != summary.get("scenario"):
         return None
-    run = _read_json(run_dir / "run.json")
+    results = getattr(summary, "results", None)
+    run = results.run if results is not None else _read_json(run_dir / "run.json")
     shard = run.get("shard")
     if shard and str(shard) not in ("1/1", "0/1"):
         return None
     path = history_path(run_dir.parent.parent)
     append(path, record(summary, run_dir))
     return path
+
+
+def write_report(run_dir: Path) -> RunSummary:
+    """The run's reports (report/summary.py), then its records appended to the history of its
+    results directory. The verdict never depends on the history: a failure to append is a warning."""
+    from harness.report import summary as report
+
+    summary = report.write(run_dir)
+    try:
+        append_run(summary, run_dir)
+    except Exception as e:  # noqa: BLE001
+        _stderr(f"warning: history not appended: {type(e).__name__}: {e}")
+    return summary
 
 
 # --------------------------------------------------------------------------- reading
@@ -488,32 +495,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _worker_info(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """variant -> the worker's own report (vLLM version and commit), from the first worker_start."""
-    out: dict[str, dict[str, Any]] = {}
-    path = run_dir / "events.jsonl"
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if '"worker_start"' not in line:
-                    continue
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(ev, dict) and ev.get("event") == "worker_start":
-                    out.setdefault(str(ev.get("variant")), ev.get("info") or {})
-    except OSError:
-        pass
-    return out
-
-
-def _commit_of(version: str) -> str:
-    """A commit in a version's local part (``0.22.0+g1a2b3c4``, ``0.11.1.dev5+gabc1234.rocm``)."""
-    m = _COMMIT_IN_VERSION.search(version or "")
-    return m.group(1) if m else ""
 
 
 def _night(started: str) -> str:

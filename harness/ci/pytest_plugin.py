@@ -504,8 +504,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(_STATE, None)
     if state is None or hasattr(config, "workerinput") or not state.out.is_dir():
         return
-    from harness.ci import shard
-    from harness.report import summary
+    from harness.ci import history, shard
 
     for scenario_dir in sorted(p for p in state.out.iterdir() if p.is_dir()):
         parts = sorted(p for p in scenario_dir.glob(f"{state.session_id}-*") if (p / "run.json").is_file())
@@ -513,7 +512,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             continue
         try:
             merged = shard.merge(parts, state.out, run_id=state.session_id, announce=lambda _: None)
-            report = summary.write(merged)
+            report = history.write_report(merged)
         except Exception as e:  # the steps' results stand; say why there is no verdict
             state.verdicts.append(f"{scenario_dir.name}: no verdict ({type(e).__name__}: {e})")
             continue

@@ -15,9 +15,10 @@ import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
-from xml.etree import ElementTree
 
-from harness.results.junitread import Case, read_cases
+from harness.results import rundir
+from harness.results.junitread import Case
+from harness.results.summary import RunSummary
 from harness.results.verdict import step_of
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS
@@ -110,66 +111,30 @@ def page(title: str, body: str, css: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- the run report
-def render(summary: dict[str, Any], run_dir: Path) -> str:
+def render(summary: RunSummary | dict[str, Any], run_dir: Path) -> str:
+    """The page of a run. A summary loaded back from summary.json (no parsed results attached) has
+    its run directory read again for the cases and log tails."""
     run_dir = Path(run_dir)
+    results = getattr(summary, "results", None) or rundir.read(run_dir)
     variants = list(summary.get("variants", []))
-    cases = {v: _read_cases(run_dir / f"{v}.xml") for v in variants}
-    extras = {v: junit_extras(run_dir / f"{v}.xml") for v in variants}
-    tails = {v: extras[v][1] for v in variants}
-    suite = next((extras[v][0] for v in variants if extras[v][0]), {})
+    parsed = {v: results.variants.get(v) for v in variants}
+    cases = {v: r.cases if r else [] for v, r in parsed.items()}
+    suite = next((r.properties for r in parsed.values() if r and r.properties), {})
     repeats = int(summary.get("repeat") or 1)
     ran = {v: {_step_repeat(c, repeats): c.time for c in cases[v]} for v in variants}
-    tls = timelines.from_run_dir(run_dir, variants, ran)
+    tls = timelines.from_run_dir(run_dir, variants, ran, results.events)
     for v in variants:
         if v not in tls and cases.get(v):
             tls[v] = timelines.from_cases(v, cases[v])
     step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
-            _steps(summary, variants, cases, tails, repeats, step_numbers), _counts(summary),
+            _steps(summary, variants, cases, repeats, step_numbers), _counts(summary),
             _listing("Substitutions", summary.get("substitutions")),
             _listing("Orphaned processes", summary.get("orphans")),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
             "</footer>"]
     title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
     return page(title, "\n".join(b for b in body if b))
-
-
-def _read_cases(path: Path) -> list[Case]:
-    return read_cases(path) if path.is_file() else []
-
-
-def junit_extras(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-    """The suite properties (device, vLLM version) and every case's <system-err> (its log tail):
-    read_cases keeps only what the verdict needs, so these are read here."""
-    props: dict[str, str] = {}
-    tails: dict[tuple[str, str], str] = {}
-    if not path.is_file():
-        return props, tails
-    seen: dict[tuple[str, str], int] = {}
-    in_case = 0
-    try:
-        for event, elem in ElementTree.iterparse(path, events=("start", "end")):
-            if elem.tag == "testcase":
-                if event == "start":
-                    in_case += 1
-                    continue
-                in_case -= 1
-                key = (elem.get("classname") or "", elem.get("name") or "")
-                n = seen.get(key, 0) + 1
-                seen[key] = n
-                if n > 1:
-                    key = (key[0], f"{key[1]}#{n}")
-                err = elem.find("system-err")
-                if err is not None and err.text:
-                    tails[key] = err.text
-                elem.clear()
-            elif event == "end" and elem.tag == "properties" and not in_case:
-                for p in elem:
-                    if p.tag == "property" and p.get("name") and p.get("name") not in props:
-                        props[p.get("name")] = p.get("value", p.text or "")
-    except (ElementTree.ParseError, OSError):
-        pass
-    return props, tails
 
 
 def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
@@ -454,7 +419,7 @@ def _median(xs: list[float]) -> float:
 TIMED = (("settle", "settle"), ("construct", "construct"), ("workload", "workload"), ("teardown", "teardown"))
 
 
-def _steps(s, variants, cases, tails, repeats, step_numbers) -> str:
+def _steps(s, variants, cases, repeats, step_numbers) -> str:
     per = {v: _group(cases.get(v, []), repeats) for v in variants}
     head = "".join(f"<th>{esc(v)}</th>" for v in variants)
     rows = []
@@ -463,8 +428,8 @@ def _steps(s, variants, cases, tails, repeats, step_numbers) -> str:
         cells = row.get("variants", {})
         outcomes = {(c or {}).get("outcome") for c in cells.values()}
         changed = " class=\"changed\"" if len(outcomes) > 1 else ""
-        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), tails.get(v, {}),
-                            repeats) for v in variants)
+        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), repeats)
+                      for v in variants)
         rows.append(f"<tr{changed}><td class=\"step\"><span class=\"n\">{step_numbers.get(step, '')}</span>"
                     f"{_breakable(step)}</td>{tds}</tr>")
     return ("<h2>Steps</h2>\n<div class=\"scroll\"><table class=\"steps\"><thead><tr><th>step</th>"
@@ -501,7 +466,7 @@ def _timings(cases: list[Case]) -> str:
     return f"{esc(total)}<span class=\"phases\"> · {esc(detail)}</span>" if detail else esc(total)
 
 
-def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str, str], str], repeats: int) -> str:
+def _cell(cell: dict[str, Any] | None, cases: list[Case], repeats: int) -> str:
     if not cell:
         return "<td class=\"muted\">-</td>"
     outcome = cell.get("outcome", "")
@@ -518,7 +483,7 @@ def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str,
     if failed:
         parts = []
         for c in failed[:MAX_FAILED_REPEATS]:
-            tail = tails.get((c.classname, c.name), "")
+            tail = c.log
             parts.append(
                 (f"<div class=\"muted\">{esc(c.name)}</div>" if repeats > 1 else "")
                 + f"<div class=\"msg\">{esc(c.message)}</div>"

@@ -53,6 +53,23 @@ class EventTail:
         return out
 
 
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed event of a finished events file; a torn or foreign line is skipped."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(ev, dict) and isinstance(ev.get("t"), (int, float)) and "variant" in ev:
+                    out.append(ev)
+    except OSError:
+        return []
+    return out
+
+
 def log_slice(log: Path, start: int, end: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:
     try:
         with open(log, "rb") as f:
