@@ -315,6 +315,8 @@ def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: 
               html_out: Path | None = None, warn: Callable[[str], None] | None = None,
               console: Any = None) -> list[ScenarioTrend]:
     """Read the history of results directory ``out``, print the trend, write the HTML page."""
+    from harness.report import trend as views
+
     path = history_path(out)
     records, warnings = load(path)
     for w in warnings:
@@ -325,14 +327,14 @@ def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: 
     if not trends:
         known = sorted({str(r['scenario']) for r in records})
         raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
-    print_trend(trends, console)
+    views.print_trend(trends, console)
     if html_out is not None:
         from harness import atomic
 
         html_out = Path(html_out)
         try:
             html_out.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(html_out, render_html(trends))
+            atomic.write_text(html_out, views.render_html(trends))
         except OSError as e:
             raise InputError(f"{html_out}: cannot write: {e.strerror or e}") from None
     return trends
@@ -342,150 +344,6 @@ def _stderr(msg: str) -> None:
     import sys
 
     print(msg, file=sys.stderr)
-
-
-def _skipped(cell: NightCell) -> str:
-    return f", {cell.skipped} skipped" if cell.skipped else ""
-
-
-def _pct(cell: NightCell) -> str:
-    rate = cell.pass_rate
-    return "-" if rate is None else f"{rate:.0%} ({cell.passed}/{cell.runs}{_skipped(cell)})"
-
-
-def _lat(cell: NightCell) -> str:
-    return "-" if cell.latency is None else f"{cell.latency:.2f} s"
-
-
-def print_trend(trends: list[ScenarioTrend], console: Any = None) -> None:
-    """Per scenario: one row per night, one column per variant (pass rate, median release latency)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(highlight=False)
-    for tr in trends:
-        table = Table(title=f"{tr.scenario}: last {len(tr.nights)} night(s)", caption="pass rate (passed/ran) · "
-                      "median release latency")
-        table.add_column("night", no_wrap=True)
-        for v in tr.variants:
-            table.add_column(v + (" (baseline)" if v == tr.baseline else ""))
-        table.add_column("verdict")
-        table.add_column("vLLM")
-        for n in tr.nights:
-            cells = [tr.cells[v][n] for v in tr.variants]
-            versions = sorted({x for c in cells for x in c.versions})
-            row = [n]
-            for c in cells:
-                colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 and not c.skipped else "red"
-                text = f"{c.pass_rate:.0%} {c.passed}/{c.runs}{_skipped(c)} · {_lat(c).replace(' s', 's')}" \
-                    if c.pass_rate is not None else "-"
-                row.append(f"[{colour}]{text}[/]" if colour else text)
-            row += [", ".join(sorted(set(tr.verdicts[n]))) or "-", ", ".join(versions) or "-"]
-            table.add_row(*row)
-        console.print(table)
-        if tr.flaky:
-            console.print(f"[bold red]newly flaky[/] in {tr.scenario} (passed in every earlier night, failed recently):")
-            for f in tr.flaky:
-                console.print(f"  - {f.variant} / {f.step}: failed {f.failures}/{f.runs} run(s) on "
-                              f"{', '.join(f.failed_nights)} ({f.failure_class or 'failed'})", markup=False)
-        else:
-            console.print(f"{tr.scenario}: no newly flaky step")
-
-
-# --------------------------------------------------------------------------- the trend page
-SERIES_COLOURS = ("#cf222e", "#1a7f37", "#0969da", "#8250df", "#bf8700", "#1b7c83", "#bf3989", "#57606a")
-
-
-def render_html(trends: list[ScenarioTrend]) -> str:
-    from harness.report.html import esc, page
-
-    body = ["<h1>Nightly trend</h1>"]
-    for tr in trends:
-        colours = {v: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, v in enumerate(tr.variants)}
-        legend = "".join(f"<span><span class=\"sw\" style=\"background:{c}\"></span>{esc(v)}"
-                         f"{' (baseline)' if v == tr.baseline else ''}</span>" for v, c in colours.items())
-        rates = {v: [None if tr.cells[v][n].pass_rate is None else 100 * tr.cells[v][n].pass_rate
-                     for n in tr.nights] for v in tr.variants}
-        lats = {v: [tr.cells[v][n].latency for n in tr.nights] for v in tr.variants}
-        body.append(f"<h2>{esc(tr.scenario)}</h2>")
-        if tr.flaky:
-            items = "".join(f"<li><b>{esc(f.variant)} / {esc(f.step)}</b>: failed {f.failures}/{f.runs} run(s) on "
-                            f"{esc(', '.join(f.failed_nights))} ({esc(f.failure_class or 'failed')}); passed in "
-                            f"all {f.earlier_nights} earlier night(s)</li>" for f in tr.flaky)
-            body.append(f"<div class=\"card failed flaky\"><h3 style=\"color:#cf222e\">Newly flaky steps</h3>"
-                        f"<ul>{items}</ul></div>")
-        else:
-            body.append("<p class=\"muted\">No newly flaky step.</p>")
-        body.append("<div class=\"grid\">"
-                    f"<div class=\"card\"><h3>Pass rate per night (%)</h3>"
-                    f"{line_chart(tr.nights, rates, colours, y_max=100, unit='%')}"
-                    f"<div class=\"legend\">{legend}</div></div>"
-                    f"<div class=\"card\"><h3>Median release latency per night (s)</h3>"
-                    f"{line_chart(tr.nights, lats, colours, unit='s')}"
-                    f"<div class=\"legend\">{legend}</div></div></div>")
-        head = "".join(f"<th>{esc(v)} pass rate</th><th>{esc(v)} release</th>" for v in tr.variants)
-        rows = []
-        for n in tr.nights:
-            tds = "".join(f"<td>{esc(_pct(tr.cells[v][n]))}</td><td>{esc(_lat(tr.cells[v][n]))}</td>"
-                          for v in tr.variants)
-            versions = sorted({x for v in tr.variants for x in tr.cells[v][n].versions})
-            rows.append(f"<tr><td>{esc(n)}</td>{tds}<td>{esc(', '.join(sorted(set(tr.verdicts[n]))) or '-')}</td>"
-                        f"<td>{esc(', '.join(versions) or '-')}</td></tr>")
-        body.append(f"<div class=\"scroll\"><table><thead><tr><th>night</th>{head}<th>verdict</th><th>vLLM</th>"
-                    f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-    return page("Nightly trend", "\n".join(body))
-
-
-def line_chart(categories: list[str], series: dict[str, list[float | None]], colours: dict[str, str],
-               y_max: float | None = None, unit: str = "", width: int = 460, height: int = 230) -> str:
-    """Values per category (night) as lines; a missing value breaks the line."""
-    from harness.report.html import esc, nice_ticks
-
-    left, right, top, bottom = 44, 12, 12, 44
-    pw, ph = width - left - right, height - top - bottom
-    values = [v for vs in series.values() for v in vs if v is not None]
-    top_value = y_max if y_max is not None else max(values, default=1.0) * 1.1 or 1.0
-    ticks = nice_ticks(top_value, 4)
-    y_top = y_max if y_max is not None else ticks[-1]
-    n = max(len(categories), 1)
-
-    def x(i: int) -> float:
-        return left + (pw * (i + 0.5) / n)
-
-    def y(v: float) -> float:
-        return top + ph - ph * min(max(v / y_top, 0.0), 1.0) if y_top else top + ph
-
-    out = [f"<svg class=\"chart trend\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
-           "xmlns=\"http://www.w3.org/2000/svg\">",
-           f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fff\" stroke=\"#d1d9e0\"/>"]
-    for t in ticks:
-        if t > y_top * 1.0001:
-            continue
-        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{y(t):.1f}\" y2=\"{y(t):.1f}\" stroke=\"#eaeef2\"/>"
-                   f"<text x=\"{left - 4}\" y=\"{y(t) + 4:.1f}\" text-anchor=\"end\">{t:g}</text>")
-    every = max(1, round(n / 8))
-    for i, c in enumerate(categories):
-        if i % every == 0 or i == n - 1:
-            out.append(f"<text x=\"{x(i):.1f}\" y=\"{top + ph + 14}\" text-anchor=\"end\" "
-                       f"transform=\"rotate(-30 {x(i):.1f} {top + ph + 14})\">{esc(c[5:] if len(c) == 10 else c)}"
-                       "</text>")
-    for name, vs in series.items():
-        colour = colours.get(name, "#24292f")
-        run: list[str] = []
-        for i, v in enumerate(vs + [None]):
-            if v is None:
-                if run:
-                    out.append(f"<polyline class=\"series\" data-series=\"{esc(name)}\" points=\"{' '.join(run)}\" "
-                               f"fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>")
-                run = []
-                continue
-            run.append(f"{x(i):.1f},{y(v):.1f}")
-        for i, v in enumerate(vs):
-            if v is not None:
-                out.append(f"<circle cx=\"{x(i):.1f}\" cy=\"{y(v):.1f}\" r=\"3\" fill=\"{colour}\">"
-                           f"<title>{esc(name)} {esc(categories[i])}: {v:.3g}{esc(unit)}</title></circle>")
-    out.append("</svg>")
-    return "".join(out)
 
 
 # --------------------------------------------------------------------------- helpers
