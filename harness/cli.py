@@ -1,7 +1,7 @@
 """Command line: `main(argv) -> int`. Each subcommand maps its arguments to one plain function.
 
-Exit codes (DESIGN.md): 0 verdict holds, 1 verdict fails, 2 usage or input error (nothing run),
-3 infrastructure error, 130 interrupted.
+Exit codes (docs/architecture.md, contracts): 0 verdict holds, 1 verdict fails, 2 usage or input
+error (nothing run), 3 infrastructure error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform)
     from harness.scenario import schema as scenario_mod
 
-    sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
+    sc = scenario_mod.load(scenario_path)  # loaded once: bad input fails before the progress display
     from harness.ci import shard
 
     partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     n_steps = len(sc.steps)
     with console.Progress(n_steps) as progress:
         opts.progress = progress
-        result = runner.run(scenario_path, opts)
+        result = runner.run(sc, opts)
     if partial:
         print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
