@@ -81,12 +81,7 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory: no run.json")
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not JSON: {e}") from None
+    run = read_json(path)
     if not isinstance(run, dict):
         raise InputError(f"{path}: expected a JSON object")
     if run.get("version") != 1:
@@ -105,6 +100,16 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     run["repeat"] = repeat
     run["incomplete"] = bool(run.get("incomplete", False))
     return run
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of the run directory; a file that cannot be read or is not JSON is one line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not JSON: {e}") from None
 
 
 def run_events(run_dir: Path) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 from harness import RESULT_VERSION
 from harness.errors import InputError
 from harness.results import diff as diffs
-from harness.results.rundir import RunResults
+from harness.results.rundir import RunResults, read_json
 from harness.results.stats import Rate
 from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
 
@@ -242,13 +242,7 @@ class RunSummary(Mapping):
 def load(path: Path) -> RunSummary:
     """A summary.json read back."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not JSON: {e}") from None
-    return RunSummary.from_json(data, str(path))
+    return RunSummary.from_json(read_json(path), str(path))
 
 
 def summarize(results: RunResults) -> RunSummary:
