@@ -9,10 +9,11 @@ time never interleave their lines. Reading skips a corrupt line (a disk that fil
 hand edit) with a warning instead of failing. ``HARNESS_HISTORY`` overrides the file's location
 (CI agents keep it on a persistent volume).
 
-`trend` groups the records by night (the UTC date a run started) and shows, for the last N nights
+`trend` groups the records by night (the UTC date a run started) and computes, for the last N nights
 that have runs, each variant's pass rate and median release latency. A step is flagged as newly
 flaky when it passed in every earlier night of the window and failed in at least one of the most
-recent nights.
+recent nights. The records are rendered from a run's `RunSummary`; the trend is shown by
+report/trend.py. This module keeps the store and the model only.
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def history_path(out: Path | str) -> Path:
 def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """One history record per variant of a run, rendered from its summary. A summary without its
     parsed results (loaded back from summary.json) has them read again from ``run_dir``."""
-    results = getattr(summary, "results", None) or rundir.read(Path(run_dir))
+    results = getattr(summary, "results", None)
+    if results is None:
+        if run_dir is None:
+            raise TypeError("history.record: a summary loaded back from summary.json needs its run directory")
+        results = rundir.read(Path(run_dir))
     repeats = int(summary.get("repeat") or 1)
     started = summary.get("started") or results.run.get("started") or ""
     out = []
