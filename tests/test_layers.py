@@ -1,5 +1,5 @@
-"""The stages import downwards only (docs/architecture.md, "Stages"): a module may import from its
-own stage and the stages before it, never from a later one, lazily inside a function or not."""
+"""The packages import downwards only (docs/architecture.md, "Import order"): a module may import
+from its own stage and the stages before it, never from a later one, lazily inside a function or not."""
 
 from __future__ import annotations
 
