@@ -35,3 +35,24 @@ def test_events_follow_the_run_matrix_whatever_the_file_times(tmp_path):
     events.merge_files(tmp_path, pairs + [("c", 0)])  # a pair that never ran has no file
     got = [(e["variant"], e["repeat"]) for e in events.read_events(tmp_path / "events.jsonl")]
     assert got == pairs
+
+
+def test_the_pytest_plugin_loads_each_scenario_file_once_per_session(tmp_path, monkeypatch):
+    """Device counting, collection and the (variant, repeat) runs share one load (and one error)."""
+    import pytest
+
+    from harness.ci.pytest_plugin import _State
+    from harness.errors import ScenarioError
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(sim_scenarios.lazy_release("good", ["only"]))
+    bad.write_text("version: 1\nname: bad\n")
+    loads = []
+    real = schema.load
+    monkeypatch.setattr(schema, "load", lambda p: loads.append(p.name) or real(p))
+    state = _State(out=tmp_path, session_id="s", backend=None, rootpath=tmp_path)
+    assert state.scenario(good) is state.scenario(tmp_path / "." / "good.yaml")
+    for _ in range(2):
+        with pytest.raises(ScenarioError):
+            state.scenario(bad)
+    assert loads == ["good.yaml", "bad.yaml"]
