@@ -15,6 +15,7 @@ import pytest
 
 from harness.ci import pinning
 from harness.errors import InputError
+from harness.multicast import MULTICAST_OFF
 from harness.run.probes import VISIBLE_ENV
 
 pytest_plugins = ["pytester"]
@@ -25,7 +26,8 @@ from pathlib import Path
 
 def record(ctx):
     env = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
-                                         "PYTEST_XDIST_WORKER")}
+                                         "PYTEST_XDIST_WORKER", "NCCL_NVLS_ENABLE", "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+                                         "NVSHMEM_DISABLE_NVLS")}
     with open(Path(ctx.scenario_dir) / "worker_env.jsonl", "a") as f:
         f.write(json.dumps({"pid": os.getpid(), **env}) + "\\n")
 """
@@ -60,7 +62,7 @@ def test_devices_are_counted_within_the_outer_list():
     assert devices.ids == ("2", "3", "5", "7") and devices.variables == ("CUDA_VISIBLE_DEVICES",)
     assert pinning.device_sets(devices, 1, 4) == [("2",), ("3",), ("5",), ("7",)]
     assert pinning.device_sets(devices, 2, 2) == [("2", "3"), ("5", "7")]
-    assert pinning.worker_env(devices, ("5", "7")) == {"CUDA_VISIBLE_DEVICES": "5,7"}
+    assert pinning.worker_env(devices, ("5", "7")) == {"CUDA_VISIBLE_DEVICES": "5,7", **MULTICAST_OFF}
     # --gpus takes the first N of the outer list, never more than it holds
     assert pinning.discover({"CUDA_VISIBLE_DEVICES": "2,3,5,7"}, gpus=2).ids == ("2", "3")
     with pytest.raises(InputError, match=r"--gpus 5: only 4 devices are visible \(CUDA_VISIBLE_DEVICES=2,3, 5,7\)"):
@@ -72,15 +74,15 @@ def test_devices_are_counted_within_the_outer_list():
 def test_rocm_variables():
     # HIP and CUDA spelling the same list are narrowed together (vLLM on ROCm checks they agree)
     both = pinning.discover({"HIP_VISIBLE_DEVICES": "4,6", "CUDA_VISIBLE_DEVICES": "4,6"}, platform="rocm")
-    assert pinning.worker_env(both, ("6",)) == {"CUDA_VISIBLE_DEVICES": "6", "HIP_VISIBLE_DEVICES": "6"}
+    assert pinning.worker_env(both, ("6",)) == {"CUDA_VISIBLE_DEVICES": "6", "HIP_VISIBLE_DEVICES": "6", **MULTICAST_OFF}
     # HIP indexes into ROCR's list: HIP is narrowed, ROCR (the outer level) is left as it is
     nested = pinning.discover({"ROCR_VISIBLE_DEVICES": "0,1,2,3", "HIP_VISIBLE_DEVICES": "1,3"}, platform="rocm")
     assert nested.ids == ("1", "3") and nested.variables == ("HIP_VISIBLE_DEVICES",)
     only_rocr = pinning.discover({"ROCR_VISIBLE_DEVICES": "4,5"}, platform="rocm")
-    assert pinning.worker_env(only_rocr, ("5",)) == {"ROCR_VISIBLE_DEVICES": "5"}
+    assert pinning.worker_env(only_rocr, ("5",)) == {"ROCR_VISIBLE_DEVICES": "5", **MULTICAST_OFF}
     # no outer list: a ROCm worker gets HIP and CUDA
     counted = pinning.discover({}, gpus=2, platform="rocm")
-    assert pinning.worker_env(counted, ("1",)) == {"HIP_VISIBLE_DEVICES": "1", "CUDA_VISIBLE_DEVICES": "1"}
+    assert pinning.worker_env(counted, ("1",)) == {"HIP_VISIBLE_DEVICES": "1", "CUDA_VISIBLE_DEVICES": "1", **MULTICAST_OFF}
 
 
 def test_device_count_without_an_outer_list():
