@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
     p.set_defaults(func=cmd_trend)
 
-    from harness import bundle
+    from harness.bundle import cli as bundle_cli
     from harness.bisect import command as bisect_command
 
     p = sub.add_parser("bisect", help="find the revision where a failure started (--find fix: where it went away)")
@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     bisect_command.add_step_arguments(p)
     p.set_defaults(func=bisect_command.cmd_bisect_step)
     p = sub.add_parser("bundle", help="build or install an offline vLLM wheel bundle for an air-gapped GPU node")
-    bundle.configure_parser(p)
-    p.set_defaults(func=bundle.run_command)
+    bundle_cli.configure_parser(p)
+    p.set_defaults(func=bundle_cli.run_command)
     return parser
 
 
