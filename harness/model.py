@@ -76,12 +76,14 @@ class Expectation:
 
 @dataclass
 class MemorySample:
-    """Device memory in use, summed over the step's devices, right after ``label``."""
+    """Device memory in use, summed over the step's devices, right after ``label``; ``per_device``
+    holds each device's figure (in the worker's device order) when the probe gave one per device."""
 
     label: str
     t: float
     used_bytes: int
     total_bytes: int
+    per_device: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +108,7 @@ class StepResult:
     threshold_bytes: int | None = None
     classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
     builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
+    log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step
