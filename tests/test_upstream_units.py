@@ -255,6 +255,7 @@ def test_a_construction_that_fails_for_memory_is_vram_construction(tmp_path):
     assert rec.phase_of(info.value, "call") == rec.phase_of(wrapped, "call") == "construct"
     assert rec.phase_of(AssertionError("x"), "call") == "expect"
     assert rec.phase_of(KeyError("x"), "call") == "workload"
+    assert rec.phase_of(OSError("couldn't connect to 'https://huggingface.co'"), "setup") == "construct"
     rec.end_test()
     evs = [json.loads(line) for line in path.read_text().splitlines()]
     start = next(e for e in evs if e["event"] == "engine_start")

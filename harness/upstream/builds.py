@@ -86,7 +86,7 @@ class Recorder:
                 self.events.build = None
         self.test = None
 
-    def phase_of(self, exc: BaseException, when: str) -> str | None:
+    def phase_of(self, exc: BaseException, when: str) -> str:
         """Where a test's exception came from: an engine build, a teardown, or the test itself."""
         seen, chain = set(), exc
         while chain is not None and id(chain) not in seen:
@@ -100,7 +100,9 @@ class Recorder:
             return str(Phase.TEARDOWN)
         if when == "call":
             return str(Phase.EXPECT if isinstance(exc, AssertionError) else Phase.WORKLOAD)
-        return None  # a fixture failed in setup: the classifier reads the text
+        # a fixture failed in setup (one that builds an engine or loads a model, typically): the
+        # test could not be set up, which the classifier reads as a construction failure
+        return str(Phase.CONSTRUCT)
 
     # ------------------------------------------------------------------ engine arguments
     def seed(self, name: Any) -> str | None:

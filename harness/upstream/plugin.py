@@ -154,8 +154,6 @@ class UpstreamPlugin:
             res["traceback"] = report.longreprtext
             res.setdefault("error_type", "Failed")
             res.setdefault("message", f"failed on {report.when}")
-            if res.get("phase") is None:
-                res.pop("phase", None)
         elif report.skipped and res["outcome"] is Outcome.PASSED:
             res["outcome"] = Outcome.SKIPPED
             if hasattr(report, "wasxfail"):
