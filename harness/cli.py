@@ -64,10 +64,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.run import engineargs
     from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
         sc = scenario_mod.load(path)
+        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
+            print(f"note: {note}", file=sys.stderr)
         print(f"{path}: ok ({len(sc.steps)} steps, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
 

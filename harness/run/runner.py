@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 from harness import __version__, atomic
 from harness.results import events
 from harness.results import junit
+from harness.run import engineargs
 from harness.run import plan as planning
 from harness.run import procs
 from harness.scenario import schema as scenario_mod
@@ -96,6 +97,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     for v in rplan.variants:
         if not Path(opts.python or planning.interpreter(v)).exists():
             raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
+    for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
+        print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
     # absolute: the workers start in the repository root, not in the caller's directory
