@@ -31,12 +31,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.scenario import schema as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
+    from harness.run import select
+
+    opts.steps = select.steps([s.name for s in sc.steps], args.step, args.k, where=str(scenario_path))
     from harness.ci import shard
 
     partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
     if opts.only == []:
         return 0
-    n_steps = len(sc.steps)
+    n_steps = len(opts.steps) if opts.steps is not None else len(sc.steps)
     with console.Progress(n_steps) as progress:
         opts.progress = progress
         result = runner.run(scenario_path, opts)
@@ -117,6 +120,8 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from harness.run import select
+
     parser = argparse.ArgumentParser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -137,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("vllm", "sim"), help="override the scenario's backend")
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.add_argument("--model", help="replace every step's model")
+    select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
     p.add_argument("--shard", metavar="K/N",

@@ -55,6 +55,10 @@ out(key=key, names=sorted(names), version=getattr(vllm, "__version__", "unknown"
 """
 
 
+class UnknownEngineArgument(ScenarioError):
+    """An engine key the target vLLM does not accept (bisect skips such a revision)."""
+
+
 @dataclass(frozen=True)
 class Known:
     """What one interpreter's vLLM accepts; ``names`` is None when it could not be asked."""
@@ -144,6 +148,6 @@ def check(scenario, *, variants: list[str] | None = None, python: str | None = N
             if (only is None or only in names) and arg not in known.names:
                 close = difflib.get_close_matches(arg, sorted(known.names), n=1, cutoff=0.6)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise ScenarioError(scenario.path, key, f"not an engine argument of vLLM {known.version} "
+                raise UnknownEngineArgument(scenario.path, key, f"not an engine argument of vLLM {known.version} "
                                                         f"(vllm.LLM / EngineArgs in {interp}){hint}")
     return notes

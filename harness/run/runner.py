@@ -56,6 +56,7 @@ class RunOptions:
     devices: list[int] | None = None
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
+    steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
     progress: Progress | None = None
     announce: Callable[[str], None] = print
 
@@ -93,7 +94,7 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     scenario = scenario_mod.load(scenario_path)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
-                           model=opts.model, strict_platform=opts.strict_platform)
+                           model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps)
     for v in rplan.variants:
         if not Path(opts.python or planning.interpreter(v)).exists():
             raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
@@ -109,6 +110,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     meta = _run_meta(rplan, run_dir, matrix)
     if opts.shard:
         meta["shard"] = opts.shard
+    if opts.steps is not None:
+        meta["steps_selected"] = list(opts.steps)
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     try:
