@@ -27,7 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
-                             repeat=args.repeat, model=args.model, strict_platform=args.strict_platform)
+                             repeat=args.repeat, model=args.model, strict_platform=args.strict_platform,
+                             early_stop=not args.no_early_stop)
     from harness.scenario import schema as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     p.add_argument("--repeat", type=int, help="override the scenario's repeat count")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="run every repeat even when the verdict is already decided (and test at p < 0.05)")
     p.add_argument("--backend", choices=("vllm", "sim"), help="override the scenario's backend")
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.add_argument("--model", help="replace every step's model")

@@ -178,7 +178,26 @@ def test_repeats_difference_not_significant_is_not_reproduced():
     assert p >= 0.05
     assert report.verdict is Verdict.NOT_REPRODUCED
     assert report.exit_code == 0
-    assert f"difference not significant (p={p:.3g}" in report.reasons[0]
+    assert f"difference not significant (VRAM failures 2/20 vs 0/20, Fisher p={p:.3g})" in report.reasons[0]
+    assert report.reasons[0].count("p=") == 1  # the p-value once
+
+
+def test_repeats_a_remaining_vram_failure_is_not_also_called_not_significant():
+    base = repeated([{"b": VRAM if r < 3 else OK} for r in range(10)])
+    cand = repeated([{"b": VRAM if r == 0 else OK} for r in range(10)])
+    report = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10)
+    assert report.verdict is Verdict.FIX_INSUFFICIENT
+    assert report.candidates["with_fix"].fisher_p >= 0.05
+    assert not any("not significant" in r for r in report.reasons), report.reasons
+
+
+def test_an_early_stopped_run_tests_at_its_last_looks_level():
+    base = repeated([{"b": VRAM if r < 6 else OK} for r in range(10)])
+    cand = repeated([{"b": OK} for _ in range(10)])
+    assert stats.fisher_exact([[6, 4], [0, 10]]) < 0.05
+    assert evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10).verdict is Verdict.FIX_CONFIRMED
+    strict = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10, alpha=0.001)
+    assert strict.verdict is Verdict.NOT_REPRODUCED and "level 0.001" in strict.reasons[0]
 
 
 def test_repeats_any_remaining_vram_failure_is_insufficient_even_if_significant():

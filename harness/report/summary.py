@@ -40,7 +40,9 @@ def build(run_dir: Path) -> dict[str, Any]:
     if not cases:
         raise InputError(f"{run_dir} is not a run directory: no JUnit file for any of {', '.join(variants)}")
 
-    report = evaluate(cases, baseline, repeats, incomplete)
+    sequential = _sequential(run, run_dir / "run.json")
+    alpha = sequential["level"] if sequential else ALPHA
+    report = evaluate(cases, baseline, repeats, incomplete, alpha=alpha)
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in missing] + report.reasons
     return {
         "version": RESULT_VERSION,
@@ -60,7 +62,7 @@ def build(run_dir: Path) -> dict[str, Any]:
         "counts": report.counts,
         "cases": [{"classname": row.key[0], "step": row.step,
                    "variants": {v: _cell(cell) for v, cell in row.cells.items()}} for row in report.steps],
-        "stats": _stats(report),
+        "stats": {**_stats(report), "alpha": alpha, "sequential": sequential},
         "transitions": {name: _transitions(c.diff) for name, c in report.candidates.items()},
         "substitutions": list(run.get("substitutions") or []),
         "orphans": list(run.get("orphans") or []),
@@ -128,6 +130,17 @@ def _run_json(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{path}: repeat: expected a whole number >= 1, got {repeat!r}")
     run["repeat"] = repeat
     return run
+
+
+def _sequential(run: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """run.json's early-stopping record (run/earlystop.py), whose ``level`` the verdict tests at."""
+    seq = run.get("sequential")
+    if seq is None:
+        return None
+    level = seq.get("level") if isinstance(seq, dict) else None
+    if not isinstance(level, (int, float)) or isinstance(level, bool) or not 0 <= level <= 1:
+        raise InputError(f"{path}: sequential.level: expected a number in [0, 1], got {level!r}")
+    return seq
 
 
 def _cell(cell: StepCell) -> dict[str, Any]:

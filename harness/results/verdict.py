@@ -79,10 +79,11 @@ def step_of(name: str, repeats: int) -> str:
 
 
 def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
-             incomplete: bool = False) -> VerdictReport:
+             incomplete: bool = False, alpha: float = ALPHA) -> VerdictReport:
+    """``alpha``: the level of Fisher's test; an early-stopped run passes its last look's level."""
     grouped = {v: _group(cases, repeats) for v, cases in variants.items()}
     base_groups = grouped.get(baseline, {})
-    candidates = {v: _judge(v, baseline, base_groups, groups, repeats)
+    candidates = {v: _judge(v, baseline, base_groups, groups, repeats, alpha)
                   for v, groups in grouped.items() if v != baseline}
 
     reasons = []
@@ -166,7 +167,7 @@ def _how_not_passed(cases: list[Case]) -> str | None:
 
 
 def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key, list[Case]],
-           repeats: int) -> CandidateResult:
+           repeats: int, alpha: float = ALPHA) -> CandidateResult:
     d = diff([_fold(k, cs) for k, cs in base.items()], [_fold(k, cs) for k, cs in cand.items()],
              baseline, name)
     regressions = d.of(Transition.REGRESSION)
@@ -186,6 +187,8 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         c = _pooled([c for cs in cand.values() for c in cs])
         p = stats.fisher_exact([[b.k, b.n - b.k], [c.k, c.n - c.k]])
         counts = f"VRAM failures {b.k}/{b.n} vs {c.k}/{c.n}, Fisher p={p:.3g}"
+        if alpha != ALPHA:
+            counts += f", level {alpha:.3g} after early-stopping looks"
 
     holds: dict[Verdict, str] = {}
     if regressions:
@@ -207,8 +210,9 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds[Verdict.NOT_REPRODUCED] = (
             f"none of the steps that failed for VRAM in {baseline!r} ran here ({_names(base_vram_steps)}): "
             "the comparison proves nothing")
-    elif p is not None and p >= ALPHA:
-        holds[Verdict.NOT_REPRODUCED] = f"difference not significant (p={p:.3g}; {counts})"
+    elif p is not None and p >= alpha and Verdict.FIX_INSUFFICIENT not in holds:
+        # (with a VRAM failure left, significance is moot: saying both would contradict itself)
+        holds[Verdict.NOT_REPRODUCED] = f"difference not significant ({counts})"
 
     if holds:
         ranked = sorted(holds, key=RANK.__getitem__, reverse=True)

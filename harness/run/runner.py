@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 from harness import __version__, atomic
 from harness.results import events
 from harness.results import junit
+from harness.run import earlystop
 from harness.run import engineargs
 from harness.run import plan as planning
 from harness.run import procs
@@ -57,6 +58,7 @@ class RunOptions:
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
     steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
+    early_stop: bool = True  # repeat: N stops once every candidate's verdict is decided (run/earlystop.py)
     progress: Progress | None = None
     announce: Callable[[str], None] = print
 
@@ -102,6 +104,9 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
+    early = _early_stop(rplan, opts)
+    if early is not None:
+        matrix = [(v, r) for r in rplan.repeats for v in rplan.variants]  # round by round, to look after each
     # absolute: the workers start in the repository root, not in the caller's directory
     run_dir = make_run_dir(Path(opts.out).absolute(), scenario.name, opts.run_id or new_run_id())
     result = RunResult(run_dir, rplan, {v.name: [] for v in rplan.variants if any(v is m[0] for m in matrix)})
@@ -123,14 +128,30 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
             meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
+            if early is not None and variant is rplan.variants[-1] and early.after_round(
+                    repeat + 1, {n: earlystop.vram_counts(vrs) for n, vrs in result.variants.items()}):
+                opts.announce(f"early stop after round {repeat + 1} of {early.rounds}: every candidate's "
+                              f"verdict is decided ({early.rounds - repeat - 1} round(s) not needed)")
+                break
     except KeyboardInterrupt:
         result.incomplete = True
     if ledger.exists():
         Ledger(ledger).discard_partial_write()
+    if early is not None:
+        meta["sequential"] = early.record()
     meta.update(incomplete=result.incomplete, finished=_now())
     atomic.write_json(run_dir / "run.json", meta)
     _merge_events(run_dir)
     return result
+
+
+def _early_stop(rplan: planning.RunPlan, opts: RunOptions) -> earlystop.EarlyStop | None:
+    names = [v.name for v in rplan.variants]
+    baseline = rplan.scenario.baseline
+    if not opts.early_stop or not earlystop.EarlyStop.applies(names, baseline, len(rplan.repeats),
+                                                             sharded=opts.only is not None):
+        return None
+    return earlystop.EarlyStop(baseline, [n for n in names if n != baseline], len(rplan.repeats), len(rplan.steps))
 
 
 def _now() -> str:
