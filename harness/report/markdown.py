@@ -12,7 +12,7 @@ MAX_STEP_ROWS = 500
 MAX_TRANSITION_ROWS = 200
 MAX_CELL = 160
 
-STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE",
+STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "baseline broken": "FAIL",
           "fix insufficient": "FAIL", "regression": "FAIL"}
 #: The transitions a reviewer acts on; the rest are in summary.json.
 SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
@@ -41,7 +41,8 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
 
 def _title(s: dict[str, Any]) -> str:
     verdict = s.get("verdict", "")
-    lines = [f"## {s.get('scenario') or 'run'}: {STATUS.get(verdict, 'UNKNOWN')} ({verdict})\n"]
+    status = "FAIL" if s.get("exit_code") else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
+    lines = [f"## {s.get('scenario') or 'run'}: {status} ({verdict}, exit {s.get('exit_code')})\n"]
     if s.get("incomplete"):
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
     facts = [f"run `{s.get('run_id')}`", f"baseline `{s.get('baseline')}`",

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness import RESULT_VERSION, atomic
 from harness.errors import InfrastructureError, InputError
+from harness.results import gate
 from harness.results.diff import DiffResult, to_json
 from harness.results.junitread import Case, read_cases
 from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
@@ -21,9 +22,13 @@ from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
 _PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform")
 
 
-def build(run_dir: Path) -> dict[str, Any]:
+def build(run_dir: Path, allow: frozenset | None = None) -> dict[str, Any]:
+    """``allow``: failure classes accepted (--allow); None: those the run was started with."""
     run_dir = Path(run_dir)
     run = _run_json(run_dir)
+    if allow is None:
+        allow = gate.parse_allow(run.get("allow") if isinstance(run.get("allow"), list) else [],
+                                 where=f"{run_dir / 'run.json'}: allow")
     variants, baseline, repeats = run["variants"], run["baseline"], run["repeat"]
     incomplete = bool(run.get("incomplete", False))
 
@@ -42,7 +47,7 @@ def build(run_dir: Path) -> dict[str, Any]:
 
     sequential = _sequential(run, run_dir / "run.json")
     alpha = sequential["level"] if sequential else ALPHA
-    report = evaluate(cases, baseline, repeats, incomplete, alpha=alpha)
+    report = evaluate(cases, baseline, repeats, incomplete, alpha=alpha, allow=allow)
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in missing] + report.reasons
     return {
         "version": RESULT_VERSION,
@@ -54,9 +59,11 @@ def build(run_dir: Path) -> dict[str, Any]:
         "verdict": report.verdict.value,
         "exit_code": report.exit_code,
         "reasons": reasons,
-        "candidates": {name: {"verdict": c.verdict.value, "exit_code": c.verdict.exit_code,
+        "allow": sorted(a.value for a in allow),
+        "candidates": {name: {"verdict": c.verdict.value, "exit_code": c.exit_code,
                               "reasons": c.reasons, "vram_failures": c.vram_failures,
-                              "regressions": c.regressions, "fisher_p": c.fisher_p}
+                              "regressions": c.regressions, "fisher_p": c.fisher_p,
+                              "not_allowed": c.not_allowed}
                        for name, c in report.candidates.items()},
         "missing": missing,
         "counts": report.counts,
@@ -69,7 +76,7 @@ def build(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def write(run_dir: Path, history: bool = True) -> dict[str, Any]:
+def write(run_dir: Path, history: bool = True, allow: frozenset | None = None) -> dict[str, Any]:
     """Build the summary, then write summary.json, report.md and report.html (each appears whole or
     not at all) and append the run to the results directory's history.jsonl.
 
@@ -78,7 +85,7 @@ def write(run_dir: Path, history: bool = True) -> dict[str, Any]:
     from harness.report import markdown
 
     run_dir = Path(run_dir)
-    summary = build(run_dir)
+    summary = build(run_dir, allow)
     try:
         atomic.write_json(run_dir / "summary.json", summary)
         atomic.write_text(run_dir / "report.md", markdown.render(summary))

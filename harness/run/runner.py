@@ -59,6 +59,7 @@ class RunOptions:
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
     steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
     early_stop: bool = True  # repeat: N stops once every candidate's verdict is decided (run/earlystop.py)
+    allow: list[str] | None = None  # failure classes that do not fail the run (--allow), kept in run.json
     progress: Progress | None = None
     announce: Callable[[str], None] = print
 
@@ -117,6 +118,8 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
         meta["shard"] = opts.shard
     if opts.steps is not None:
         meta["steps_selected"] = list(opts.steps)
+    if opts.allow:
+        meta["allow"] = sorted(opts.allow)
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     try:
