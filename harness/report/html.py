@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 
 from harness.results.junitread import Case, read_cases
 from harness.results.verdict import step_of
+from harness.report import html_failures
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS
 
@@ -125,13 +126,14 @@ def render(summary: dict[str, Any], run_dir: Path) -> str:
             tls[v] = timelines.from_cases(v, cases[v])
     step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
-            _steps(summary, variants, cases, tails, repeats, step_numbers), _counts(summary),
+            _steps(summary, variants, cases, tails, repeats, step_numbers), html_failures.transitions(summary),
+            _counts(summary),
             _listing("Substitutions", summary.get("substitutions")),
             _listing("Orphaned processes", summary.get("orphans")),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
             "</footer>"]
     title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
-    return page(title, "\n".join(b for b in body if b))
+    return page(title, "\n".join(b for b in body if b), html_failures.CSS)
 
 
 def _read_cases(path: Path) -> list[Case]:
@@ -512,6 +514,7 @@ def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str,
         label = outcome
     badge = f"<span class=\"badge {esc(outcome)}\">{esc(label)}</span>"
     cls = f" <span class=\"cls\">{esc(cell.get('failure_class'))}</span>" if outcome == "failed" else ""
+    cls += html_failures.culprit(cell)
     timing = f"<div class=\"t\">{_timings(cases)}</div>" if cases else ""
     details = ""
     failed = [c for c in cases if c.failed]

@@ -13,10 +13,10 @@ from typing import Any
 
 from harness import RESULT_VERSION, atomic
 from harness.errors import InfrastructureError, InputError
-from harness.results import gate
+from harness.results import culprit, gate
 from harness.results.diff import DiffResult, to_json
 from harness.results.junitread import Case, read_cases
-from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
+from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate, step_of
 
 # run.json keys copied into the summary as they are
 _PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform")
@@ -48,6 +48,7 @@ def build(run_dir: Path, allow: frozenset | None = None) -> dict[str, Any]:
     sequential = _sequential(run, run_dir / "run.json")
     alpha = sequential["level"] if sequential else ALPHA
     report = evaluate(cases, baseline, repeats, incomplete, alpha=alpha, allow=allow)
+    culprits = {v: culprit.from_cases(cs, repeats) for v, cs in cases.items()}
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in missing] + report.reasons
     return {
         "version": RESULT_VERSION,
@@ -68,9 +69,11 @@ def build(run_dir: Path, allow: frozenset | None = None) -> dict[str, Any]:
         "missing": missing,
         "counts": report.counts,
         "cases": [{"classname": row.key[0], "step": row.step,
-                   "variants": {v: _cell(cell) for v, cell in row.cells.items()}} for row in report.steps],
+                   "variants": {v: _cell(cell, _culprit_of(culprits.get(v, {}), row.key, repeats))
+                                for v, cell in row.cells.items()}} for row in report.steps],
         "stats": {**_stats(report), "alpha": alpha, "sequential": sequential},
-        "transitions": {name: _transitions(c.diff) for name, c in report.candidates.items()},
+        "transitions": {name: _transitions(c.diff, culprits, baseline, name, repeats)
+                        for name, c in report.candidates.items()},
         "substitutions": list(run.get("substitutions") or []),
         "orphans": list(run.get("orphans") or []),
     }
@@ -150,10 +153,22 @@ def _sequential(run: dict[str, Any], path: Path) -> dict[str, Any] | None:
     return seq
 
 
-def _cell(cell: StepCell) -> dict[str, Any]:
+def _culprit_of(found: dict, key: tuple[str, str], repeats: int) -> dict[str, Any] | None:
+    """The culprit of a step's first VRAM failure over its repeats (culprit.from_cases keys cases
+    by their own names, ``step[r]`` with repeats)."""
+    for (classname, name), c in found.items():
+        if classname == key[0] and step_of(name, repeats) == key[1]:
+            return {**c.to_dict(), "step": step_of(c.step, repeats)}
+    return None
+
+
+def _cell(cell: StepCell, culprit_: dict[str, Any] | None = None) -> dict[str, Any]:
     c = cell.case
-    return {"outcome": c.outcome.value, "failure_class": c.failure_class.value, "message": c.message,
-            "time": round(c.time, 6), "runs": cell.runs, "failed": cell.failed, "vram": cell.vram.to_dict()}
+    out = {"outcome": c.outcome.value, "failure_class": c.failure_class.value, "message": c.message,
+           "time": round(c.time, 6), "runs": cell.runs, "failed": cell.failed, "vram": cell.vram.to_dict()}
+    if culprit_ is not None:
+        out["culprit"] = culprit_  # ★ {step, held_bytes_after: {action: bytes}} (+ freed_after)
+    return out
 
 
 def _stats(report: VerdictReport) -> dict[str, Any]:
@@ -167,8 +182,16 @@ def _stats(report: VerdictReport) -> dict[str, Any]:
             "pooled_vram": {v: r.to_dict() for v, r in report.pooled.items()}, "fisher": fisher}
 
 
-def _transitions(d: DiffResult) -> dict[str, Any]:
+def _transitions(d: DiffResult, culprits: dict[str, dict], baseline: str, candidate: str,
+                 repeats: int) -> dict[str, Any]:
     out = to_json(d)
+
+    def side(entry: dict[str, Any] | None, variant: str, key: tuple[str, str]) -> dict[str, Any] | None:
+        found = _culprit_of(culprits.get(variant, {}), key, repeats) if entry and entry["outcome"] == "failed" else None
+        return {**entry, "culprit": found} if found else entry
+
     return {"counts": out["counts"],
             "cases": [{"classname": c["classname"], "step": c["name"], "transition": c["transition"],
-                       "baseline": c["baseline"], "candidate": c["candidate"]} for c in out["cases"]]}
+                       "baseline": side(c["baseline"], baseline, (c["classname"], c["name"])),
+                       "candidate": side(c["candidate"], candidate, (c["classname"], c["name"]))}
+                      for c in out["cases"]]}
