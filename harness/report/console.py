@@ -70,7 +70,7 @@ class Progress:
             self.state["used"] = ev["used_bytes"]
             self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
             if self.state.get("builds"):
-                self.state["builds"][-1][1].append((ev["label"], ev["used_bytes"]))
+                self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
         elif kind == "step_end":
             self._step_line(variant, repeat, ev)
         if self._live is not None:

@@ -182,6 +182,8 @@ def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
     facts = [f"run <code>{esc(s.get('run_id'))}</code>", f"baseline <code>{esc(s.get('baseline'))}</code>",
              f"{esc(s.get('repeat', 1))} repeat(s)", f"backend {esc(s.get('backend'))}",
              f"platform {esc(s.get('platform'))}"]
+    if s.get("rehearsal"):
+        facts.insert(0, "<b>rehearsal</b> (this machine lacks the scenario's platform: see Substitutions)")
     if props.get("device_name"):
         facts.append(esc(props["device_name"]))
     if props.get("vllm_version"):
@@ -202,6 +204,8 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
     if not tls:
         return "<h2>Device memory</h2><p class=\"muted\">No memory samples in this run directory.</p>"
     actions = sorted({a.name for tl in tls.values() for a in tl.actions})
+    span = max(tl.duration for tl in tls.values())
+    fit = s.get("platform") == "cpu"
     colours = {name: ACTION_COLOURS[i % len(ACTION_COLOURS)] for i, name in enumerate(actions)}
     cards = []
     for v in variants:
@@ -225,8 +229,11 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
             f"<div class=\"{card_cls}\" data-variant=\"{esc(v)}\">"
             f"<h3>{esc(v)}{base}</h3>"
             f"<div class=\"sub\">{esc(' · '.join(sub))}</div>"
-            f"{memory_chart(tl, colours, classes, step_numbers)}{_legend(tl, colours)}</div>")
-    return "<h2>Device memory over time</h2>\n<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
+            f"{memory_chart(tl, colours, classes, step_numbers, span_s=span, fit=fit)}{_legend(tl, colours)}</div>")
+    note = (f"<p class=\"muted\">Every chart's time axis spans {span:.1f} s, the longest variant's run, so the "
+            "charts compare" + ("; memory axes fit the trace (host memory: a CPU rehearsal has no device memory)"
+                                if fit else "") + ".</p>")
+    return "<h2>Device memory over time</h2>\n" + note + "<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
 
 
 def _step_repeat(case: Case, repeats: int) -> tuple[str, int]:
@@ -258,17 +265,22 @@ def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
 
 
 def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
-                 step_numbers: dict[str, int], width: int = 460, height: int = 270) -> str:
-    """One variant's device memory as an inline SVG."""
+                 step_numbers: dict[str, int], width: int = 460, height: int = 270,
+                 span_s: float | None = None, fit: bool = False) -> str:
+    """One variant's device memory as an inline SVG. ``span_s``: the time axis's length, shared by
+    every variant's chart so they compare; ``fit``: the memory axis fits the trace, not the total
+    (host memory on a CPU rehearsal is far larger than anything an engine there uses)."""
     lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
     lane_h = 8
     height += lane_h * len(lanes) + (4 if lanes else 0)
     left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
     pw, ph = width - left - right, height - top - bottom
     axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
-    duration = max(tl.duration, 1e-3)
+    duration = max(span_s or tl.duration, 1e-3)
     ymax = float(max(tl.total or 0, tl.peak, max((st.threshold or 0 for st in tl.steps), default=0), 1))
-    if not tl.total:  # rebuilt from JUnit: the device's size is unknown, leave headroom
+    if fit:
+        ymax = float(max(tl.peak, 1))
+    if not tl.total or fit:  # rebuilt from JUnit (the device's size is unknown), or fitted: leave headroom
         ymax = nice_ticks(ymax * 1.1 / GIB, 5)[-1] * GIB
     yticks = [v for v in nice_ticks(ymax / GIB, 4) if v * GIB <= ymax * 1.0001]
 

@@ -47,6 +47,8 @@ def _title(s: dict[str, Any]) -> str:
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
     facts = [f"run `{s.get('run_id')}`", f"baseline `{s.get('baseline')}`",
              f"{s.get('repeat', 1)} repeat(s)", f"backend {s.get('backend')}", f"platform {s.get('platform')}"]
+    if s.get("rehearsal"):
+        facts.insert(0, "**rehearsal** (this machine lacks the scenario's platform: see Substitutions)")
     lines.append(" · ".join(facts) + "\n")
     return "\n".join(lines)
 

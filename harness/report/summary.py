@@ -19,7 +19,7 @@ from harness.results.junitread import Case, read_cases
 from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate, step_of
 
 # run.json keys copied into the summary as they are
-_PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform")
+_PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform", "rehearsal")
 
 
 def build(run_dir: Path, allow: frozenset | None = None) -> dict[str, Any]:

@@ -111,9 +111,14 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     # absolute: the workers start in the repository root, not in the caller's directory
     run_dir = make_run_dir(Path(opts.out).absolute(), scenario.name, opts.run_id or new_run_id())
     result = RunResult(run_dir, rplan, {v.name: [] for v in rplan.variants if any(v is m[0] for m in matrix)})
+    rehearsal = next((sub for sub in rplan.substitutions if sub.what == "platform"), None)
+    if rehearsal is not None:  # the README's word for it, said where the run starts
+        opts.announce(f"rehearsal: this machine has no {rehearsal.before}; every step runs for real on "
+                      f"{rehearsal.after}, with the substitutions below")
     for sub in rplan.substitutions:
         opts.announce(f"substituted {sub}")
     meta = _run_meta(rplan, run_dir, matrix)
+    meta["rehearsal"] = rehearsal is not None
     if opts.shard:
         meta["shard"] = opts.shard
     if opts.steps is not None:
