@@ -69,3 +69,8 @@ def test_no_early_stop_runs_every_repeat(tmp_path):
     code, rd = _run(tmp_path, "--no-early-stop")
     assert "sequential" not in json.loads((rd / "run.json").read_text())
     assert len(read_cases(rd / "with_fix.xml")) == 8 * 3 and code == 0
+
+
+def test_report_md_says_the_run_stopped_early(tmp_path):
+    _, rd = _run(tmp_path)
+    assert "early stop after 4 of 8 rounds" in (rd / "report.md").read_text()

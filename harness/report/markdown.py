@@ -49,6 +49,10 @@ def _title(s: dict[str, Any]) -> str:
              f"{s.get('repeat', 1)} repeat(s)", f"backend {s.get('backend')}", f"platform {s.get('platform')}"]
     if s.get("rehearsal"):
         facts.insert(0, "**rehearsal** (this machine lacks the scenario's platform: see Substitutions)")
+    seq = (s.get("stats") or {}).get("sequential") or {}
+    if seq.get("stopped_after"):
+        facts.append(f"early stop after {seq['stopped_after']} of {seq['rounds_planned']} rounds "
+                     f"(tested at level {seq['level']:.3g})")
     lines.append(" · ".join(facts) + "\n")
     return "\n".join(lines)
 
