@@ -1,7 +1,8 @@
 """Command line: `main(argv) -> int`. Each subcommand maps its arguments to one plain function.
 
-Exit codes (DESIGN.md): 0 verdict holds, 1 verdict fails, 2 usage or input error (nothing run),
-3 infrastructure error, 130 interrupted.
+Exit codes (README.md): 0 the verdict holds and no fixed variant's step failed unless --allow'ed,
+1 the verdict fails (or the baseline is broken, or such a failure; `diff`: a case regressed),
+2 usage or input error (nothing run), 3 infrastructure error, 130 interrupted.
 """
 
 from __future__ import annotations
