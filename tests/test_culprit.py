@@ -108,3 +108,22 @@ def test_diff_shows_whose_residue_changed(tmp_path, capsys):
     cli.main(["diff", str(rd / "without_fix.xml"), str(rd / "with_fix.xml"), "--json"])
     changes = json.loads(capsys.readouterr().out)["residue"]
     assert changes[0]["case"] == "cul::greedy" and changes[0]["candidate_bytes"] == 0
+
+
+def test_one_junit_file_with_every_variant_keeps_their_sequences_apart():
+    from harness.results.junitread import Case
+    from harness.model import FailureClass, Outcome
+
+    def case(variant, name, props, failed=False):
+        props = {"variant": variant, "repeat": "0", **{f"mem_{k}_bytes": str(v) for k, v in props.items()}}
+        if failed:
+            return Case("pytest", f"x.{variant}", name, Outcome.FAILED, FailureClass.VRAM_CONSTRUCTION, properties=props)
+        return Case("pytest", f"x.{variant}", name, Outcome.PASSED, properties=props)
+
+    leak = {"before_construct": GIB, "after_construct": 50 * GIB, "after_del_llm": 50 * GIB}
+    clean = {"before_construct": GIB, "after_construct": 50 * GIB, "after_del_llm": GIB}
+    cases = [case("a", "s1", leak), case("a", "s2", {"before_construct": 50 * GIB}, failed=True),
+             case("b", "s1", clean), case("b", "s2", {"before_construct": 50 * GIB}, failed=True)]
+    found = culprit.from_cases(cases)
+    assert found[("x.a", "s2")].step == "s1"
+    assert ("x.b", "s2") not in found  # b's s1 gave its memory back: not b's culprit, and a's is not b's

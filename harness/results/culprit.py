@@ -133,14 +133,16 @@ def find_all(builds: Sequence[Build]) -> dict[int, Culprit]:
 
 def from_cases(cases: Iterable[Any], repeats: int = 1) -> dict[tuple[str, str], Culprit]:
     """Culprits of a JUnit file's VRAM failures, keyed by case (classname, name). One sequence per
-    worker process: by the ``repeat`` property, or the ``[r]`` suffix when the run repeated."""
+    worker process: per suite and ``variant`` property (pytest's --junitxml holds every variant in
+    one suite), then by the ``repeat`` property, or the ``[r]`` suffix when the run repeated. Not
+    by classname: an upstream suite's tests in several modules run in one process."""
     sequences: dict[tuple[str, str], list[Any]] = {}
     for c in cases:
         repeat = c.properties.get("repeat")
         if repeat is None and repeats > 1:
             m = re.search(r"\[(\d+)\]$", c.name)
             repeat = m.group(1) if m else "0"
-        sequences.setdefault((c.suite, str(repeat or 0)), []).append(c)
+        sequences.setdefault((c.suite, c.properties.get("variant", ""), str(repeat or 0)), []).append(c)
     out = {}
     for seq in sequences.values():
         builds = [Build(c.name, readings_from_properties(c.properties), c.vram_failure) for c in seq]
