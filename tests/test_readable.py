@@ -83,7 +83,7 @@ def test_a_rehearsal_says_so(tmp_path, monkeypatch):
     assert json.loads((result.run_dir / "run.json").read_text())["rehearsal"] is True
     from harness.report import summary
 
-    data = summary.write(result.run_dir, history=False)
+    data = summary.write(result.run_dir)
     assert "**rehearsal**" in (result.run_dir / "report.md").read_text() and data["rehearsal"] is True
 
 

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.results import classify
+from harness import atomic
+from harness.results import classify, logfacts
 from harness.model import Expectation, FailureClass, MemorySample, Outcome, Phase, StepResult
 
 LOG_TAIL_BYTES = 8000
@@ -53,6 +54,32 @@ class EventTail:
         return out
 
 
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed event of a finished events file; a torn or foreign line is skipped."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(ev, dict) and isinstance(ev.get("t"), (int, float)) and "variant" in ev:
+                    out.append(ev)
+    except OSError:
+        return []
+    return out
+
+
+def merge_files(run_dir: Path, pairs: Iterable[tuple[str, int]]) -> None:
+    """events.jsonl of a run directory: every worker's ``logs/<variant>-r<N>.events.jsonl`` in the order
+    of ``pairs``, the run's (variant, repeat) matrix, which is the order the runner runs them in.
+    The runner and the merge of shards both write it so, whatever the files' times say."""
+    parts = [run_dir / "logs" / f"{v}-r{r}.events.jsonl" for v, r in pairs]
+    atomic.write_text(run_dir / "events.jsonl", "".join(p.read_text(encoding="utf-8", errors="replace")
+                                                        for p in parts if p.is_file()))
+
+
 def log_slice(log: Path, start: int, end: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:
     try:
         with open(log, "rb") as f:
@@ -89,7 +116,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         elif kind == "phase_end":
             st["phases"][ev["phase"]] = round(ev["duration_s"], 6)
         elif kind == "memory":
-            st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"]))
+            st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
+                                             [int(u) for u in ev.get("per_device") or []]))
         elif kind == "action":
             st["actions"].append({k: ev[k] for k in ("name", "duration_s", "used_bytes", "ok", "error")})
         elif kind == "threshold":
@@ -99,6 +127,7 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         st["last_t"] = ev["t"]
     results = []
     broken_at: str | None = None
+    ends = _log_ends(plan_steps, by_index)
     for step in plan_steps:
         st = by_index.get(step["index"])
         if broken_at is not None or st is None or st.get("start") is None:
@@ -115,9 +144,19 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         if "end" not in st:
             results.append(_unfinished(step, st, log, stopped, exit_description, st.get("current_phase")))
             broken_at = step["name"]
-            continue
-        results.append(_finished(step, st, log))
+        else:
+            results.append(_finished(step, st, log))
+        if results[-1].outcome is not Outcome.SKIPPED:
+            text = log_slice(log, st["start"].get("log_offset", 0), ends[step["index"]], limit=logfacts.MAX_BYTES)
+            results[-1].log_facts = logfacts.read(text)
     return info, results
+
+
+def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, int | None]:
+    """Where each started step's part of the log ends: where the next started step's begins (None: the end)."""
+    starts = [(s["index"], by_index[s["index"]]["start"].get("log_offset", 0)) for s in plan_steps
+              if (by_index.get(s["index"]) or {}).get("start")]
+    return {index: starts[i + 1][1] if i + 1 < len(starts) else None for i, (index, _) in enumerate(starts)}
 
 
 def _base(step: dict, st: dict) -> dict[str, Any]:

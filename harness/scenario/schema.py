@@ -16,12 +16,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from harness import SCENARIO_VERSION
-from harness.run import expect
-from harness.run import teardown
+from harness import multicast
+from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario.prompts import PROMPT_SETS
-from harness.sim.device import SimDevice
+from harness.scenario.specs import SimDevice
 
 PLATFORMS = ("rocm", "cuda", "cpu", "any")
 BACKENDS = ("vllm", "sim")
@@ -40,7 +40,7 @@ INJECT_PHASES = ("construct", "workload", "teardown")
 # ----------------------------------------------------------------------------- typed objects
 @dataclass(frozen=True)
 class Action:
-    """One teardown action: a name from teardown.ACTIONS and its parameters."""
+    """One teardown action: a name from specs.ACTIONS and its parameters."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -296,8 +296,8 @@ def _action(ctx: _Ctx, raw: Any, key: str, base: Path) -> Action:
             params = {}
     else:
         raise ctx.fail(key, "an action is a name or a one-key mapping {name: {params}}")
-    ctx.choice(name, key, tuple(teardown.ACTIONS))
-    spec = teardown.ACTIONS[name]
+    ctx.choice(name, key, tuple(specs.ACTIONS))
+    spec = specs.ACTIONS[name]
     ctx.mapping(params, _join(key, name), tuple(spec.params), required=spec.required)
     checked: dict[str, Any] = {}
     for pk, pv in params.items():
@@ -399,6 +399,9 @@ def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Varian
         env = ctx.mapping(body.get("env", {}), _join(key, "env"), None)
         for ek, ev in env.items():
             ctx.typed(ev, _join(_join(key, "env"), ek), (str, int, float), "a string or number")
+        for ek, ev in multicast.conflicts(env).items():
+            raise ctx.fail(_join(_join(key, "env"), ek), f"{ev!r} is refused: {multicast.REASON} "
+                                                          f"(only {multicast.MULTICAST_OFF[ek]!r} is allowed)")
         engine = ctx.mapping(body.get("engine", {}), _join(key, "engine"), None)
         out.append(Variant(
             name=name, profile=profile,
@@ -545,12 +548,12 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             else:
                 raise ctx.fail(_join(key, i), "an expectation is a name or a one-key mapping {name: argument}")
         raw = items
-    ctx.mapping(raw, key, tuple(expect.CHECKS))
+    ctx.mapping(raw, key, tuple(specs.CHECKS))
     if raw and workload is None:
         raise ctx.fail(key, "expectations need a workload")
     out = {}
     for name, arg in raw.items():
-        problem = expect.CHECKS[name].validate(arg, workload)
+        problem = specs.CHECKS[name](arg, workload)
         if problem:
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg
