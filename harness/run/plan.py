@@ -75,7 +75,8 @@ def detect_platform() -> str:
 
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
-          host_platform: str | None = None, vllm_src: str | None = None) -> RunPlan:
+          host_platform: str | None = None, steps: list[str] | None = None,
+          vllm_src: str | None = None) -> RunPlan:
     backend = backend or scenario.backend
     host = host_platform or detect_platform()
     chosen = _select_variants(scenario, variants)
@@ -95,6 +96,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
     tiny = None
     ranks = 1
     for step in scenario.steps:
+        if steps is not None and step.name not in steps:  # --step / -k (harness/run/select.py)
+            continue
         engine = {**scenario.defaults, **step.engine}
         if engine.get("model") == BUILTIN_TINY:
             tiny = tiny or _tiny_llama()
