@@ -231,11 +231,8 @@ def _variant_result(variant, repeat, seen, wplan, log_path, stopped, returncode,
 def _orphan_memory(rplan: planning.RunPlan, ledger: Path) -> Callable[[int], dict]:
     """How much device memory a leftover process holds, so the report can name it."""
     def describe(pid: int) -> dict:
-        if rplan.backend == "sim":
-            from harness.sim.ledger import Ledger
-
-            if ledger.exists():
-                return {"device_bytes": Ledger(str(ledger)).held_by(pid)}
+        if (rplan.backend == "sim" or rplan.device_models) and ledger.exists():
+            return {"device_bytes": Ledger(str(ledger)).held_by(pid)}
         return {}
     return describe
 
@@ -243,6 +240,13 @@ def _orphan_memory(rplan: planning.RunPlan, ledger: Path) -> Callable[[int], dic
 def _settle(rplan: planning.RunPlan, ledger: Path, variant, opts: RunOptions) -> None:
     """Before a worker starts, wait (bounded) until the previous worker's memory has come back:
     on ROCm a finished process's VRAM returns lazily, and that must not be blamed on this variant."""
+    if variant.name in rplan.device_models and ledger.exists():
+        from harness.devicemodel.probe import DeviceModelProbe, wait_idle
+
+        env = planning.worker_env(rplan, variant, "", ledger, base={})
+        devices = opts.devices if opts.devices is not None else list(range(rplan.scenario.devices))
+        wait_idle(DeviceModelProbe(env), devices, rplan.scenario.timeouts.worker_start)
+        return
     if rplan.backend != "sim" or not ledger.exists():
         return
     from harness.backends.sim import SimBackend
