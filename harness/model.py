@@ -12,7 +12,7 @@ from typing import Any
 
 
 class FailureClass(str, enum.Enum):
-    """Why a step failed. The string values are a contract (DESIGN.md, failure classes)."""
+    """Why a step failed. The string values are a contract (docs/architecture.md, contracts)."""
 
     VRAM_CONSTRUCTION = "vram_construction"
     CONSTRUCTION_ERROR = "construction_error"

@@ -1,5 +1,6 @@
 """The probe of a run under the device model: reads the modelled device from the run's ledger,
-with host memory beside it (`host`, which the worker records in every memory event).
+with host memory beside it (`host`, which the worker records in every memory event); and the
+runner's hooks for it (settling between workers, orphans' device memory).
 
 Standard library only (the worker imports it); psutil comes in with the host probe.
 """
@@ -7,8 +8,10 @@ Standard library only (the worker imports it); psutil comes in with the host pro
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
+from harness.backends import RunnerHooks
 from harness.devicemodel import charges, settings
 from harness.run.probes import HostProbe, physical_ids
 from harness.sim.ledger import Ledger
@@ -47,3 +50,20 @@ def wait_idle(probe: DeviceModelProbe, devices: Sequence[int], timeout_s: float)
             return False
         time.sleep(0.05)
     return True
+
+
+class DeviceModelRunnerHooks(RunnerHooks):
+    """The runner's side of the modelled device: the run's ledger is the device."""
+
+    def __init__(self, model: settings.DeviceModel):
+        self.model = model
+
+    def settle(self, rplan: Any, ledger: Path, devices: list[int]) -> None:
+        """A finished worker's memory comes back after the release delay; the next variant must
+        not start before it (ROCm's reclaim is not the next variant's fault)."""
+        if ledger.exists():
+            probe = DeviceModelProbe({settings.ENV: settings.to_env(self.model, ledger)})
+            wait_idle(probe, devices, rplan.scenario.timeouts.worker_start)
+
+    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
+        return {"device_bytes": Ledger(str(ledger)).held_by(pid)} if ledger.exists() else {}

@@ -16,13 +16,11 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from harness import SCENARIO_VERSION
-from harness.run import expect
-from harness.run import teardown
+from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario.prompts import PROMPT_SETS
-from harness.sim.device import SimDevice
-from harness.devicemodel import settings as device_settings
+from harness.scenario.specs import DEVICE_MODEL_KEYS, SimDevice
 
 PLATFORMS = ("rocm", "cuda", "cpu", "any")
 BACKENDS = ("vllm", "sim")
@@ -41,7 +39,7 @@ INJECT_PHASES = ("construct", "workload", "teardown")
 # ----------------------------------------------------------------------------- typed objects
 @dataclass(frozen=True)
 class Action:
-    """One teardown action: a name from teardown.ACTIONS and its parameters."""
+    """One teardown action: a name from specs.ACTIONS and its parameters."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -297,8 +295,8 @@ def _action(ctx: _Ctx, raw: Any, key: str, base: Path) -> Action:
             params = {}
     else:
         raise ctx.fail(key, "an action is a name or a one-key mapping {name: {params}}")
-    ctx.choice(name, key, tuple(teardown.ACTIONS))
-    spec = teardown.ACTIONS[name]
+    ctx.choice(name, key, tuple(specs.ACTIONS))
+    spec = specs.ACTIONS[name]
     ctx.mapping(params, _join(key, name), tuple(spec.params), required=spec.required)
     checked: dict[str, Any] = {}
     for pk, pv in params.items():
@@ -417,7 +415,7 @@ _INJECT = {
     "hang": ("step", "phase", "repeat"),
     "crash": ("step", "phase", "signal", "target", "repeat"),
     "orphan": ("step", "hold_mib"),
-    "device_model": device_settings.KEYS,  # or `false`: no modelled device in a rehearsal
+    "device_model": DEVICE_MODEL_KEYS,  # or `false`: no modelled device in a rehearsal
 }
 
 
@@ -452,7 +450,7 @@ def _inject(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
 def _device_model(ctx: _Ctx, body: Any, key: str) -> dict[str, Any] | bool:
     if body is False:
         return False
-    ctx.mapping(body, key, device_settings.KEYS)
+    ctx.mapping(body, key, DEVICE_MODEL_KEYS)
     limits = {"total_gib": (0, 1e6, True), "release_delay_s": (0, 3600, False), "baseline_gib": (0, 1e6, False),
               "release_jitter_s": (0, 3600, False), "seed": (0, 2**31, False)}
     for name, value in body.items():
@@ -567,12 +565,12 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             else:
                 raise ctx.fail(_join(key, i), "an expectation is a name or a one-key mapping {name: argument}")
         raw = items
-    ctx.mapping(raw, key, tuple(expect.CHECKS))
+    ctx.mapping(raw, key, tuple(specs.CHECKS))
     if raw and workload is None:
         raise ctx.fail(key, "expectations need a workload")
     out = {}
     for name, arg in raw.items():
-        problem = expect.CHECKS[name].validate(arg, workload)
+        problem = specs.CHECKS[name](arg, workload)
         if problem:
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg
