@@ -55,6 +55,7 @@ class Phase(str, enum.Enum):
 class Verdict(str, enum.Enum):
     FIX_CONFIRMED = "fix confirmed"
     NOT_REPRODUCED = "not reproduced"
+    BASELINE_BROKEN = "baseline broken"  # the baseline failed for reasons other than the leak
     FIX_INSUFFICIENT = "fix insufficient"
     REGRESSION = "regression"
 
@@ -76,12 +77,14 @@ class Expectation:
 
 @dataclass
 class MemorySample:
-    """Device memory in use, summed over the step's devices, right after ``label``."""
+    """Device memory in use, summed over the step's devices, right after ``label``; ``per_device``
+    holds each device's figure (in the worker's device order) when the probe gave one per device."""
 
     label: str
     t: float
     used_bytes: int
     total_bytes: int
+    per_device: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -104,6 +107,7 @@ class StepResult:
     release_latency_s: float | None = None
     release_after_free_s: float | None = None  # lazy_release injected: the wait's lateness after the real release
     threshold_bytes: int | None = None
+    log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

@@ -8,6 +8,7 @@ from typing import Any
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from harness import atomic
+from harness.results import culprit
 from harness.model import Outcome, StepResult, VariantResult
 
 
@@ -19,6 +20,9 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props[f"{phase}_s"] = f"{seconds:.6f}"
     for sample in res.memory:
         props[f"mem_{sample.label}_bytes"] = str(sample.used_bytes)
+        if len(sample.per_device) > 1:  # several devices (tensor parallel): each one's own figure
+            for i, used in enumerate(sample.per_device):
+                props[f"mem_{sample.label}_bytes_dev{i}"] = str(used)
     for action in res.actions:
         props[f"action_{action['name']}_s"] = f"{action['duration_s']:.6f}"
     if res.release_latency_s is not None:
@@ -27,15 +31,17 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props["release_after_free_s"] = f"{res.release_after_free_s:.6f}"
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
+    for fact, count in res.log_facts.items():
+        props[f"log_{fact}"] = str(count)
     for exp in res.expectations:
         props[f"expect_{exp.name}"] = "ok" if exp.ok else "failed"
     return props
 
 
-def _case(classname: str, res: StepResult, repeats: int) -> TestCase:
+def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] | None = None) -> TestCase:
     case = TestCase(res.case_name(repeats), classname=classname, time=round(res.duration_s, 6))
     props = Properties()
-    for name, value in case_properties(res).items():
+    for name, value in {**case_properties(res), **(extra or {})}.items():
         props.add_property(Property(name, value))
     case.append(props)  # <properties> first, as the JUnit schema orders them
     if res.outcome is Outcome.FAILED:
@@ -57,7 +63,12 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
         for v in (value if isinstance(value, list) else [value]):
             suite.add_property(name, str(v))
     # add_testcases counts once; add_testcase per case recounts the suite each time (quadratic)
-    suite.add_testcases([_case(scenario, res, repeats) for vr in results for res in vr.steps])
+    cases = []
+    for vr in results:
+        found = culprit.from_steps(vr.steps)  # a VRAM failure names the engine that held the memory
+        cases += [_case(scenario, res, repeats, culprit.properties(found[i]) if i in found else None)
+                  for i, res in enumerate(vr.steps)]
+    suite.add_testcases(cases)
     xml = JUnitXml()
     xml.add_testsuite(suite)
     atomic.write_junit(path, xml)
