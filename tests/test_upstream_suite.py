@@ -24,8 +24,10 @@ GREEDY = "test_greedy[8-facebook/opt-125m]"
 
 
 def _scenario(root: Path, variants: dict[str, str], args: list[str], rootdir: str = "${UPSTREAM_TREE}") -> Path:
-    body = "\n".join(f"  {v}: {{profile: {p}, env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'}}}}"
-                     for v, p in variants.items())
+    # host memory as the device (no modelled device): these tests are about the mechanics, which
+    # the modelled device's startup check would turn into vram_construction failures
+    body = "\n".join(f"  {v}: {{profile: {p}, inject: {{device_model: false}}, "
+                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'}}}}" for v, p in variants.items())
     path = root / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         version: 1
