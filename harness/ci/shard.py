@@ -28,6 +28,7 @@ from junitparser import JUnitXml, TestSuite
 
 from harness import atomic
 from harness.errors import InputError
+from harness.results import junitread, xmlsafe
 
 T = TypeVar("T")
 BUILDKITE_JOB = "BUILDKITE_PARALLEL_JOB"
@@ -208,10 +209,8 @@ def _union(items) -> list:
 def _suite(path: Path, variant: str) -> TestSuite:
     if not path.is_file():
         raise InputError(f"{path}: missing JUnit file for variant {variant!r}")
-    try:
-        xml = JUnitXml.fromfile(str(path))
-    except Exception as e:  # junitparser raises several kinds for a broken file
-        raise InputError(f"{path}: not usable as JUnit XML: {e}") from None
+    xml = junitread.load(path)
+    xmlsafe.restore(xml._elem)  # written again below, where every text is made XML-safe once more
     suites = [xml] if isinstance(xml, TestSuite) else list(xml)
     if len(suites) != 1:
         raise InputError(f"{path}: expected one <testsuite>, found {len(suites)}")

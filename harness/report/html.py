@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.etree import ElementTree
 
+from harness.results import xmlsafe
 from harness.results.junitread import Case, read_cases
 from harness.results.verdict import step_of
 from harness.report import timeline as timelines
@@ -154,19 +155,19 @@ def junit_extras(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]
                     in_case += 1
                     continue
                 in_case -= 1
-                key = (elem.get("classname") or "", elem.get("name") or "")
+                key = (xmlsafe.decode(elem.get("classname") or ""), xmlsafe.decode(elem.get("name") or ""))
                 n = seen.get(key, 0) + 1
                 seen[key] = n
                 if n > 1:
                     key = (key[0], f"{key[1]}#{n}")
                 err = elem.find("system-err")
                 if err is not None and err.text:
-                    tails[key] = err.text
+                    tails[key] = xmlsafe.decode(err.text)
                 elem.clear()
             elif event == "end" and elem.tag == "properties" and not in_case:
                 for p in elem:
                     if p.tag == "property" and p.get("name") and p.get("name") not in props:
-                        props[p.get("name")] = p.get("value", p.text or "")
+                        props[xmlsafe.decode(p.get("name"))] = xmlsafe.decode(p.get("value", p.text or ""))
     except (ElementTree.ParseError, OSError):
         pass
     return props, tails
