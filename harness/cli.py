@@ -64,10 +64,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.run import preflight
     from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
         sc = scenario_mod.load(path)
+        preflight.check_inputs(sc)
         print(f"{path}: ok ({len(sc.steps)} steps, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
 

@@ -28,6 +28,7 @@ from harness import __version__, atomic
 from harness.results import events
 from harness.results import junit
 from harness.run import plan as planning
+from harness.run import preflight
 from harness.run import procs
 from harness.scenario import schema as scenario_mod
 from harness.errors import InfrastructureError
@@ -91,11 +92,9 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 
 def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     scenario = scenario_mod.load(scenario_path)
+    preflight.check_run(scenario, Path(opts.out), opts.python)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform)
-    for v in rplan.variants:
-        if not Path(opts.python or planning.interpreter(v)).exists():
-            raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
     # absolute: the workers start in the repository root, not in the caller's directory
