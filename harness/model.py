@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+# How the JUnit file says that a step never ran because its worker broke (results/events.py writes
+# them, results/verdict.py reads them): such a variant did not run its steps, and no verdict on it
+# may pass.
+NOT_RUN = "not run: "  # the message of a skipped step the worker never started
+NEVER_STARTED = "WorkerDied: the worker exited before its first step"  # the first step's failure
+
+
 class FailureClass(str, enum.Enum):
     """Why a step failed. The string values are a contract (DESIGN.md, failure classes)."""
 

@@ -83,7 +83,10 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0: one revision found; 1: a range (skips) or the ends are not as stated."""
+        """0: one revision found; 1: a range (skips) or the ends are not as stated; 3: no revision
+        could be run at all (an infrastructure problem: no verdict)."""
+        if self.result.status is search.Status.NO_VERDICT:
+            return 3
         return 0 if self.result.status is search.Status.FOUND else 1
 
 
@@ -187,6 +190,11 @@ def summary(report: Report) -> list[str]:
         j = judged(i)
         return [f"the {name} end {revs[i]} is {is_}: nothing to bisect ({j.reason})",
                 f"  {name} end JUnit: {_junit(j)}", f"  {name} end log: {j.log}"]
+    if r.status is search.Status.NO_VERDICT:
+        tried = [i for i in range(len(revs)) if judged(i)]
+        why = judged(tried[0]).reason if tried else "nothing was run"
+        return [f"no verdict: none of the {len(tried)} revision(s) tried could be run, each was skipped, "
+                f"so the search names no {t.new} revision; first reason: {why}"]
     first = r.candidates[-1]  # the first revision seen to be new
     if r.status is search.Status.FOUND:
         lines = [f"first {t.new} revision: {revs[first]}", f"  log: {judged(first).log}"]

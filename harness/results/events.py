@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.results import classify
-from harness.model import Expectation, FailureClass, MemorySample, Outcome, Phase, StepResult
+from harness.model import (NEVER_STARTED, NOT_RUN, Expectation, FailureClass, MemorySample, Outcome, Phase,
+                           StepResult)
 
 LOG_TAIL_BYTES = 8000
 
@@ -102,12 +103,14 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
     for step in plan_steps:
         st = by_index.get(step["index"])
         if broken_at is not None or st is None or st.get("start") is None:
-            why = f"not run: the worker stopped during step '{broken_at}'" if broken_at else \
-                f"not run: the worker ended before this step ({exit_description})"
+            why = f"{NOT_RUN}the worker stopped during step '{broken_at}'" if broken_at else \
+                f"{NOT_RUN}the worker ended before this step ({exit_description})"
             if broken_at is None and not results and stopped is None:
-                # the worker died before its first step (vLLM failed to import, say): that is a crash
-                results.append(_unfinished(step, {"phases": {}, "memory": [], "actions": []}, log, "crash",
-                                           f"worker exited before the first step ({exit_description})", None))
+                # the worker died before its first step (vLLM failed to import, the interpreter is
+                # broken): a crash, with the whole log, and no step of this variant ran
+                results.append(StepResult(step["name"], 0, Outcome.FAILED, failure_class=FailureClass.CRASH,
+                                          message=f"{NEVER_STARTED} ({exit_description})",
+                                          log_tail=log_slice(log, 0)))
                 broken_at = step["name"]
                 continue
             results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why))
