@@ -26,7 +26,7 @@ class DiskFull(InfrastructureError):
     """The file system holding the results is full (or a quota or file-size limit was reached)."""
 
     def __init__(self, path: Path, error: OSError):
-        self.path = Path(path)
+        self.path, self.errno = Path(path), error.errno
         super().__init__(f"{mount_point(self.path)}: disk full ({error.strerror or error}) while writing "
                          f"{self.path}; the run stopped, what was written before is kept")
 

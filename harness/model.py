@@ -18,6 +18,11 @@ NOT_RUN = "not run: "  # the message of a skipped step the worker never started
 NEVER_STARTED = "WorkerDied: the worker exited before its first step"  # the first step's failure
 
 
+# The worker's exit status when it cannot write its events (a full disk): the runner stops the run.
+EXIT_DISK_FULL = 74  # EX_IOERR
+DISK_FULL_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file-size limit) on Linux
+
+
 class FailureClass(str, enum.Enum):
     """Why a step failed. The string values are a contract (DESIGN.md, failure classes)."""
 

@@ -71,8 +71,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
             exit_description: str) -> tuple[dict[str, Any], list[StepResult]]:
     """Build one StepResult per planned step from the events of one worker.
 
-    `stopped` is "timeout" when the runner killed a hung worker, "interrupted" on Ctrl-C, None when
-    the worker exited by itself."""
+    `stopped` is "timeout" when the runner killed a hung worker, "interrupted" on Ctrl-C, "disk_full"
+    when the worker could not write its events, None when the worker exited by itself."""
     info: dict[str, Any] = {}
     by_index: dict[int, dict[str, Any]] = {}
     for ev in events:
@@ -147,15 +147,18 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
     return res
 
 
+_NOT_THE_STEPS_DOING = {"interrupted": "not finished: the run was interrupted",
+                        "disk_full": "not finished: the disk filled up, and the run stopped"}
+
+
 def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_description: str,
                 phase: str | None) -> StepResult:
     start = st.get("start") or {}
     tail = log_slice(log, start.get("log_offset", 0))
     if stopped == "timeout":
         cls, msg = FailureClass.TIMEOUT, f"Timeout: step exceeded {step['timeout_s']:g} s in phase {phase}"
-    elif stopped == "interrupted":  # not a result of the step: the run is marked incomplete instead
-        return StepResult(step["name"], 0, Outcome.SKIPPED, message="not finished: the run was interrupted",
-                          log_tail=tail)
+    elif stopped in _NOT_THE_STEPS_DOING:  # the run is marked incomplete instead
+        return StepResult(step["name"], 0, Outcome.SKIPPED, message=_NOT_THE_STEPS_DOING[stopped], log_tail=tail)
     else:
         cls = FailureClass.CRASH
         msg = _with_signal_note(f"WorkerDied: the worker process died ({exit_description}) in phase {phase}")

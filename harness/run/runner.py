@@ -15,6 +15,7 @@ the children, writes everything finished so far, and marks the run incomplete.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import secrets
 import sys
@@ -32,7 +33,7 @@ from harness.run import preflight
 from harness.run import procs
 from harness.scenario import schema as scenario_mod
 from harness.errors import InfrastructureError
-from harness.model import StepResult, VariantResult
+from harness.model import EXIT_DISK_FULL, StepResult, VariantResult
 from harness.sim.ledger import Ledger
 
 class Progress(Protocol):
@@ -107,6 +108,7 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
         meta["shard"] = opts.shard
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
+    disk_full: atomic.DiskFull | None = None
     try:
         for variant, repeat in matrix:
             _settle(rplan, ledger, variant, opts)
@@ -116,13 +118,23 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
             meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
+            if vr.exit_status == "disk_full":
+                raise atomic.DiskFull(run_dir / "logs" / f"{variant.name}-r{repeat}.events.jsonl",
+                                      OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     except KeyboardInterrupt:
         result.incomplete = True
+    except atomic.DiskFull as e:  # stop cleanly: what is written stays, and the run says it is incomplete
+        result.incomplete, disk_full = True, e
     if ledger.exists():
         Ledger(ledger).discard_partial_write()
     meta.update(incomplete=result.incomplete, finished=_now())
-    atomic.write_json(run_dir / "run.json", meta)
-    _merge_events(run_dir)
+    try:
+        atomic.write_json(run_dir / "run.json", meta)
+        _merge_events(run_dir)
+    except atomic.DiskFull as e:
+        disk_full = disk_full or e
+    if disk_full is not None:
+        raise disk_full
     return result
 
 
@@ -194,6 +206,8 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
                     opts.progress(variant.name, repeat, ev)
             if proc.poll() is not None:
                 seen.extend(tail.read())
+                if proc.returncode == EXIT_DISK_FULL:
+                    stopped = "disk_full"
                 break
             if time.monotonic() > deadline:
                 stopped = "timeout"

@@ -20,7 +20,7 @@ from harness import backends
 from harness.run import expect
 from harness.run import faults
 from harness.run import teardown
-from harness.model import Outcome, Phase
+from harness.model import DISK_FULL_ERRNOS, EXIT_DISK_FULL, Outcome, Phase
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 
@@ -39,6 +39,11 @@ class Events:
     def emit(self, event: str, **fields: Any) -> None:
         self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
         self._f.flush()
+
+
+def _disk_full(error: BaseException) -> bool:
+    """An OSError of a full disk, or atomic.DiskFull (the simulated ledger's write)."""
+    return getattr(error, "errno", None) in DISK_FULL_ERRNOS
 
 
 def _log_offset() -> int:
@@ -154,6 +159,8 @@ class StepRunner:
                 if failed:
                     raise ExpectationFailed("; ".join(f"{e['name']}: {e['detail']}" for e in failed))
         except Exception as e:
+            if _disk_full(e):
+                raise  # not the step's failure: the run stops (main)
             failure = (phase, e, traceback.format_exc())
             traceback.clear_frames(e.__traceback__)  # frames would keep the engine alive
             del e
@@ -215,10 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for step in plan["steps"]:
             runner.run(step)
+        events.emit("worker_end")
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        try:
+            print(f"worker: stopped, the disk is full: {e}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+        os._exit(EXIT_DISK_FULL)  # the runner keeps what was written and stops the run
     finally:
         if runner.lazy:
             runner.lazy.close()
-    events.emit("worker_end")
     sys.stdout.flush()
     sys.stderr.flush()
     # vLLM's atexit hooks can hang on a half-torn-down engine; the results are already written.
