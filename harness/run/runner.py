@@ -192,7 +192,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     seen: list[dict] = []
     stopped: str | None = None
     with open(log_path, "ab") as log:
-        proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT))
+        proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT), lifeline=True)
     deadline = time.monotonic() + timeouts.worker_start
     try:
         while True:

@@ -19,6 +19,7 @@ from typing import Any
 from harness import backends
 from harness.run import expect
 from harness.run import faults
+from harness.run import lifeline
 from harness.run import teardown
 from harness.model import DISK_FULL_ERRNOS, EXIT_DISK_FULL, Outcome, Phase
 
@@ -211,6 +212,7 @@ class StepRunner:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    lifeline.watch()  # a runner killed by SIGKILL must not leave this worker holding the device
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
     events = Events(plan["events"], plan["variant"], plan["repeat"])
