@@ -141,9 +141,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 CORPUS_FILES = sorted(CORPUS.iterdir())
 
 
-def cli(*args: str, timeout: float = TIMEOUT, preexec_fn=None) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = TIMEOUT, preexec_fn=None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn,
+                          env={**os.environ, **env} if env else None)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:

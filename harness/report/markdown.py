@@ -39,10 +39,10 @@ def _cell(value: Any, limit: int = MAX_CELL) -> str:
 
 
 def _code(value: Any) -> str:
-    """An inline code span that no backtick in `value` can close early."""
-    text = " ".join(printable(str(value)).split())[:MAX_CELL]
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+    """An inline code span for a plain name; anything that could close it or hold markup is an
+    escaped cell instead."""
+    text = _cell(value)
+    return text if re.search(r"[`&<>\\|]", text) else f"`{text}`"
 
 
 def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> str:

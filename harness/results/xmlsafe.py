@@ -1,8 +1,8 @@
 """Text that XML 1.0 can carry, and back.
 
 XML 1.0 cannot hold most C0 control characters (an ANSI colour escape, NUL, binary junk a broken
-interpreter printed), U+FFFE/U+FFFF or lone surrogates, and a parser turns a tab or a newline in an
-attribute into a space. Every JUnit file the harness writes goes through `sanitise` (the one writer
+interpreter printed), U+FFFE/U+FFFF or lone surrogates; a parser turns a tab or a newline in an
+attribute into a space, and a carriage return anywhere into a newline. Every JUnit file the harness writes goes through `sanitise` (the one writer
 path, `atomic.write_junit`), which writes each such character as ``\\xHH`` or ``\\uHHHH``; every
 reader decodes them (`decode`). A backslash that would read as such an escape is itself written as
 ``\\x5c``, so the mapping is one-to-one: two step names that differ only by a tab and a space stay
@@ -15,7 +15,7 @@ import re
 from xml.etree.ElementTree import Element
 
 _ILLEGAL = "[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
-_ILLEGAL_RE = re.compile(_ILLEGAL)
+_TEXT_RE = re.compile(f"{_ILLEGAL}|\r")  # a parser reads a CR (or CR LF) in text as LF
 _ATTRIBUTE_RE = re.compile(f"{_ILLEGAL}|[\t\n\r]")  # legal, but a parser normalises them to spaces
 # what `decode` turns back into a character: only characters `encode` escapes, and the backslash
 _DECODABLE = re.compile(r"[\x00-\x1f\\\ud800-\udfff\ufffe\uffff]")
@@ -33,8 +33,8 @@ def _escape(ch: str) -> str:
 
 
 def encode(text: str, attribute: bool = False) -> str:
-    """`text` with every character XML 1.0 cannot carry (in an attribute: also tab, CR, LF) escaped."""
-    pattern = _ATTRIBUTE_RE if attribute else _ILLEGAL_RE
+    """`text` with every character XML 1.0 cannot carry, and CR, escaped (in an attribute also tab and LF)."""
+    pattern = _ATTRIBUTE_RE if attribute else _TEXT_RE
     if "\\" not in text and not pattern.search(text):
         return text  # the common case costs one scan
     out, i = [], 0
