@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import atomic
+from harness import atomic, boundedread
 from harness.run import runner
 from harness.errors import InputError
 from harness.bisect import search
@@ -95,11 +95,24 @@ class State:
         self.path = path
         self.data = {"version": STATE_VERSION, **meta, "revisions": {}}
         if path.exists():
-            self.data["revisions"] = json.loads(path.read_text(encoding="utf-8")).get("revisions", {})
+            data = boundedread.read(path, 64 << 20, lambda msg: InputError(f"{path}: {msg}"), "a bisect state file")
+            try:
+                saved = json.loads(data.decode("utf-8"))
+            except ValueError as e:
+                raise InputError(f"{path}: not a bisect state file ({' '.join(str(e).split())}); "
+                                 "remove it to start the search afresh") from None
+            revisions = saved.get("revisions") if isinstance(saved, dict) else None
+            if not isinstance(revisions, dict) or not all(isinstance(v, dict) for v in revisions.values()):
+                raise InputError(f"{path}: revisions: expected a mapping of revisions; remove the file to "
+                                 "start the search afresh")
+            self.data["revisions"] = revisions
 
     def get(self, rev: Revision) -> Judgement | None:
         entry = self.data["revisions"].get(rev.key)
-        return Judgement.from_dict(entry) if entry else None
+        try:
+            return Judgement.from_dict(entry) if entry else None
+        except (KeyError, ValueError, TypeError):  # an entry this release cannot read: run it again
+            return None
 
     def put(self, rev: Revision, judgement: Judgement) -> None:
         self.data["revisions"][rev.key] = {"label": rev.label, "detail": rev.detail, **judgement.to_dict(),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import RESULT_VERSION, atomic
+from harness import RESULT_VERSION, atomic, boundedread
 from harness.errors import InfrastructureError, InputError
 from harness.results.diff import DiffResult, to_json
 from harness.results.junitread import Case, read_cases
@@ -105,10 +105,11 @@ def _run_json(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory: no run.json")
+    data = boundedread.read(path, 64 << 20, lambda msg: InputError(f"{path}: {msg}"), "a run.json file")
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        run = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not JSON: {e}") from None
     if not isinstance(run, dict):
