@@ -29,6 +29,8 @@ def path_name_problem(name: object, name_max: int = NAME_MAX, suffix: int = 0) -
         return "must be a non-empty string"
     if "\0" in name:
         return "contains a NUL character"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} contains a control character, which a file name should not hold"
     if name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
         return f"{name!r} would leave the results directory: a name is one path component (no '/', no '..')"
     size = len(name.encode("utf-8", errors="surrogatepass")) + suffix

@@ -42,6 +42,14 @@ class Events:
         self._f.flush()
 
 
+def _text(exc: BaseException) -> str:
+    """The message of an exception from the user's code, even one whose __str__ raises."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return f"<{type(exc).__name__}: its str() raised>"
+
+
 def _disk_full(error: BaseException) -> bool:
     """An OSError of a full disk, or atomic.DiskFull (the simulated ledger's write)."""
     return getattr(error, "errno", None) in DISK_FULL_ERRNOS
@@ -101,7 +109,7 @@ class StepRunner:
                 ctx.released_at = time.monotonic()
             self.events.emit("action", step=step["name"], index=step["index"], name=action["name"],
                              duration_s=time.monotonic() - start, used_bytes=sum(u for u, _ in readings),
-                             ok=error is None, error=f"{type(error).__name__}: {error}" if error else "")
+                             ok=error is None, error=f"{type(error).__name__}: {_text(error)}" if error else "")
             if error is not None:
                 raise error
 
@@ -178,7 +186,7 @@ class StepRunner:
         if failure is not None:
             phase, exc, tb = failure
             fields.update(outcome=str(Outcome.FAILED), phase=str(phase), error_type=type(exc).__name__,
-                          message=str(exc), traceback=tb)
+                          message=_text(exc), traceback=tb)
         self.events.emit("step_end", step=name, index=index, **fields)
 
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
