@@ -54,19 +54,9 @@ def spawn_and_hang(ctx):
 def test_kill_9_of_the_runner_stops_the_worker_and_its_processes(tmp_path):
     (tmp_path / "hook.py").write_text(SPAWN_AND_HANG)
     scenario = tmp_path / "orphaned.yaml"
-    scenario.write_text(textwrap.dedent('''\
-        version: 1
-        name: orphaned
-        backend: sim
-        sim: {construct_s: 0.0, release_delay_s: 0.0}
-        timeouts: {step: 600, worker_start: 120, stop_grace: 2}
-        teardown_profiles:
-          hanging: {before: [{call: "hook:spawn_and_hang"}], after: [engine_core_shutdown]}
-        variants:
-          a: {profile: hanging}
-        steps:
-          - name: s1
-        '''))
+    scenario.write_text(sim_scenarios.with_profiles(
+        "orphaned", 'hanging: {before: [{call: "hook:spawn_and_hang"}], after: [engine_core_shutdown]}',
+        "a: {profile: hanging}", ["s1"], step_timeout=600))
     runner = subprocess.Popen([sys.executable, "run.py", str(scenario), "--out", str(tmp_path / "out")], cwd=ROOT,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -169,22 +159,9 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_mid_run_stops_cleanly_and_keeps_what_was_written(tmp_path, small_disk):
     (tmp_path / "filler.py").write_text(FILLER)
     scenario = tmp_path / "diskfull.yaml"
-    scenario.write_text(textwrap.dedent('''\
-        version: 1
-        name: diskfull
-        backend: sim
-        sim: {construct_s: 0.0, release_delay_s: 0.0}
-        timeouts: {step: 30, worker_start: 60, stop_grace: 2}
-        defaults: {gpu_memory_utilization: 0.5}
-        teardown_profiles:
-          filling: {after: [engine_core_shutdown, {call: "filler:fill"}, gc_collect]}
-        variants:
-          a: {profile: fixed}
-          b: {profile: filling}
-        steps:
-          - name: s1
-          - name: s2
-        '''))
+    scenario.write_text(sim_scenarios.with_profiles(
+        "diskfull", 'filling: {after: [engine_core_shutdown, {call: "filler:fill"}, gc_collect]}',
+        "a: {profile: fixed}, b: {profile: filling}", ["s1", "s2"]))
     out = small_disk / "results"
     proc = cli(str(scenario), "--out", str(out), timeout=180, env={"FILL_DIR": str(small_disk)})
     line = assert_one_line_error(proc, f"error: {small_disk}: disk full (No space left on device)", code=3)

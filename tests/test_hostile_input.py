@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import textwrap
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -21,6 +20,7 @@ from harness.ci import history
 from harness.report import markdown
 from harness.results import xmlsafe
 from harness.results.junitread import read_cases
+from tests import sim_scenarios
 from tests.test_bad_input import ROOT, assert_one_line_error, cli
 
 # --------------------------------------------------------------------------- XML-safe text
@@ -62,23 +62,9 @@ def test_control_characters_in_names_messages_and_logs_reach_junit_and_reports(t
     every variant has its JUnit, and the names and message read back exactly."""
     (tmp_path / "hook.py").write_text(HOOK)
     scenario = tmp_path / "awkward.yaml"
-    scenario.write_text(textwrap.dedent('''\
-        version: 1
-        name: awkward
-        backend: sim
-        sim: {construct_s: 0.0, release_delay_s: 0.0}
-        timeouts: {step: 30, worker_start: 30, stop_grace: 2}
-        defaults: {gpu_memory_utilization: 0.5}
-        teardown_profiles:
-          hooked: {after: [{call: "hook:boom"}, engine_core_shutdown, gc_unfreeze, gc_collect]}
-        variants:
-          a: {profile: hooked}
-          b: {profile: fixed}
-        steps:
-          - name: "x\\ty"
-          - name: "x y"
-          - name: "esc \\e <b>&amp; \\\\x1b"
-        '''))
+    scenario.write_text(sim_scenarios.with_profiles(
+        "awkward", 'hooked: {after: [{call: "hook:boom"}, engine_core_shutdown, gc_unfreeze, gc_collect]}',
+        "a: {profile: hooked}, b: {profile: fixed}", ["x\\ty", "x y", "esc \\e <b>&amp; \\\\x1b"]))
     proc = cli(str(scenario), "--out", str(tmp_path / "out"), timeout=180)
     output = proc.stdout + proc.stderr
     assert "internal error" not in output and "Traceback" not in output, output
