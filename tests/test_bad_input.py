@@ -53,6 +53,7 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "scenario_name_traversal": ("name: the scenario name '../../escaped' would leave the results directory",),
     "scenario_name_absolute": ("name: the scenario name '/tmp/harness-escaped' would leave the results directory",),
     "scenario_name_nul": ("name: the scenario name contains a NUL character",),
+    "scenario_name_control_character": ("name: the scenario name 'two\\nlines' contains a control character",),
     "variant_name_too_long": ("variants.vxxx", "the variant name is 300 characters long", "limit of 255 bytes"),
     # top level
     "version_newer": ("version: version 2 is newer than this release understands", "upgrade"),

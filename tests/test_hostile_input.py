@@ -83,6 +83,27 @@ def test_control_characters_in_names_messages_and_logs_reach_junit_and_reports(t
     assert "\x1b" not in proc.stdout  # the console shows it escaped, never drives the terminal
 
 
+NASTY = '''\
+class Nasty(Exception):
+    def __str__(self):
+        raise RuntimeError("a message that cannot be shown")
+
+def boom(ctx):
+    raise Nasty()
+'''
+
+
+def test_an_exception_whose_str_raises_is_still_a_step_failure(tmp_path):
+    (tmp_path / "nasty.py").write_text(NASTY)
+    scenario = tmp_path / "nasty.yaml"
+    scenario.write_text(sim_scenarios.with_profiles(
+        "nasty", 'hooked: {after: [{call: "nasty:boom"}, engine_core_shutdown]}', "a: {profile: hooked}", ["s1"]))
+    proc = cli(str(scenario), "--out", str(tmp_path / "out"), timeout=180)
+    assert "internal error" not in proc.stderr and proc.returncode in (0, 1), proc.stdout + proc.stderr
+    (case,) = read_cases(next((tmp_path / "out" / "nasty").iterdir()) / "a.xml")
+    assert case.failed and case.message == "Nasty: <Nasty: its str() raised>"
+
+
 # --------------------------------------------------------------------------- report.md
 def test_report_md_escapes_html_from_step_names_and_messages():
     evil = '<svg onload=alert(1)>'
@@ -211,6 +232,13 @@ def test_repeat_out_of_range_is_refused_naming_the_option_before_a_run_directory
     line = assert_one_line_error(cli("scenarios/sampler_mi250.yaml", "--repeat", value, "--out", str(out)),
                                  "argument --repeat:")
     assert "run.json" not in line
+    assert not out.exists()
+
+
+def test_a_model_path_given_on_the_command_line_is_checked_before_a_run_directory_exists(tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(cli("scenarios/sampler_mi250.yaml", "--model", "./no/such/model", "--out", str(out)),
+                          "error: --model: model path './no/such/model' does not exist")
     assert not out.exists()
 
 

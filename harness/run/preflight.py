@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.errors import InfrastructureError, ScenarioError
+from harness.errors import InfrastructureError, InputError, ScenarioError
 from harness.scenario.schema import Scenario
 
 NAME_MAX = 255  # the common file-name limit; check_run asks the results directory's file system
@@ -59,19 +59,26 @@ def check_inputs(sc: Scenario) -> None:
     engines += [(f"steps[{i}].engine", s.engine) for i, s in enumerate(sc.steps)]
     for key, engine in engines:
         model = engine.get("model")
-        if isinstance(model, str) and model.startswith(("/", "./", "../", "~")):
+        if isinstance(model, str) and _is_path(model):
             if not (sc.path.parent / Path(model).expanduser()).exists():
                 raise ScenarioError(sc.path, f"{key}.model", f"model path {model!r} does not exist")
 
 
-def check_run(sc: Scenario, out: Path, python: str | None = None) -> None:
-    """`check_inputs`, the file-name limit under `out`, and the interpreter the caller gave."""
+def check_run(sc: Scenario, out: Path, python: str | None = None, model: str | None = None) -> None:
+    """`check_inputs`, the file-name limit under `out`, and the interpreter and model the caller gave."""
     check_inputs(sc)
     _check_names(sc, name_max(out))
+    if model is not None and _is_path(model) and not Path(model).expanduser().exists():
+        raise InputError(f"--model: model path {model!r} does not exist")
     if python is not None:
         problem = interpreter_problem(python)
         if problem:
             raise InfrastructureError(f"{python}: interpreter {problem}")
+
+
+def _is_path(model: str) -> bool:
+    """A local model directory rather than a hub name (``org/name``)."""
+    return model.startswith(("/", "./", "../", "~"))
 
 
 def interpreter_problem(python: str) -> str | None:

@@ -93,7 +93,7 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 
 def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
     scenario = scenario_mod.load(scenario_path)
-    preflight.check_run(scenario, Path(opts.out), opts.python)
+    preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform)
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
