@@ -83,6 +83,50 @@ def test_kill_9_of_the_runner_stops_the_worker_and_its_processes(tmp_path):
                 pass
 
 
+WATCHED = textwrap.dedent('''\
+    import json, subprocess, sys, time
+    from harness.run import lifeline
+    lifeline.watch()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    print(json.dumps({"worker": __import__("os").getpid(), "child": child.pid}), flush=True)
+    time.sleep(600)
+''')
+PARENT = textwrap.dedent('''\
+    import os, subprocess, sys
+    env = {**os.environ, "HARNESS_LIFELINE_FD": sys.argv[1]}
+    subprocess.Popen([sys.executable, "-c", sys.argv[2]], env=env, pass_fds=(int(sys.argv[1]),),
+                     start_new_session=True)
+    os.read(0, 1)  # until the test kills it
+''')
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_parent_death_signal_alone_stops_the_worker_and_its_group(tmp_path):
+    """The lifeline pipe cannot report the parent's death here (this test holds its write end too),
+    so only PR_SET_PDEATHSIG can: the worker and its child must still go."""
+    read_end, write_end = os.pipe()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(read_end), WATCHED], env=env, pass_fds=(read_end,),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    pids: dict[str, int] = {}
+    try:
+        pids = json.loads(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert {k: _alive(p) for k, p in pids.items()} == {"worker": False, "child": False}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        for pid in [parent.pid, *pids.values()]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 # --------------------------------------------------------------------------- a variant that never ran
 def _case(name: str, outcome: Outcome, cls: FailureClass = FailureClass.NONE, message: str = "") -> Case:
     return Case("v", "demo", name, outcome, cls, message)
