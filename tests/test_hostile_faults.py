@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import psutil
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from harness import atomic
 from harness.bisect import search
 from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
-from harness.results.junitread import Case
+from harness.results.junitread import Case, read_cases
 from harness.results.verdict import evaluate
 from tests import sim_scenarios
 from tests.test_bad_input import ROOT, assert_one_line_error, cli
@@ -84,11 +83,11 @@ def test_kill_9_of_the_runner_stops_the_worker_and_its_processes(tmp_path):
 
 
 WATCHED = textwrap.dedent('''\
-    import json, subprocess, sys, time
+    import json, os, subprocess, sys, time
     from harness.run import lifeline
     lifeline.watch()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    print(json.dumps({"worker": __import__("os").getpid(), "child": child.pid}), flush=True)
+    print(json.dumps({"worker": os.getpid(), "child": child.pid}), flush=True)
     time.sleep(600)
 ''')
 PARENT = textwrap.dedent('''\
@@ -211,7 +210,7 @@ def test_a_disk_that_fills_mid_run_stops_cleanly_and_keeps_what_was_written(tmp_
     line = assert_one_line_error(proc, f"error: {small_disk}: disk full (No space left on device)", code=3)
     assert "internal error" not in line and "the run stopped" in line
     run_dir = next((out / "diskfull").iterdir())
-    cases = {c.name: c for c in __import__("harness.results.junitread", fromlist=["x"]).read_cases(run_dir / "a.xml")}
+    cases = {c.name: c for c in read_cases(run_dir / "a.xml")}
     assert [c.outcome for c in cases.values()] == [Outcome.PASSED, Outcome.PASSED], "the finished variant is kept"
     assert not list(run_dir.rglob(".*.tmp")), "no partial file left"
     assert "crash" not in (run_dir / "logs" / "b-r0.log").read_text(errors="replace")
