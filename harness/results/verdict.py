@@ -2,10 +2,12 @@
 
 Per candidate, every condition that holds is found, and the worst one wins:
 regression > fix insufficient > not reproduced > fix confirmed. The run's verdict is the worst
-over candidates. No verdict passes while a variant did not run its steps (its worker never started,
-or stopped early): a candidate that did not run is `fix insufficient`, and a baseline that did not
-run makes the run's exit code 1 whatever its verdict. With repeats, cases are grouped by step (``step[r]`` → ``step``) and a fix is
+over candidates. With repeats, cases are grouped by step (``step[r]`` → ``step``) and a fix is
 only confirmed when Fisher's exact test says the drop in VRAM failures is significant.
+
+No verdict passes while a variant did not run its steps (its worker never started, or stopped
+early): a candidate that did not run is `fix insufficient`, and a baseline that did not run makes
+the run's exit code 1 whatever its verdict.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
-from harness import backends
+from harness import atomic, backends
 from harness.run import expect
 from harness.run import faults
 from harness.run import lifeline
@@ -30,6 +30,11 @@ class ExpectationFailed(AssertionError):
     """An expectation on the engine's outputs did not hold."""
 
 
+class ResultsDiskFull(Exception):
+    """The worker cannot write its results (the events file; the simulated ledger raises
+    atomic.DiskFull): the run stops, it is no failure of the step."""
+
+
 class Events:
     """Appends one JSON object per line and flushes it, so the runner sees it at once."""
 
@@ -38,8 +43,13 @@ class Events:
         self._base = {"variant": variant, "repeat": repeat}
 
     def emit(self, event: str, **fields: Any) -> None:
-        self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
+            self._f.flush()
+        except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS:
+                raise ResultsDiskFull(e) from None
+            raise
 
 
 def _text(exc: BaseException) -> str:
@@ -51,8 +61,8 @@ def _text(exc: BaseException) -> str:
 
 
 def _disk_full(error: BaseException) -> bool:
-    """An OSError of a full disk, or atomic.DiskFull (the simulated ledger's write)."""
-    return getattr(error, "errno", None) in DISK_FULL_ERRNOS
+    """The worker's own results could not be written (not a full disk the step's code met)."""
+    return isinstance(error, (ResultsDiskFull, atomic.DiskFull))
 
 
 def _log_offset() -> int:
@@ -194,6 +204,8 @@ class StepRunner:
         try:
             self._phase(step, Phase.TEARDOWN, lambda: self._actions(step, ctx, self.profile["after"], held))
         except Exception as e:
+            if _disk_full(e):
+                raise
             tb = traceback.format_exc()
             traceback.clear_frames(e.__traceback__)
             return (Phase.TEARDOWN, e, tb)
