@@ -225,6 +225,22 @@ def test_trend_skips_each_malformed_record_with_a_warning_naming_the_key(tmp_pat
     assert "50% 1/2" in proc.stdout
 
 
+def test_names_in_history_and_junit_reach_the_terminal_as_text_not_markup_or_escapes(tmp_path):
+    """rich markup ("[/b]") and an ANSI escape in names read from files: shown literally."""
+    nasty = {"scenario": "[/]", "variant": "\x1b[31mred[/b]", "vllm_version": "[bold", "verdict": "[/x]",
+             "steps": {"[/]": {"runs": 1, "failed": 1, "class": "[/]"}}}
+    (tmp_path / "history.jsonl").write_text("".join(
+        json.dumps({**GOOD, **nasty, "night": night}) + "\n" for night in ("2026-01-01", "2026-01-02")))
+    proc = cli("trend", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\\x1b[31mred[/b]" in proc.stdout and "[/x]" in proc.stdout
+    junit = tmp_path / "a.xml"
+    junit.write_text('<testsuite name="s"><testcase classname="c" name="\\x1b[2J wiped"/></testsuite>')
+    proc = cli("diff", str(junit), str(junit))
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout and "\\x1b[2J wiped" in proc.stdout
+
+
 # --------------------------------------------------------------------------- option values
 @pytest.mark.parametrize("value", ["0", "-3", "x", "10001"])
 def test_repeat_out_of_range_is_refused_naming_the_option_before_a_run_directory_exists(tmp_path, value):

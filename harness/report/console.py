@@ -20,7 +20,7 @@ from harness.results.xmlsafe import printable
 GIB = 2**30
 
 
-def _shown(text: Any) -> str:
+def shown(text: Any) -> str:
     """Text from the run inside rich markup: printable, and its brackets not read as markup."""
     return escape(printable(str(text)))
 
@@ -55,13 +55,13 @@ class Progress:
         s = self.state
         table = Table.grid(padding=(0, 2))
         if "step" not in s:
-            where = f"[bold]{_shown(s['variant'])}[/] r{s.get('repeat', 0)}: " if "variant" in s else ""
+            where = f"[bold]{shown(s['variant'])}[/] r{s.get('repeat', 0)}: " if "variant" in s else ""
             table.add_row(f"{where}[dim]starting the worker…[/]")
             return table
         elapsed = time.monotonic() - s["t0"] if "t0" in s else 0.0
-        table.add_row(f"[bold]{_shown(s.get('variant', ''))}[/] r{s.get('repeat', 0)}",
-                      f"step {s.get('index', -1) + 1}/{self.total} {_shown(s.get('step', ''))}",
-                      _shown(s.get("phase", "")), f"{elapsed:.1f}s", _gib(s.get("used")))
+        table.add_row(f"[bold]{shown(s.get('variant', ''))}[/] r{s.get('repeat', 0)}",
+                      f"step {s.get('index', -1) + 1}/{self.total} {shown(s.get('step', ''))}",
+                      shown(s.get("phase", "")), f"{elapsed:.1f}s", _gib(s.get("used")))
         return table
 
     def __call__(self, variant: str, repeat: int, ev: dict) -> None:
@@ -86,18 +86,18 @@ class Progress:
             if res.step in self.state.setdefault("ended", set()):
                 continue
             mark = {"skipped": "[yellow]SKIP[/]"}.get(str(res.outcome), "[red]FAIL[/]")
-            why = f"  {res.failure_class}: {_shown(res.message[:120])}" if res.message else ""
-            self.console.print(f"{mark} {_shown(variant)} r{repeat} {_shown(res.step)}{why}", markup=True, highlight=False,
+            why = f"  {res.failure_class}: {shown(res.message[:120])}" if res.message else ""
+            self.console.print(f"{mark} {shown(variant)} r{repeat} {shown(res.step)}{why}", markup=True, highlight=False,
                                soft_wrap=True)
 
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
         self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
         mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        why = "" if ok else _shown(f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
+        why = "" if ok else shown(f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
                                    f"{str(ev.get('message', ''))[:120]}")
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
-        self.console.print(f"{mark} {_shown(variant)} r{repeat} {_shown(ev['step'])} ({elapsed:.1f}s, {_gib(self.state.get('used'))})"
+        self.console.print(f"{mark} {shown(variant)} r{repeat} {shown(ev['step'])} ({elapsed:.1f}s, {_gib(self.state.get('used'))})"
                            f"{why}", markup=True, highlight=False, soft_wrap=True)
 
 
@@ -105,10 +105,10 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
     """Steps x variants with outcome and class, then the verdict and its reasons."""
     console = console or Console(highlight=False)
     variants = summary.get("variants", [])
-    table = Table(title=_shown(f"{summary.get('scenario', '')} — {summary.get('run_id', '')}"), show_lines=False)
+    table = Table(title=shown(f"{summary.get('scenario', '')} — {summary.get('run_id', '')}"), show_lines=False)
     table.add_column("step")
     for v in variants:
-        table.add_column(_shown(v))
+        table.add_column(shown(v))
     for row in summary.get("cases", []):
         cells = []
         for v in variants:
@@ -120,14 +120,14 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
             elif cell.get("outcome") == "skipped":
                 cells.append("[yellow]skipped[/]")
             else:
-                cells.append(f"[red]{_shown(cell.get('failure_class', 'failed'))}[/]")
-        table.add_row(_shown(row.get("step", row.get("name", ""))), *cells)
+                cells.append(f"[red]{shown(cell.get('failure_class', 'failed'))}[/]")
+        table.add_row(shown(row.get("step", row.get("name", ""))), *cells)
     console.print(table)
     verdict = summary.get("verdict", "")
     colour = "green" if summary.get("exit_code", 1) == 0 else "red"
     if summary.get("incomplete"):
         console.print("[yellow bold]INCOMPLETE[/]: the run was interrupted; partial results only")
-    console.print(f"verdict: [bold {colour}]{_shown(verdict)}[/]")
+    console.print(f"verdict: [bold {colour}]{shown(verdict)}[/]")
     for reason in summary.get("reasons", []):
         console.print(f"  - {printable(reason)}", markup=False)
 
