@@ -253,16 +253,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _one_line(error: BaseException) -> str:
+    """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
+    from harness.results.xmlsafe import printable
+
+    return printable(" ".join(str(error).splitlines()))
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:
             raise
-        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 3
