@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+from harness import xmlsafe
 from harness.errors import InfrastructureError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -82,9 +83,7 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_junit(path: Path, xml) -> None:
-    """A junitparser JUnitXml, indented, every text made XML-safe (results/xmlsafe.py)."""
-    from harness.results import xmlsafe
-
+    """A junitparser JUnitXml, indented, every text made XML-safe (xmlsafe.py)."""
     root = xml._elem
     xmlsafe.sanitise(root)
     ElementTree.indent(root)

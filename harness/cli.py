@@ -1,7 +1,7 @@
 """Command line: `main(argv) -> int`. Each subcommand maps its arguments to one plain function.
 
-Exit codes (DESIGN.md): 0 verdict holds, 1 verdict fails, 2 usage or input error (nothing run),
-3 infrastructure error, 130 interrupted.
+Exit codes (docs/architecture.md, contracts): 0 verdict holds, 1 verdict fails, 2 usage or input
+error (nothing run), 3 infrastructure error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisec
 
 # --------------------------------------------------------------------------- subcommands
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.ci import history
     from harness.run import runner
-    from harness.report import console, summary
+    from harness.report import console
 
     scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform)
     from harness.scenario import schema as scenario_mod
 
-    sc = scenario_mod.load(scenario_path)  # fail fast on bad input, before the progress display
+    sc = scenario_mod.load(scenario_path)  # loaded once: bad input fails before the progress display
     from harness.ci import shard
 
     partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
@@ -41,12 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     n_steps = len(sc.steps)
     with console.Progress(n_steps) as progress:
         opts.progress = progress
-        result = runner.run(scenario_path, opts)
+        result = runner.run(sc, opts)
     if partial:
         print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
         return EXIT_INTERRUPTED if result.incomplete else 0
-    report = summary.write(result.run_dir)
+    report = history.write_report(result.run_dir)
     console.summary_table(report)
     print(f"results: {result.run_dir}")
     if result.incomplete:
@@ -55,11 +56,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from harness.ci import shard
-    from harness.report import console, summary
+    from harness.ci import history, shard
+    from harness.report import console
 
     run_dir = shard.merge([Path(d) for d in args.run_dirs], Path(args.out))
-    report = summary.write(run_dir)
+    report = history.write_report(run_dir)
     console.summary_table(report)
     print(f"results: {run_dir}")
     return int(report["exit_code"])
@@ -77,12 +78,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import console, summary
+    from harness.ci import history
+    from harness.report import console
 
     run_dir = Path(args.run_dir)
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run directory")
-    report = summary.write(run_dir)
+    report = history.write_report(run_dir)
     console.summary_table(report)
     return int(report["exit_code"])
 
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
     p.set_defaults(func=cmd_trend)
 
-    from harness import bundle
+    from harness.bundle import cli as bundle_cli
     from harness.bisect import command as bisect_command
 
     p = sub.add_parser("bisect", help="find the revision where a failure started (--find fix: where it went away)")
@@ -208,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     bisect_command.add_step_arguments(p)
     p.set_defaults(func=bisect_command.cmd_bisect_step)
     p = sub.add_parser("bundle", help="build or install an offline vLLM wheel bundle for an air-gapped GPU node")
-    bundle.configure_parser(p)
-    p.set_defaults(func=bundle.run_command)
+    bundle_cli.configure_parser(p)
+    p.set_defaults(func=bundle_cli.run_command)
     return parser
 
 
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(error: BaseException) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
-    from harness.results.xmlsafe import printable
+    from harness.xmlsafe import printable
 
     return printable(" ".join(str(error).splitlines()))
 

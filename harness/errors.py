@@ -1,4 +1,11 @@
-"""The errors a user can cause or meet. Only ``harness.cli.main`` catches them."""
+"""The errors a user can cause or meet: each is one line that names the file and the key.
+
+Where they are caught: ``harness.cli.main`` prints the line and exits with the error's
+``exit_code``; the pytest plugin (ci/pytest_plugin.py) turns them into a usage error, a collection
+error or a failed step, again one line; bisect (bisect/predicate.py, bisect/command.py) judges a
+revision by them (an `InfrastructureError` or a revision's missing `call:` target skips it);
+the bundle's command line (bundle/) reports them as cli does. Library code lets them through.
+"""
 
 
 class HarnessError(Exception):

@@ -24,7 +24,7 @@ DISK_FULL_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file-size limit) on
 
 
 class FailureClass(str, enum.Enum):
-    """Why a step failed. The string values are a contract (DESIGN.md, failure classes)."""
+    """Why a step failed. The string values are a contract (docs/architecture.md, contracts)."""
 
     VRAM_CONSTRUCTION = "vram_construction"
     CONSTRUCTION_ERROR = "construction_error"

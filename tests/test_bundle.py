@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import bundle
-from harness.errors import InputError
+from harness.bundle import cli, defaults, install as node, pack, resolve, unpack
+from harness.bundle import fatbin as cuda
+from harness.bundle.build import build as build_bundle
+from harness.errors import HarnessError, InputError
 
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 PYTAG = f"{sys.version_info[0]}{sys.version_info[1]}"
@@ -142,7 +144,7 @@ def build(wd: Path, version: str, out: Path, **kw) -> dict:
                 present=["presentpkg"], drop=["tinypkg/_drop_me.so"], part_size=64 * 1024, xz_preset=1,
                 pip=NO_PIP, log=lambda m: None)
     opts.update(kw)
-    return bundle.build(version, out, **opts)
+    return build_bundle(version, out, **opts)
 
 
 def wheel_files(whl: Path) -> dict[str, bytes]:
@@ -166,9 +168,9 @@ def test_full_bundle_drops_listed_files_and_other_pythons(wheels, tmp_path):
     assert {t["name"]: t["specifier"] for t in m["target_requirements"]} == {"presentpkg": ">=1,>=2"}
     assert m["left_out"] == ["notbundled"]
     assert m["files"]["tinypkg/tool"]["exec"] is True
-    assert m["tree_sha256"] == bundle.tree_digest(m["files"])
+    assert m["tree_sha256"] == node.tree_digest(m["files"])
     # the bundle carries its own installer
-    assert (tmp_path / "b1" / bundle.INSTALLER).read_bytes() == Path(bundle.__file__).read_bytes()
+    assert (tmp_path / "b1" / node.INSTALLER).read_bytes() == Path(node.__file__).read_bytes()
 
 
 def test_parts_are_bounded_and_round_trip_through_install(wheels, tmp_path):
@@ -181,25 +183,25 @@ def test_parts_are_bounded_and_round_trip_through_install(wheels, tmp_path):
         assert sorted(tf.getnames()) == sorted(m["payload"]["files"])
 
     target = tmp_path / "site"
-    stamp = bundle.install([tmp_path / "b1"], target, log=lambda msg: None)
+    stamp = node.install([tmp_path / "b1"], target, log=lambda msg: None)
     assert stamp["tree_sha256"] == m["tree_sha256"]
-    tree = bundle.scan_tree(target)
-    assert tree.pop(bundle.STAMP) and tree == m["files"]
+    tree = pack.scan_tree(target)
+    assert tree.pop(node.STAMP) and tree == m["files"]
     original = wheel_files(wheels / "tinypkg-1.0-py3-none-any.whl")
     for rel in ("tinypkg/big.bin", "tinypkg/__init__.py", f"tinypkg/ext.cpython-{PYTAG}-x86_64-linux-gnu.so"):
         assert (target / rel).read_bytes() == original[rel]
     assert os.access(target / "tinypkg/tool", os.X_OK)
-    assert bundle.check_records(target) == [f"{bundle.STAMP}: in no RECORD"]
+    assert unpack.check_records(target) == [f"{node.STAMP}: in no RECORD"]
     # the RECORD no longer lists what was dropped
     assert "_drop_me.so" not in (target / "tinypkg-1.0.dist-info/RECORD").read_text()
     # installing again is a no-op; another bundle over it needs --force
-    assert bundle.install([tmp_path / "b1"], target, log=lambda msg: None)["name"] == "tinypkg-1.0"
+    assert node.install([tmp_path / "b1"], target, log=lambda msg: None)["name"] == "tinypkg-1.0"
 
 
 def test_without_the_xz_program_the_standard_library_compresses(wheels, tmp_path, monkeypatch):
-    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
+    monkeypatch.setattr(pack.shutil, "which", lambda name: None)
     m = build(wheels, "1.0", tmp_path / "b1")
-    bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+    node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
     assert (tmp_path / "site/tinypkg/big.bin").stat().st_size == m["files"]["tinypkg/big.bin"]["size"]
 
 
@@ -210,17 +212,17 @@ def test_corrupted_or_missing_part_is_refused(wheels, tmp_path):
     data[100] ^= 0xFF
     part.write_bytes(bytes(data))
     with pytest.raises(InputError, match=rf"part .*{m['parts'][1]['name']} is corrupt: sha256"):
-        bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+        node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
     assert not (tmp_path / "site").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".site")] == []
     with pytest.raises(InputError, match="is corrupt"):
-        bundle.verify([tmp_path / "b1"], log=lambda msg: None)
+        node.verify([tmp_path / "b1"], log=lambda msg: None)
     part.write_bytes(bytes(data[:-1]))
     with pytest.raises(InputError, match="is corrupt: .* bytes, expected"):
-        bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+        node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
     part.unlink()
     with pytest.raises(InputError, match=f"part {m['parts'][1]['name']} is missing"):
-        bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+        node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
 
 
 def test_delta_holds_only_changed_files(wheels, tmp_path):
@@ -245,13 +247,13 @@ def test_install_applies_a_delta_over_its_base_bundle_or_an_installed_base(wheel
     assert full2["tree_sha256"] == m2["tree_sha256"]
     quiet = {"log": lambda msg: None}
 
-    bundle.install([tmp_path / "b1", tmp_path / "b2"], tmp_path / "from-bundles", **quiet)
-    bundle.install([tmp_path / "b1"], tmp_path / "v1", **quiet)
-    bundle.install([tmp_path / "b2"], tmp_path / "from-installed", base_target=tmp_path / "v1", **quiet)
-    bundle.install([tmp_path / "full2"], tmp_path / "full", **quiet)
-    trees = [bundle.scan_tree(tmp_path / d) for d in ("from-bundles", "from-installed", "full")]
+    node.install([tmp_path / "b1", tmp_path / "b2"], tmp_path / "from-bundles", **quiet)
+    node.install([tmp_path / "b1"], tmp_path / "v1", **quiet)
+    node.install([tmp_path / "b2"], tmp_path / "from-installed", base_target=tmp_path / "v1", **quiet)
+    node.install([tmp_path / "full2"], tmp_path / "full", **quiet)
+    trees = [pack.scan_tree(tmp_path / d) for d in ("from-bundles", "from-installed", "full")]
     for t in trees:
-        t.pop(bundle.STAMP)
+        t.pop(node.STAMP)
         assert t == m2["files"]
     assert not (tmp_path / "from-installed/tinypkg/old.py").exists()
     assert (tmp_path / "from-installed/tinypkg/__init__.py").read_text() == "VERSION = '2.0'\n"
@@ -260,19 +262,19 @@ def test_install_applies_a_delta_over_its_base_bundle_or_an_installed_base(wheel
     assert (tmp_path / "v1/tinypkg/old.py").exists()
 
     with pytest.raises(InputError, match="is a delta over tinypkg-1.0"):
-        bundle.install([tmp_path / "b2"], tmp_path / "nobase", **quiet)
+        node.install([tmp_path / "b2"], tmp_path / "nobase", **quiet)
     with pytest.raises(InputError, match="does not hold tinypkg-1.0"):
-        bundle.install([tmp_path / "b2"], tmp_path / "nobase", base_target=tmp_path / "full", **quiet)
+        node.install([tmp_path / "b2"], tmp_path / "nobase", base_target=tmp_path / "full", **quiet)
     with pytest.raises(InputError, match="exists and holds tinypkg-1.0"):
-        bundle.install([tmp_path / "full2"], tmp_path / "v1", **quiet)
-    bundle.install([tmp_path / "full2"], tmp_path / "v1", force=True, **quiet)
+        node.install([tmp_path / "full2"], tmp_path / "v1", **quiet)
+    node.install([tmp_path / "full2"], tmp_path / "v1", force=True, **quiet)
     assert (tmp_path / "v1/tinypkg/__init__.py").read_text() == "VERSION = '2.0'\n"
     with pytest.raises(InputError, match="give one bundle, preceded only by its base bundles"):
-        bundle.install([tmp_path / "full2", tmp_path / "b1"], tmp_path / "two", **quiet)
+        node.install([tmp_path / "full2", tmp_path / "b1"], tmp_path / "two", **quiet)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine/notes.txt").write_text("keep")
     with pytest.raises(InputError, match="holds no installed bundle: not replacing it"):
-        bundle.install([tmp_path / "full2"], tmp_path / "mine", force=True, **quiet)
+        node.install([tmp_path / "full2"], tmp_path / "mine", force=True, **quiet)
 
 
 def test_a_delta_that_is_not_smaller_becomes_a_full_bundle(wheels, tmp_path):
@@ -289,51 +291,51 @@ def test_stage_gathers_parts_carried_in_several_transfers(wheels, tmp_path):
     first, second = tmp_path / "transfer1", tmp_path / "transfer2"
     for d, keep in ((first, names[:1]), (second, names[1:])):
         d.mkdir()
-        shutil.copy(tmp_path / "b1" / bundle.MANIFEST, d)
+        shutil.copy(tmp_path / "b1" / node.MANIFEST, d)
         for n in keep:
             shutil.copy(tmp_path / "b1" / n, d)
     stash = tmp_path / "stash"
     quiet = {"log": lambda msg: None}
-    assert bundle.stage([first], stash, **quiet)["tinypkg-1.0"]["missing"] == names[1:]
+    assert node.stage([first], stash, **quiet)["tinypkg-1.0"]["missing"] == names[1:]
     with pytest.raises(InputError, match="is missing"):
-        bundle.install([first], tmp_path / "site", **quiet)
-    assert bundle.stage([second], stash, **quiet)["tinypkg-1.0"]["missing"] == []
-    bundle.install([second], tmp_path / "site", stash=stash, **quiet)
-    bundle.install([stash / "tinypkg-1.0"], tmp_path / "site2", **quiet)
+        node.install([first], tmp_path / "site", **quiet)
+    assert node.stage([second], stash, **quiet)["tinypkg-1.0"]["missing"] == []
+    node.install([second], tmp_path / "site", stash=stash, **quiet)
+    node.install([stash / "tinypkg-1.0"], tmp_path / "site2", **quiet)
     assert (tmp_path / "site/tinypkg/big.bin").read_bytes() == (tmp_path / "site2/tinypkg/big.bin").read_bytes()
 
 
 def test_install_refuses_another_python(wheels, tmp_path):
     build(wheels, "1.0", tmp_path / "b1", python_version="3.99")
     with pytest.raises(InputError, match=r"built for Python 3\.99"):
-        bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
-    bundle.install([tmp_path / "b1"], tmp_path / "site", check_python=False, log=lambda msg: None)
+        node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+    node.install([tmp_path / "b1"], tmp_path / "site", check_python=False, log=lambda msg: None)
 
 
 def test_fat_binaries_keep_only_what_the_architecture_loads(tmp_path):
     so = tmp_path / "k.so"
     so.write_bytes(cuda_so())
-    res = bundle.compact_fatbins(so, 90)
+    res = cuda.compact_fatbins(so, 90)
     assert res == {"entries_removed": 4, "bytes_zeroed": 4 * 64 + 3 * 512 + 512,
                    "kept": {"compute_80": 1, "sm_120": 1, "sm_90": 1}}
     data = so.read_bytes()
     assert len(data) == len(cuda_so())
-    off, size = bundle._elf_section(data, ".nv_fatbin")
+    off, size = cuda._elf_section(data, ".nv_fatbin")
     kept = [[(e["kind"], e["arch"], data[e["at"] + 64:e["at"] + e["length"]]) for e in es]
-            for _, es in bundle._fatbins(data, off, size)]
+            for _, es in cuda._fatbins(data, off, size)]
     # with an sm_90 cubin: only it; with PTX <= 90: only the PTX; with neither: the smallest entry
     assert kept == [[(2, 90, E90)], [(1, 80, P80)], [(2, 120, E120[:256])]]
-    assert bundle.compact_fatbins(so, 90) is None  # nothing left to drop
+    assert cuda.compact_fatbins(so, 90) is None  # nothing left to drop
     # an sm_86 device loads sm_80 cubins
     so.write_bytes(cuda_so())
-    assert bundle.compact_fatbins(so, 86)["kept"] == {"sm_120": 1, "sm_80": 2}
+    assert cuda.compact_fatbins(so, 86)["kept"] == {"sm_120": 1, "sm_80": 2}
 
 
 def test_compaction_in_a_build_keeps_records_consistent(wheels, tmp_path):
     m = build(wheels, "1.0", tmp_path / "b1", cuda_arch=90)
     assert [c["path"] for c in m["compacted"]] == ["tinypkg/_cuda.so"]
-    bundle.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
-    assert bundle.check_records(tmp_path / "site") == [f"{bundle.STAMP}: in no RECORD"]
+    node.install([tmp_path / "b1"], tmp_path / "site", log=lambda msg: None)
+    assert unpack.check_records(tmp_path / "site") == [f"{node.STAMP}: in no RECORD"]
     assert (tmp_path / "site/tinypkg/_cuda.so").read_bytes() != cuda_so()
 
 
@@ -343,8 +345,8 @@ def test_unparseable_fat_binary_stops_the_build(tmp_path):
                     fatbin(fatbin_entry(2, 80, E80))[:-8],  # an entry runs past its fat binary
                     fatbin(fatbin_entry(7, 80, E80))):  # an unknown kind of entry
         so.write_bytes(fake_elf({".nv_fatbin": section}))
-        with pytest.raises(bundle.HarnessError, match="cannot parse its CUDA fat binaries"):
-            bundle.compact_fatbins(so, 90)
+        with pytest.raises(HarnessError, match="cannot parse its CUDA fat binaries"):
+            cuda.compact_fatbins(so, 90)
 
 
 def test_installer_in_the_bundle_runs_with_the_standard_library_alone(wheels, tmp_path):
@@ -354,7 +356,7 @@ def test_installer_in_the_bundle_runs_with_the_standard_library_alone(wheels, tm
         f"sys.argv = ['install.py', 'install', {str(tmp_path / 'b1')!r}, '--target', {str(tmp_path / 'site')!r}]\n"
         "import runpy\n"
         "try:\n"
-        f"    runpy.run_path({str(tmp_path / 'b1' / bundle.INSTALLER)!r}, run_name='__main__')\n"
+        f"    runpy.run_path({str(tmp_path / 'b1' / node.INSTALLER)!r}, run_name='__main__')\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
         "extra = sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names) - {'__main__'})\n"
@@ -370,22 +372,22 @@ def test_installer_in_the_bundle_runs_with_the_standard_library_alone(wheels, tm
 def test_script_and_module_entry_points(wheels, tmp_path):
     build(wheels, "1.0", tmp_path / "b1", part_size=40 * 1024)
     part = tmp_path / "b1" / "tinypkg-1.0.tar.xz.001"
-    for argv in ([sys.executable, "harness/bundle/__init__.py"], [sys.executable, "-m", "harness.bundle"]):
+    for argv in ([sys.executable, "harness/bundle/install.py"], [sys.executable, "-m", "harness.bundle"]):
         res = subprocess.run([*argv, "verify", str(tmp_path / "b1")], cwd=ROOT, capture_output=True, text=True)
         assert res.returncode == 0, res.stderr
         assert "all sha256 match" in res.stderr
     good = part.read_bytes()
     part.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    res = subprocess.run([sys.executable, "harness/bundle/__init__.py", "install", str(tmp_path / "b1"), "--target",
+    res = subprocess.run([sys.executable, "harness/bundle/install.py", "install", str(tmp_path / "b1"), "--target",
                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines()[-1].startswith("error: bundle tinypkg-1.0: part ")
-    assert bundle.main(["show", str(tmp_path / "b1")]) == 0
+    assert cli.main(["show", str(tmp_path / "b1")]) == 0
 
 
 def test_local_wheels_are_matched_to_the_target_python_and_platform():
-    fits = bundle._wheel_fits
-    platforms = bundle.DEFAULT_PLATFORMS
+    fits = resolve.wheel_fits
+    platforms = defaults.DEFAULT_PLATFORMS
     assert fits("a-1.0-py3-none-any.whl", "3.12", platforms)
     assert fits("vllm-0.21.0-1-cp38-abi3-manylinux_2_24_x86_64.whl", "3.12", platforms)
     assert fits("x-1-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "3.12", platforms)

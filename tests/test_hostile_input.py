@@ -18,7 +18,7 @@ import pytest
 
 from harness.ci import history
 from harness.report import markdown
-from harness.results import xmlsafe
+from harness import xmlsafe
 from harness.results.junitread import read_cases
 from tests import sim_scenarios
 from tests.test_bad_input import ROOT, assert_one_line_error, cli

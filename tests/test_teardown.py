@@ -86,3 +86,24 @@ def test_call_action_runs_the_users_function(tmp_path):
     ctx.scenario_dir = str(tmp_path)
     teardown.run_action(ctx, {"name": "call", "params": {"target": "myhooks:mark", "kwargs": {"value": 7}}})
     assert ctx.marked == 7
+
+
+def test_is_free_judges_readings_already_taken():
+    """The worker asks about the sample it just recorded (the same numbers its events show), not a
+    second reading that may differ."""
+    probe = FakeProbe(70 * GIB)
+    ctx = _ctx(probe, util=0.9)
+    assert not ctx.is_free()
+    assert ctx.is_free(readings=[(1 * GIB, 80 * GIB)])
+    probe.used = 1 * GIB
+    assert ctx.is_free() and not ctx.is_free(readings=[(70 * GIB, 80 * GIB)])
+    assert ctx.threshold_bytes("auto", [(0, 40 * GIB)]) == [int(0.1 * 40 * GIB)]
+
+
+def test_every_action_and_check_a_scenario_may_name_has_its_code():
+    from harness.run import expect
+    from harness.scenario import specs
+
+    assert list(teardown.ACTIONS) == list(specs.ACTIONS) and list(expect.CHECKS) == list(specs.CHECKS)
+    assert all(teardown.ACTIONS[n].params == p.params for n, p in specs.ACTIONS.items())
+    assert all(expect.CHECKS[n].validate is v and expect.CHECKS[n].doc for n, v in specs.CHECKS.items())

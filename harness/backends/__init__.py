@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -25,3 +26,30 @@ def load(plan: dict[str, Any]) -> Backend:
     from harness.backends.vllm import VllmBackend
 
     return VllmBackend(plan)
+
+
+class RunnerHooks:
+    """What the runner, in the parent process, asks of a backend around its workers. The real
+    devices need nothing; the simulated one (backends/sim.py) lives in the run's ledger."""
+
+    def settle(self, rplan: Any, ledger: Path, devices: list[int]) -> None:
+        """Before a worker starts: wait (bounded) until the previous worker's memory has come back."""
+
+    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
+        """How much device memory a leftover process holds, so the report can name it."""
+        return {}
+
+    def finish(self, ledger: Path) -> None:
+        """After the last worker: a ledger write a killed worker left half done is discarded."""
+        if ledger.exists():
+            from harness.sim.ledger import Ledger
+
+            Ledger(ledger).discard_partial_write()
+
+
+def runner_hooks(backend: str) -> RunnerHooks:
+    if backend == "sim":
+        from harness.backends.sim import SimRunnerHooks
+
+        return SimRunnerHooks()
+    return RunnerHooks()

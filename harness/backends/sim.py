@@ -24,8 +24,10 @@ import os
 import platform as _platform
 import time
 import weakref
+from pathlib import Path
 from typing import Any, Sequence
 
+from harness.backends import RunnerHooks
 from harness.run import faults
 from harness.run import probes
 from harness.sim.device import DEFAULTS
@@ -193,3 +195,25 @@ class SimLLM:
             raise RuntimeError("EngineCore has been shut down; build a new LLM")
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         return self._sampler.generate(prompts, sampling_params or {})
+
+
+class SimRunnerHooks(RunnerHooks):
+    """The runner's side of the simulated device: the ledger is the device."""
+
+    def settle(self, rplan: Any, ledger: Path, devices: list[int]) -> None:
+        """On ROCm a finished process's VRAM returns lazily, and that must not be blamed on the next
+        variant: wait until the device is back at its baseline (or the worker-start timeout passes)."""
+        if not ledger.exists():
+            return
+        sim = rplan.scenario.sim
+        probe = SimBackend({"sim": {k: getattr(sim, k) for k in sim.__dataclass_fields__}, "ledger": str(ledger),
+                            "devices": devices, "inject": {}, "platform": rplan.platform}).probe()
+        deadline = time.monotonic() + rplan.scenario.timeouts.worker_start
+        baseline = sim.baseline_gib * 2**30
+        while time.monotonic() < deadline:
+            if all(used <= baseline + (64 << 20) for used, _ in probe.read(devices)):
+                return
+            time.sleep(0.05)
+
+    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
+        return {"device_bytes": Ledger(str(ledger)).held_by(pid)} if ledger.exists() else {}

@@ -126,9 +126,10 @@ def run_once(scenario_path: Path, variant: str | None, fail_on: FailOn, out: Pat
     """Run `variant` (default: the scenario's baseline) once and judge it."""
     try:
         with revision_imports(scenario_path, python):
-            variant = check(scenario_mod.load(scenario_path), variant, fail_on)
-            result = runner.run(scenario_path, runner.RunOptions(out=out, variants=[variant], python=python,
-                                                                 run_id=run_id, announce=announce))
+            scenario = scenario_mod.load(scenario_path)
+            variant = check(scenario, variant, fail_on)
+            result = runner.run(scenario, runner.RunOptions(out=out, variants=[variant], python=python,
+                                                            run_id=run_id, announce=announce))
     except InfrastructureError as e:
         return Judgement(StepVerdict.SKIP, f"infrastructure: {e}")
     except ScenarioError as e:

@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
 from harness.run import procs
 from harness.errors import InputError
 from harness.bisect import git
 from harness.bisect.envs import BuildFailed, Env, EnvCache, append_log, digest
 
-try:
-    from packaging.version import InvalidVersion, Version
-except ImportError:  # the release source needs pip anyway, and pip carries packaging
-    from pip._vendor.packaging.version import InvalidVersion, Version
 
 Announce = Callable[[str], None]
 
@@ -116,10 +115,6 @@ def offered_versions(package: str, pip_args: tuple[str, ...], find_links: list[s
     return sorted((v.strip() for v in found.group(1).split(",")), key=_version)
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _versions_in(folder: Path, package: str) -> set[str]:
     if not folder.is_dir():
         raise InputError(f"--find-links: {folder} is not a folder")
@@ -131,7 +126,7 @@ def _versions_in(folder: Path, package: str) -> set[str]:
             name, _, version = f.name.removesuffix(".tar.gz").removesuffix(".zip").rpartition("-")
         else:
             continue
-        if _normalise(name) == _normalise(package):
+        if canonicalize_name(name) == canonicalize_name(package):
             found.add(version)
     return found
 

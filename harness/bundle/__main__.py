@@ -1,6 +1,6 @@
 """``python -m harness.bundle``: the bundle tool's own command line."""
 import sys
 
-from harness.bundle import main
+from harness.bundle.cli import main
 
 sys.exit(main())

@@ -9,10 +9,11 @@ time never interleave their lines. Reading skips a corrupt line (a disk that fil
 hand edit) with a warning instead of failing. ``HARNESS_HISTORY`` overrides the file's location
 (CI agents keep it on a persistent volume).
 
-`trend` groups the records by night (the UTC date a run started) and shows, for the last N nights
+`trend` groups the records by night (the UTC date a run started) and computes, for the last N nights
 that have runs, each variant's pass rate and median release latency. A step is flagged as newly
 flaky when it passed in every earlier night of the window and failed in at least one of the most
-recent nights.
+recent nights. The records are rendered from a run's `RunSummary`; the trend is shown by
+report/trend.py. This module keeps the store and the model only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +28,15 @@ from typing import Any, Callable, Iterable
 
 from harness import RESULT_VERSION, boundedread
 from harness.errors import InputError
+from harness.results import rundir
+from harness.results.rundir import commit_of as _commit_of  # noqa: F401 - known here by this name
+from harness.results.summary import RunSummary
+from harness.results.verdict import step_of
 
 FILE_NAME = "history.jsonl"
 ENV = "HARNESS_HISTORY"
 MAX_BYTES = 1 << 30  # years of nightly records are a few MB
 REQUIRED = ("scenario", "variant", "night", "steps")
-_COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
 
 
 def history_path(out: Path | str) -> Path:
@@ -43,27 +46,22 @@ def history_path(out: Path | str) -> Path:
 
 
 # --------------------------------------------------------------------------- writing
-def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    """One history record per variant of a run directory whose summary was just built."""
-    from harness.results.junitread import read_cases
-    from harness.report.html import junit_extras
-    from harness.results.verdict import step_of
-
-    run_dir = Path(run_dir)
-    run = _read_json(run_dir / "run.json")
-    info = _worker_info(run_dir)
+def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, Any]]:
+    """One history record per variant of a run, rendered from its summary. A summary without its
+    parsed results (loaded back from summary.json) has them read again from ``run_dir``."""
+    results = getattr(summary, "results", None)
+    if results is None:
+        if run_dir is None:
+            raise TypeError("history.record: a summary loaded back from summary.json needs its run directory")
+        results = rundir.read(Path(run_dir))
     repeats = int(summary.get("repeat") or 1)
-    started = summary.get("started") or run.get("started") or ""
+    started = summary.get("started") or results.run.get("started") or ""
     out = []
     for variant in summary.get("variants", []):
-        path = run_dir / f"{variant}.xml"
-        if not path.is_file():
+        vr = results.variants.get(variant)
+        if vr is None:
             continue
-        cases = read_cases(path)
-        props, _ = junit_extras(path)
-        vinfo = info.get(variant, {})
-        version = props.get("vllm_version") or vinfo.get("vllm_version", "")
-        commit = vinfo.get("vllm_commit") or props.get("vllm_commit") or _commit_of(version)
+        cases, props, build = vr.cases, vr.properties, vr.build
         steps: dict[str, dict[str, Any]] = {}
         for c in cases:
             st = steps.setdefault(step_of(c.name, repeats), {"runs": 0, "failed": 0})
@@ -84,13 +82,13 @@ def record(summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
             "run_id": summary.get("run_id"),
             "date": started,
             "night": _night(started),
-            "profile": (run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
+            "profile": (results.run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
             "backend": summary.get("backend"),
-            "platform": props.get("platform") or summary.get("platform"),
-            "device_name": props.get("device_name", ""),
-            "vllm_version": version,
-            "vllm_commit": commit,
-            "harness_version": props.get("harness_version", ""),
+            "platform": build.platform or summary.get("platform"),
+            "device_name": build.device_name,
+            "vllm_version": build.vllm_version,
+            "vllm_commit": build.vllm_commit,
+            "harness_version": build.harness_version,
             "verdict": summary.get("verdict"),
             "exit_code": summary.get("exit_code"),
             "variant_verdict": cand["verdict"] if cand else None,
@@ -140,13 +138,27 @@ def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
     run_dir = Path(run_dir).resolve()
     if summary.get("incomplete") or run_dir.parent.name != summary.get("scenario"):
         return None
-    run = _read_json(run_dir / "run.json")
+    results = getattr(summary, "results", None)
+    run = results.run if results is not None else _read_json(run_dir / "run.json")
     shard = run.get("shard")
     if shard and str(shard) not in ("1/1", "0/1"):
         return None
     path = history_path(run_dir.parent.parent)
     append(path, record(summary, run_dir))
     return path
+
+
+def write_report(run_dir: Path) -> RunSummary:
+    """The run's reports (report/summary.py), then its records appended to the history of its
+    results directory. The verdict never depends on the history: a failure to append is a warning."""
+    from harness.report import summary as report
+
+    summary = report.write(run_dir)
+    try:
+        append_run(summary, run_dir)
+    except Exception as e:  # noqa: BLE001
+        _stderr(f"warning: history not appended: {type(e).__name__}: {e}")
+    return summary
 
 
 # --------------------------------------------------------------------------- reading
@@ -347,6 +359,8 @@ def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: 
               html_out: Path | None = None, warn: Callable[[str], None] | None = None,
               console: Any = None) -> list[ScenarioTrend]:
     """Read the history of results directory ``out``, print the trend, write the HTML page."""
+    from harness.report import trend as views
+
     path = history_path(out)
     records, warnings = load(path)
     for w in warnings:
@@ -357,14 +371,14 @@ def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: 
     if not trends:
         known = sorted({str(r['scenario']) for r in records})
         raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
-    print_trend(trends, console)
+    views.print_trend(trends, console)
     if html_out is not None:
         from harness import atomic
 
         html_out = Path(html_out)
         try:
             html_out.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(html_out, render_html(trends))
+            atomic.write_text(html_out, views.render_html(trends))
         except OSError as e:
             raise InputError(f"{html_out}: cannot write: {e.strerror or e}") from None
     return trends
@@ -376,153 +390,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _skipped(cell: NightCell) -> str:
-    return f", {cell.skipped} skipped" if cell.skipped else ""
-
-
-def _pct(cell: NightCell) -> str:
-    rate = cell.pass_rate
-    return "-" if rate is None else f"{rate:.0%} ({cell.passed}/{cell.runs}{_skipped(cell)})"
-
-
-def _lat(cell: NightCell) -> str:
-    return "-" if cell.latency is None else f"{cell.latency:.2f} s"
-
-
-def print_trend(trends: list[ScenarioTrend], console: Any = None) -> None:
-    """Per scenario: one row per night, one column per variant (pass rate, median release latency)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from harness.report.console import shown  # history records are input: no markup, no escapes
-
-    console = console or Console(highlight=False)
-    for tr in trends:
-        table = Table(title=f"{shown(tr.scenario)}: last {len(tr.nights)} night(s)", caption="pass rate (passed/ran) · "
-                      "median release latency")
-        table.add_column("night", no_wrap=True)
-        for v in tr.variants:
-            table.add_column(shown(v) + (" (baseline)" if v == tr.baseline else ""))
-        table.add_column("verdict")
-        table.add_column("vLLM")
-        for n in tr.nights:
-            cells = [tr.cells[v][n] for v in tr.variants]
-            versions = sorted({x for c in cells for x in c.versions})
-            row = [shown(n)]
-            for c in cells:
-                colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 and not c.skipped else "red"
-                text = f"{c.pass_rate:.0%} {c.passed}/{c.runs}{_skipped(c)} · {_lat(c).replace(' s', 's')}" \
-                    if c.pass_rate is not None else "-"
-                row.append(f"[{colour}]{text}[/]" if colour else text)
-            row += [shown(", ".join(sorted(set(tr.verdicts[n]))) or "-"), shown(", ".join(versions) or "-")]
-            table.add_row(*row)
-        console.print(table)
-        if tr.flaky:
-            console.print(f"[bold red]newly flaky[/] in {shown(tr.scenario)} (passed in every earlier night, "
-                          "failed recently):")
-            for f in tr.flaky:
-                console.print(shown(f"  - {f.variant} / {f.step}: failed {f.failures}/{f.runs} run(s) on "
-                                    f"{', '.join(f.failed_nights)} ({f.failure_class or 'failed'})"))
-        else:
-            console.print(f"{shown(tr.scenario)}: no newly flaky step")
-
-
-# --------------------------------------------------------------------------- the trend page
-SERIES_COLOURS = ("#cf222e", "#1a7f37", "#0969da", "#8250df", "#bf8700", "#1b7c83", "#bf3989", "#57606a")
-
-
-def render_html(trends: list[ScenarioTrend]) -> str:
-    from harness.report.html import esc, page
-
-    body = ["<h1>Nightly trend</h1>"]
-    for tr in trends:
-        colours = {v: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, v in enumerate(tr.variants)}
-        legend = "".join(f"<span><span class=\"sw\" style=\"background:{c}\"></span>{esc(v)}"
-                         f"{' (baseline)' if v == tr.baseline else ''}</span>" for v, c in colours.items())
-        rates = {v: [None if tr.cells[v][n].pass_rate is None else 100 * tr.cells[v][n].pass_rate
-                     for n in tr.nights] for v in tr.variants}
-        lats = {v: [tr.cells[v][n].latency for n in tr.nights] for v in tr.variants}
-        body.append(f"<h2>{esc(tr.scenario)}</h2>")
-        if tr.flaky:
-            items = "".join(f"<li><b>{esc(f.variant)} / {esc(f.step)}</b>: failed {f.failures}/{f.runs} run(s) on "
-                            f"{esc(', '.join(f.failed_nights))} ({esc(f.failure_class or 'failed')}); passed in "
-                            f"all {f.earlier_nights} earlier night(s)</li>" for f in tr.flaky)
-            body.append(f"<div class=\"card failed flaky\"><h3 style=\"color:#cf222e\">Newly flaky steps</h3>"
-                        f"<ul>{items}</ul></div>")
-        else:
-            body.append("<p class=\"muted\">No newly flaky step.</p>")
-        body.append("<div class=\"grid\">"
-                    f"<div class=\"card\"><h3>Pass rate per night (%)</h3>"
-                    f"{line_chart(tr.nights, rates, colours, y_max=100, unit='%')}"
-                    f"<div class=\"legend\">{legend}</div></div>"
-                    f"<div class=\"card\"><h3>Median release latency per night (s)</h3>"
-                    f"{line_chart(tr.nights, lats, colours, unit='s')}"
-                    f"<div class=\"legend\">{legend}</div></div></div>")
-        head = "".join(f"<th>{esc(v)} pass rate</th><th>{esc(v)} release</th>" for v in tr.variants)
-        rows = []
-        for n in tr.nights:
-            tds = "".join(f"<td>{esc(_pct(tr.cells[v][n]))}</td><td>{esc(_lat(tr.cells[v][n]))}</td>"
-                          for v in tr.variants)
-            versions = sorted({x for v in tr.variants for x in tr.cells[v][n].versions})
-            rows.append(f"<tr><td>{esc(n)}</td>{tds}<td>{esc(', '.join(sorted(set(tr.verdicts[n]))) or '-')}</td>"
-                        f"<td>{esc(', '.join(versions) or '-')}</td></tr>")
-        body.append(f"<div class=\"scroll\"><table><thead><tr><th>night</th>{head}<th>verdict</th><th>vLLM</th>"
-                    f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-    return page("Nightly trend", "\n".join(body))
-
-
-def line_chart(categories: list[str], series: dict[str, list[float | None]], colours: dict[str, str],
-               y_max: float | None = None, unit: str = "", width: int = 460, height: int = 230) -> str:
-    """Values per category (night) as lines; a missing value breaks the line."""
-    from harness.report.html import esc, nice_ticks
-
-    left, right, top, bottom = 44, 12, 12, 44
-    pw, ph = width - left - right, height - top - bottom
-    values = [v for vs in series.values() for v in vs if v is not None]
-    top_value = y_max if y_max is not None else max(values, default=1.0) * 1.1 or 1.0
-    ticks = nice_ticks(top_value, 4)
-    y_top = y_max if y_max is not None else ticks[-1]
-    n = max(len(categories), 1)
-
-    def x(i: int) -> float:
-        return left + (pw * (i + 0.5) / n)
-
-    def y(v: float) -> float:
-        return top + ph - ph * min(max(v / y_top, 0.0), 1.0) if y_top else top + ph
-
-    out = [f"<svg class=\"chart trend\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
-           "xmlns=\"http://www.w3.org/2000/svg\">",
-           f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fff\" stroke=\"#d1d9e0\"/>"]
-    for t in ticks:
-        if t > y_top * 1.0001:
-            continue
-        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{y(t):.1f}\" y2=\"{y(t):.1f}\" stroke=\"#eaeef2\"/>"
-                   f"<text x=\"{left - 4}\" y=\"{y(t) + 4:.1f}\" text-anchor=\"end\">{t:g}</text>")
-    every = max(1, round(n / 8))
-    for i, c in enumerate(categories):
-        if i % every == 0 or i == n - 1:
-            out.append(f"<text x=\"{x(i):.1f}\" y=\"{top + ph + 14}\" text-anchor=\"end\" "
-                       f"transform=\"rotate(-30 {x(i):.1f} {top + ph + 14})\">{esc(c[5:] if len(c) == 10 else c)}"
-                       "</text>")
-    for name, vs in series.items():
-        colour = colours.get(name, "#24292f")
-        run: list[str] = []
-        for i, v in enumerate(vs + [None]):
-            if v is None:
-                if run:
-                    out.append(f"<polyline class=\"series\" data-series=\"{esc(name)}\" points=\"{' '.join(run)}\" "
-                               f"fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>")
-                run = []
-                continue
-            run.append(f"{x(i):.1f},{y(v):.1f}")
-        for i, v in enumerate(vs):
-            if v is not None:
-                out.append(f"<circle cx=\"{x(i):.1f}\" cy=\"{y(v):.1f}\" r=\"3\" fill=\"{colour}\">"
-                           f"<title>{esc(name)} {esc(categories[i])}: {v:.3g}{esc(unit)}</title></circle>")
-    out.append("</svg>")
-    return "".join(out)
-
-
 # --------------------------------------------------------------------------- helpers
 def _read_json(path: Path) -> dict[str, Any]:
     try:
@@ -530,32 +397,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def _worker_info(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """variant -> the worker's own report (vLLM version and commit), from the first worker_start."""
-    out: dict[str, dict[str, Any]] = {}
-    path = run_dir / "events.jsonl"
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if '"worker_start"' not in line:
-                    continue
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(ev, dict) and ev.get("event") == "worker_start":
-                    out.setdefault(str(ev.get("variant")), ev.get("info") or {})
-    except OSError:
-        pass
-    return out
-
-
-def _commit_of(version: str) -> str:
-    """A commit in a version's local part (``0.22.0+g1a2b3c4``, ``0.11.1.dev5+gabc1234.rocm``)."""
-    m = _COMMIT_IN_VERSION.search(version or "")
-    return m.group(1) if m else ""
 
 
 def _night(started: str) -> str:

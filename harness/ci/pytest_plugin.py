@@ -25,15 +25,13 @@ At the end of the session, the (variant, repeat) run directories of each scenari
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import os
 import re
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -41,6 +39,7 @@ from harness.ci import pinning
 from harness.errors import HarnessError, InfrastructureError
 from harness.model import Outcome, StepResult, VariantResult
 from harness.run.probes import VISIBLE_ENV, visible_devices
+from harness.run.runid import new_run_id  # names this session's run directories
 
 YAML_SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR = "scenarios"
@@ -82,6 +81,22 @@ class _State:
     pinned: dict[str, str] | None = None                 # this process's pin
     saved_env: dict[str, str | None] = field(default_factory=dict)
     verdicts: list[str] = field(default_factory=list)
+    scenarios: dict[Path, Any] = field(default_factory=dict)  # path -> its loaded Scenario (or its error)
+
+    def scenario(self, path: Path):
+        """The scenario file loaded once per session: device counting, collection and the runs share it."""
+        from harness.scenario import schema as scenario_mod
+
+        path = Path(path).resolve()
+        if path not in self.scenarios:
+            try:
+                self.scenarios[path] = scenario_mod.load(path)
+            except HarnessError as e:
+                self.scenarios[path] = e
+        found = self.scenarios[path]
+        if isinstance(found, HarnessError):
+            raise found
+        return found
 
     def asked_for(self, path: Path) -> bool:
         path = path.resolve()
@@ -150,17 +165,11 @@ def _args(config: pytest.Config) -> tuple[set[Path], list[Path]]:
     return files, dirs
 
 
-def _session_id() -> str:
-    """Names this session's run directories (runner.new_run_id's format; the runner is not imported
-    here, so sessions without scenarios do not pay for it)."""
-    return dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
 def _new_state(config: pytest.Config) -> _State:
     workerinput = getattr(config, "workerinput", None) or {}
     files, dirs = _args(config)
     return _State(out=(config.invocation_params.dir / config.getoption("harness_out")).resolve(),
-                  session_id=workerinput.get(SESSION_KEY) or _session_id(),
+                  session_id=workerinput.get(SESSION_KEY) or new_run_id(),
                   backend=config.getoption("harness_backend"), rootpath=config.rootpath,
                   files=files, dirs=dirs, patterns=list(config.getini("harness_scenarios")))
 
@@ -199,13 +208,11 @@ def _devices(config: pytest.Config) -> pinning.Devices:
 
 def _sim_count(config: pytest.Config) -> int | None:
     """The simulated node's device count when every scenario of the session runs on the sim."""
-    from harness.scenario import schema as scenario_mod
-
     state = config.stash.get(_STATE, None) or _new_state(config)
     counts = []
     for path in _session_scenarios(config, state):
         try:
-            sc = scenario_mod.load(path)
+            sc = state.scenario(path)
         except HarnessError:
             continue  # collection reports it
         if (state.backend or sc.backend) != "sim":
@@ -252,14 +259,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     state = config.stash.get(_STATE, None)
     if getattr(config.option, "dist", "no") != "load" or state is None or not state.targets_scenarios:
         return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ScenarioScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            if path.endswith(YAML_SUFFIXES) and nodeid.count("::") >= 2:
-                return nodeid.rsplit("::", 1)[0]  # scenario.yaml::<variant>[-r<N>]
-            return nodeid
+    from harness.ci.scheduling import ScenarioScheduling
 
     return ScenarioScheduling(config, log)
 
@@ -323,10 +323,8 @@ class ScenarioFile(pytest.File):
     """One scenario YAML file; its children are its (variant, repeat) runs."""
 
     def collect(self) -> Iterator[VariantRun]:
-        from harness.scenario import schema as scenario_mod
-
         try:
-            sc = scenario_mod.load(self.path)
+            sc = self.config.stash[_STATE].scenario(self.path)
         except HarnessError as e:
             raise self.CollectError(str(e)) from None
         backend = self.config.stash[_STATE].backend or sc.backend
@@ -375,7 +373,7 @@ class VariantRun(pytest.Collector):
                                  run_id=f"{state.session_id}-{self.variant}-r{self.repeat}",
                                  announce=self.notes.append)
         with _shared_ledger(state, self.scenario, self.backend):
-            result = runner.run(self.path, opts)
+            result = runner.run(self.scenario, opts)
         if result.incomplete:
             raise KeyboardInterrupt
         self.run_dir = result.run_dir
@@ -504,8 +502,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(_STATE, None)
     if state is None or hasattr(config, "workerinput") or not state.out.is_dir():
         return
-    from harness.ci import shard
-    from harness.report import summary
+    from harness.ci import history, shard
 
     for scenario_dir in sorted(p for p in state.out.iterdir() if p.is_dir()):
         parts = sorted(p for p in scenario_dir.glob(f"{state.session_id}-*") if (p / "run.json").is_file())
@@ -513,7 +510,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             continue
         try:
             merged = shard.merge(parts, state.out, run_id=state.session_id, announce=lambda _: None)
-            report = summary.write(merged)
+            report = history.write_report(merged)
         except Exception as e:  # the steps' results stand; say why there is no verdict
             state.verdicts.append(f"{scenario_dir.name}: no verdict ({type(e).__name__}: {e})")
             continue

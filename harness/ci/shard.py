@@ -28,7 +28,8 @@ from junitparser import JUnitXml, TestSuite
 
 from harness import atomic
 from harness.errors import InputError
-from harness.results import junitread, xmlsafe
+from harness import xmlsafe
+from harness.results import events, junitread
 
 T = TypeVar("T")
 BUILDKITE_JOB = "BUILDKITE_PARALLEL_JOB"
@@ -92,7 +93,7 @@ def configure(opts, scenario, spec: str | None, env: Mapping[str, str] | None = 
     share = resolve(spec, env)
     if share is None:
         return False
-    from harness.run.runner import new_run_id
+    from harness.run.runid import new_run_id
 
     pairs = matrix(opts.variants or [v.name for v in scenario.variants],
                    opts.repeat if opts.repeat is not None else scenario.repeat)
@@ -120,7 +121,8 @@ def merge(run_dirs: Sequence[Path], out: Path, run_id: str | None = None, announ
     """Join the run directories of a scenario's shards into a new run directory under ``out``;
     returns it. Each (variant, repeat) must come from exactly one shard; pairs no shard ran make
     the merged run incomplete (its verdict then says so)."""
-    from harness.run.runner import make_run_dir, new_run_id
+    from harness.run.runid import new_run_id
+    from harness.run.runner import make_run_dir
 
     parts = [_read_part(Path(d)) for d in run_dirs]
     if not parts:
@@ -290,9 +292,4 @@ def _copy_logs(parts: list[_Part], run_dir: Path, ran: list[tuple[str, int]]) ->
                 if dest.exists():
                     raise InputError(f"{f}: {dest.name} comes from two shards")
                 shutil.copy2(f, dest)
-    events = []
-    for v, r in ran:
-        f = logs / f"{v}-r{r}.events.jsonl"
-        if f.is_file():
-            events.append(f.read_text(encoding="utf-8", errors="replace"))
-    atomic.write_text(run_dir / "events.jsonl", "".join(events))
+    events.merge_files(run_dir, ran)

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from harness.results.xmlsafe import printable
+from harness.xmlsafe import printable
 
 GIB = 2**30
 

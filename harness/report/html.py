@@ -10,27 +10,21 @@ text from the run is escaped.
 
 from __future__ import annotations
 
-import html
-import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
-from xml.etree import ElementTree
 
-from harness.results import xmlsafe
-from harness.results.junitread import Case, read_cases
+from harness.results import rundir
+from harness.results.junitread import Case
+from harness.results.summary import RunSummary
 from harness.results.verdict import step_of
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS
+# the drawings live in svg.py; memory_chart and nice_ticks are known here too
+from harness.report.svg import ACTION_COLOURS, FAIL, PHASE_COLOURS, _gib, esc, memory_chart, nice_ticks  # noqa: F401
 
-GIB = 2**30
 MAX_TEXT = 6000  # characters of a traceback or log tail shown in a cell
 MAX_FAILED_REPEATS = 5  # failed repeats opened per cell; the rest are counted
-
-PHASE_COLOURS = {"settle": "#8c959f", "construct": "#0969da", "workload": "#1a7f37", "expect": "#1a7f37",
-                 "teardown": "#bf8700"}
-ACTION_COLOURS = ("#8250df", "#e16f24", "#0a7ea4", "#bf3989", "#6e7781", "#2da44e", "#953800", "#1b7c83")
-FAIL = "#cf222e"
 
 CSS = """
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#f6f8fa}
@@ -82,10 +76,6 @@ footer{color:var(--muted);font-size:.8em;margin:18px 2px}
 """
 
 
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 #: After layout, each chart records how wide its line was drawn and where the chart sits (CSS
 #: pixels): a headless browser reading the DOM back can tell a drawn chart from an empty or broken
 #: one, and side-by-side charts from stacked ones.
@@ -111,66 +101,30 @@ def page(title: str, body: str, css: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- the run report
-def render(summary: dict[str, Any], run_dir: Path) -> str:
+def render(summary: RunSummary | dict[str, Any], run_dir: Path) -> str:
+    """The page of a run. A summary loaded back from summary.json (no parsed results attached) has
+    its run directory read again for the cases and log tails."""
     run_dir = Path(run_dir)
+    results = getattr(summary, "results", None) or rundir.read(run_dir)
     variants = list(summary.get("variants", []))
-    cases = {v: _read_cases(run_dir / f"{v}.xml") for v in variants}
-    extras = {v: junit_extras(run_dir / f"{v}.xml") for v in variants}
-    tails = {v: extras[v][1] for v in variants}
-    suite = next((extras[v][0] for v in variants if extras[v][0]), {})
+    parsed = {v: results.variants.get(v) for v in variants}
+    cases = {v: r.cases if r else [] for v, r in parsed.items()}
+    suite = next((r.properties for r in parsed.values() if r and r.properties), {})
     repeats = int(summary.get("repeat") or 1)
     ran = {v: {_step_repeat(c, repeats): c.time for c in cases[v]} for v in variants}
-    tls = timelines.from_run_dir(run_dir, variants, ran)
+    tls = timelines.from_run_dir(run_dir, variants, ran, results.events)
     for v in variants:
         if v not in tls and cases.get(v):
             tls[v] = timelines.from_cases(v, cases[v])
     step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
-            _steps(summary, variants, cases, tails, repeats, step_numbers), _counts(summary),
+            _steps(summary, variants, cases, repeats, step_numbers), _counts(summary),
             _listing("Substitutions", summary.get("substitutions")),
             _listing("Orphaned processes", summary.get("orphans")),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
             "</footer>"]
     title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
     return page(title, "\n".join(b for b in body if b))
-
-
-def _read_cases(path: Path) -> list[Case]:
-    return read_cases(path) if path.is_file() else []
-
-
-def junit_extras(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-    """The suite properties (device, vLLM version) and every case's <system-err> (its log tail):
-    read_cases keeps only what the verdict needs, so these are read here."""
-    props: dict[str, str] = {}
-    tails: dict[tuple[str, str], str] = {}
-    if not path.is_file():
-        return props, tails
-    seen: dict[tuple[str, str], int] = {}
-    in_case = 0
-    try:
-        for event, elem in ElementTree.iterparse(path, events=("start", "end")):
-            if elem.tag == "testcase":
-                if event == "start":
-                    in_case += 1
-                    continue
-                in_case -= 1
-                key = (xmlsafe.decode(elem.get("classname") or ""), xmlsafe.decode(elem.get("name") or ""))
-                n = seen.get(key, 0) + 1
-                seen[key] = n
-                if n > 1:
-                    key = (key[0], f"{key[1]}#{n}")
-                err = elem.find("system-err")
-                if err is not None and err.text:
-                    tails[key] = xmlsafe.decode(err.text)
-                elem.clear()
-            elif event == "end" and elem.tag == "properties" and not in_case:
-                for p in elem:
-                    if p.tag == "property" and p.get("name") and p.get("name") not in props:
-                        props[xmlsafe.decode(p.get("name"))] = xmlsafe.decode(p.get("value", p.text or ""))
-    except (ElementTree.ParseError, OSError):
-        pass
-    return props, tails
 
 
 def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
@@ -256,188 +210,6 @@ def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
     return "<div class=\"legend\">" + "".join(items) + "</div>"
 
 
-def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
-                 step_numbers: dict[str, int], width: int = 460, height: int = 270) -> str:
-    """One variant's device memory as an inline SVG."""
-    lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
-    lane_h = 8
-    height += lane_h * len(lanes) + (4 if lanes else 0)
-    left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
-    pw, ph = width - left - right, height - top - bottom
-    axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
-    duration = max(tl.duration, 1e-3)
-    ymax = float(max(tl.total or 0, tl.peak, max((st.threshold or 0 for st in tl.steps), default=0), 1))
-    if not tl.total:  # rebuilt from JUnit: the device's size is unknown, leave headroom
-        ymax = nice_ticks(ymax * 1.1 / GIB, 5)[-1] * GIB
-    yticks = [v for v in nice_ticks(ymax / GIB, 4) if v * GIB <= ymax * 1.0001]
-
-    def x(t: float) -> float:
-        return left + pw * min(max(t / duration, 0.0), 1.0)
-
-    def y(b: float) -> float:
-        return top + ph - ph * min(max(b / ymax, 0.0), 1.0)
-
-    out = [f"<svg class=\"chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" "
-           f"aria-label=\"device memory of {esc(tl.variant)}\" xmlns=\"http://www.w3.org/2000/svg\">",
-           f"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fff\" stroke=\"#d1d9e0\"/>"]
-    # phases of every step, shaded behind everything
-    for sp in tl.spans:
-        colour = PHASE_COLOURS.get(sp.phase, "#8c959f")
-        x0, x1 = x(sp.start), x(sp.end)
-        out.append(f"<rect class=\"phase {esc(sp.phase)}\" x=\"{x0:.1f}\" y=\"{top}\" width=\"{max(x1 - x0, 0.6):.1f}\" "
-                   f"height=\"{ph}\" fill=\"{colour}\" fill-opacity=\"0.16\"><title>{esc(_step_title(tl, sp.step))}: "
-                   f"{esc(sp.phase)} {sp.end - sp.start:.2f} s</title></rect>")
-    # axes and grid
-    for v in yticks:
-        yy = y(v * GIB)
-        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{yy:.1f}\" y2=\"{yy:.1f}\" stroke=\"#eaeef2\"/>"
-                   f"<text x=\"{left - 4}\" y=\"{yy + 4:.1f}\" text-anchor=\"end\">{_num_label(v)}</text>")
-    if yticks and (ymax / GIB - yticks[-1]) / (ymax / GIB) > 0.08:  # label the top: the device's size
-        out.append(f"<text x=\"{left - 4}\" y=\"{top + 4}\" text-anchor=\"end\">{_num_label(round(ymax / GIB, 1))}</text>")
-    out.append(f"<text x=\"4\" y=\"{top - 8}\">GiB</text>")
-    for v in nice_ticks(duration, 6):
-        if v > duration * 1.0001:
-            continue
-        xx = x(v)
-        out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{axis_y}\" y2=\"{axis_y + 4}\" stroke=\"#8c959f\"/>"
-                   f"<text x=\"{xx:.1f}\" y=\"{axis_y + 16}\" text-anchor=\"middle\">{_num_label(v)}</text>")
-    out.append(f"<text x=\"{left + pw}\" y=\"{height - 3}\" text-anchor=\"end\">seconds</text>")
-    # repeat boundaries
-    if len(tl.repeats) > 1:
-        for start, r in tl.repeats:
-            xx = x(start)
-            out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"#57606a\" "
-                       f"stroke-width=\"1.2\"/><text x=\"{xx + 2:.1f}\" y=\"{top + ph - 4}\" fill=\"#57606a\">r{r}</text>")
-    # the start threshold: vLLM needs util × total free, i.e. used ≤ (1 - util) × total
-    thr = _threshold_path(tl, x, y)
-    if thr:
-        out.append(f"<polyline class=\"threshold\" points=\"{thr}\" fill=\"none\" stroke=\"{FAIL}\" "
-                   f"stroke-width=\"1.5\" stroke-dasharray=\"5 3\"/>")
-        last = next((st.threshold for st in reversed(tl.steps) if st.threshold is not None), None)
-        if last is not None:
-            ty = y(last)
-            label_y = ty - 5 if ty - 5 > top + 12 else ty + 14
-            out.append(f"<text x=\"{left + pw - 3}\" y=\"{label_y:.1f}\" text-anchor=\"end\" fill=\"{FAIL}\" "
-                       f"style=\"fill:{FAIL}\" paint-order=\"stroke\" stroke=\"#fff\" stroke-width=\"3\">"
-                       f"next engine starts only below {_gib(last)} used</text>")
-    # memory used: one line per worker (repeat); a new process starts from what the device holds then.
-    # Drawn as steps: a reading holds until the next one, so a hold that ends at once (ROCm's lazy
-    # release, a wait_memory) is not drawn as a slow slope between two samples.
-    segments: dict[int, list[str]] = {}
-    for p in tl.points:
-        repeat = tl.steps[p.step].repeat if 0 <= p.step < len(tl.steps) else 0
-        pts = segments.setdefault(repeat, [])
-        if pts:
-            pts.append(f"{x(p.t):.1f},{pts[-1].split(',')[1]}")
-        pts.append(f"{x(p.t):.1f},{y(p.used):.1f}")
-    for repeat, pts in segments.items():
-        out.append(f"<polyline class=\"memory\" data-repeat=\"{repeat}\" points=\"{' '.join(pts)}\" fill=\"none\" "
-                   "stroke=\"#24292f\" stroke-width=\"2\" stroke-linejoin=\"round\"/>")
-    # a hung or dead worker: no samples from its last event to when it was stopped
-    for st in tl.steps:
-        if st.events_end is not None and st.fail_t is not None and st.fail_t > st.events_end:
-            yy = y(_used_at(tl, st.events_end))
-            out.append(f"<line class=\"nosamples\" x1=\"{x(st.events_end):.1f}\" x2=\"{x(st.fail_t):.1f}\" "
-                       f"y1=\"{yy:.1f}\" y2=\"{yy:.1f}\" stroke=\"#24292f\" stroke-width=\"1.5\" "
-                       f"stroke-dasharray=\"2 3\"><title>{esc(_step_title(tl, st.pos))}: no samples for "
-                       f"{st.fail_t - st.events_end:.1f} s: the worker stopped responding</title></line>")
-    # teardown actions
-    for a in tl.actions:
-        if a.used is None:
-            continue
-        colour = colours.get(a.name, "#6e7781")
-        extra = "" if a.ok else f" failed: {a.error}"
-        out.append(f"<circle class=\"action\" cx=\"{x(a.t):.1f}\" cy=\"{y(a.used):.1f}\" r=\"3\" fill=\"{colour}\" "
-                   f"stroke=\"#fff\" stroke-width=\"0.8\"><title>{esc(_step_title(tl, a.step))}: after {esc(a.name)}: "
-                   f"{esc(_gib(a.used))}{esc(extra)}</title></circle>")
-    # one lane per teardown action under the plot, so actions at the same instant stay apart
-    for i, name in enumerate(lanes):
-        ly = top + ph + 4 + lane_h * i + lane_h / 2
-        out.append(f"<line x1=\"{left}\" x2=\"{left + pw}\" y1=\"{ly:.1f}\" y2=\"{ly:.1f}\" stroke=\"#eaeef2\"/>")
-        for a in tl.actions:
-            if a.name != name:
-                continue
-            ring = "" if a.ok else f" stroke=\"{FAIL}\" stroke-width=\"1.5\""
-            out.append(f"<circle class=\"lane\" cx=\"{x(a.t):.1f}\" cy=\"{ly:.1f}\" r=\"2.8\" "
-                       f"fill=\"{colours.get(name, '#6e7781')}\"{ring}><title>{esc(_step_title(tl, a.step))}: "
-                       f"{esc(name)} {'ok' if a.ok else 'failed: ' + esc(a.error)}</title></circle>")
-    # step numbers along the top, failures marked
-    last_x = -1e9
-    for st in tl.steps:
-        number = step_numbers.get(st.name, st.index + 1)
-        failed = st.outcome != "passed"
-        xx = x(st.start)
-        out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"#afb8c1\" "
-                   "stroke-width=\"0.6\"/>")
-        if xx - last_x >= 16 or failed:
-            colour = f" fill=\"{FAIL}\" style=\"fill:{FAIL};font-weight:700\"" if failed else ""
-            out.append(f"<text class=\"stepno\" x=\"{xx + 2:.1f}\" y=\"{top - 6}\"{colour}>{number}"
-                       f"<title>{esc(_step_title(tl, st.pos))}</title></text>")
-            last_x = xx
-    for st in tl.steps:
-        if st.outcome == "passed" or st.fail_t is None:
-            continue
-        cls = classes.get((st.name, st.repeat)) or ("crash/timeout" if st.outcome == "unfinished" else "failed")
-        fx = x(st.fail_t)
-        fy = y(_used_at(tl, st.fail_t))
-        title = esc(f"{_step_title(tl, st.pos)}: {cls} in {st.phase or 'step'}: {st.message}"[:600])
-        out.append(f"<g class=\"failure\" data-class=\"{esc(cls)}\"><title>{title}</title>"
-                   f"<line x1=\"{fx:.1f}\" x2=\"{fx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"{FAIL}\" "
-                   "stroke-width=\"1\" stroke-opacity=\"0.55\"/>"
-                   f"<path d=\"M{fx - 5:.1f},{fy - 5:.1f}L{fx + 5:.1f},{fy + 5:.1f}M{fx - 5:.1f},{fy + 5:.1f}"
-                   f"L{fx + 5:.1f},{fy - 5:.1f}\" stroke=\"{FAIL}\" stroke-width=\"2.6\" stroke-linecap=\"round\"/></g>")
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _step_title(tl: timelines.Timeline, pos: int) -> str:
-    if 0 <= pos < len(tl.steps):
-        st = tl.steps[pos]
-        return f"{st.name}" + (f" r{st.repeat}" if len(tl.repeats) > 1 else "")
-    return ""
-
-
-def _threshold_path(tl: timelines.Timeline, x, y) -> str:
-    pts: list[str] = []
-    for i, st in enumerate(tl.steps):
-        if st.threshold is None:
-            continue
-        end = tl.steps[i + 1].start if i + 1 < len(tl.steps) else tl.duration
-        start = 0.0 if not pts else st.start
-        yy = y(st.threshold)
-        pts += [f"{x(start):.1f},{yy:.1f}", f"{x(end):.1f},{yy:.1f}"]
-    return " ".join(pts)
-
-
-def _used_at(tl: timelines.Timeline, t: float) -> float:
-    """Memory used at ``t``: the latest sample at or before it."""
-    used = tl.points[0].used if tl.points else 0
-    for p in tl.points:
-        if p.t > t + 1e-9:
-            break
-        used = p.used
-    return used
-
-
-def nice_ticks(maximum: float, count: int = 5) -> list[float]:
-    """0, step, 2·step, ... up to at least ``maximum``, with a 1/2/2.5/5 × 10^k step."""
-    if maximum <= 0 or not math.isfinite(maximum):
-        return [0.0, 1.0]
-    raw = maximum / max(count, 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    n = math.ceil(maximum / step - 1e-9)
-    return [round(i * step, 10) for i in range(n + 1)]
-
-
-def _num_label(v: float) -> str:
-    return f"{v:g}" if abs(v) >= 0.01 or v == 0 else f"{v:.2g}"
-
-
-def _gib(b: float | None) -> str:
-    return "-" if b is None else f"{b / GIB:.2f} GiB"
-
-
 def _num(v: Any) -> float | None:
     try:
         return float(v)
@@ -455,7 +227,7 @@ def _median(xs: list[float]) -> float:
 TIMED = (("settle", "settle"), ("construct", "construct"), ("workload", "workload"), ("teardown", "teardown"))
 
 
-def _steps(s, variants, cases, tails, repeats, step_numbers) -> str:
+def _steps(s, variants, cases, repeats, step_numbers) -> str:
     per = {v: _group(cases.get(v, []), repeats) for v in variants}
     head = "".join(f"<th>{esc(v)}</th>" for v in variants)
     rows = []
@@ -464,8 +236,8 @@ def _steps(s, variants, cases, tails, repeats, step_numbers) -> str:
         cells = row.get("variants", {})
         outcomes = {(c or {}).get("outcome") for c in cells.values()}
         changed = " class=\"changed\"" if len(outcomes) > 1 else ""
-        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), tails.get(v, {}),
-                            repeats) for v in variants)
+        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), repeats)
+                      for v in variants)
         rows.append(f"<tr{changed}><td class=\"step\"><span class=\"n\">{step_numbers.get(step, '')}</span>"
                     f"{_breakable(step)}</td>{tds}</tr>")
     return ("<h2>Steps</h2>\n<div class=\"scroll\"><table class=\"steps\"><thead><tr><th>step</th>"
@@ -502,7 +274,7 @@ def _timings(cases: list[Case]) -> str:
     return f"{esc(total)}<span class=\"phases\"> · {esc(detail)}</span>" if detail else esc(total)
 
 
-def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str, str], str], repeats: int) -> str:
+def _cell(cell: dict[str, Any] | None, cases: list[Case], repeats: int) -> str:
     if not cell:
         return "<td class=\"muted\">-</td>"
     outcome = cell.get("outcome", "")
@@ -519,7 +291,7 @@ def _cell(cell: dict[str, Any] | None, cases: list[Case], tails: dict[tuple[str,
     if failed:
         parts = []
         for c in failed[:MAX_FAILED_REPEATS]:
-            tail = tails.get((c.classname, c.name), "")
+            tail = c.log
             parts.append(
                 (f"<div class=\"muted\">{esc(c.name)}</div>" if repeats > 1 else "")
                 + f"<div class=\"msg\">{esc(c.message)}</div>"

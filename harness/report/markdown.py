@@ -11,7 +11,7 @@ import html
 import re
 from typing import Any
 
-from harness.results.xmlsafe import printable
+from harness.xmlsafe import printable
 
 MAX_BYTES = 1_000_000  # under Buildkite's 1 MiB annotation limit, with room for the closing note
 MAX_STEP_ROWS = 500

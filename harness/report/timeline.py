@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.results.rundir import run_events
+
 DEFAULT_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 _PHASES = ("settle", "construct", "workload", "expect", "teardown")
 
@@ -92,32 +94,15 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- from events
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every well-formed event of ``path``; a torn or foreign line is skipped."""
-    out = []
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    ev = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(ev, dict) and isinstance(ev.get("t"), (int, float)) and "variant" in ev:
-                    out.append(ev)
-    except OSError:
-        return []
-    return out
-
-
 def from_run_dir(run_dir: Path, variants: Iterable[str],
-                 ran: dict[str, dict[tuple[str, int], float]] | None = None) -> dict[str, Timeline]:
+                 ran: dict[str, dict[tuple[str, int], float]] | None = None,
+                 events: list[dict[str, Any]] | None = None) -> dict[str, Timeline]:
     """One timeline per variant that has events; variants without events are left out.
-    ``ran``: variant -> (step, repeat) -> seconds the step ran, from JUnit."""
+    ``ran``: variant -> (step, repeat) -> seconds the step ran, from JUnit; ``events``: the run's
+    events when already read (results/rundir.py)."""
     run_dir = Path(run_dir)
-    events = read_events(run_dir / "events.jsonl")
-    if not events:  # the runner merges the per-worker files at the end; an interrupted run may not have
-        for part in sorted((run_dir / "logs").glob("*.events.jsonl")):
-            events += read_events(part)
+    if events is None:
+        events = run_events(run_dir)
     out = {}
     for v in variants:
         mine = [e for e in events if e.get("variant") == v]

@@ -1,4 +1,4 @@
-"""One `FailureClass` for a log, a traceback or a failed step (DESIGN.md, failure classes).
+"""One `FailureClass` for a log, a traceback or a failed step (docs/architecture.md, contracts).
 
 Three entry points:
 

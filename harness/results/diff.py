@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from harness.results.junitread import Case, read_cases
 from harness.model import Outcome
-from harness.results.xmlsafe import printable
+from harness.xmlsafe import printable
 
 
 class Transition(str, enum.Enum):

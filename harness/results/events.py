@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness import atomic
 from harness.results import classify
 from harness.model import (NEVER_STARTED, NOT_RUN, Expectation, FailureClass, MemorySample, Outcome, Phase,
                            StepResult)
@@ -52,6 +53,32 @@ class EventTail:
                 except json.JSONDecodeError:
                     continue  # a torn line from a killed worker
         return out
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every well-formed event of a finished events file; a torn or foreign line is skipped."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    ev = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(ev, dict) and isinstance(ev.get("t"), (int, float)) and "variant" in ev:
+                    out.append(ev)
+    except OSError:
+        return []
+    return out
+
+
+def merge_files(run_dir: Path, pairs: Iterable[tuple[str, int]]) -> None:
+    """events.jsonl of a run directory: every worker's ``logs/<variant>-r<N>.events.jsonl`` in the order
+    of ``pairs``, the run's (variant, repeat) matrix, which is the order the runner runs them in.
+    The runner and the merge of shards both write it so, whatever the files' times say."""
+    parts = [run_dir / "logs" / f"{v}-r{r}.events.jsonl" for v, r in pairs]
+    atomic.write_text(run_dir / "events.jsonl", "".join(p.read_text(encoding="utf-8", errors="replace")
+                                                        for p in parts if p.is_file()))
 
 
 def log_slice(log: Path, start: int, end: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:

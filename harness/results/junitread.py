@@ -1,4 +1,4 @@
-"""Read any JUnit file into flat, comparable cases.
+"""Read any JUnit file, once, into flat, comparable cases and the suites' properties.
 
 Accepts the harness's own files (per-case ``<properties>`` with ``failure_class``), plain
 ``pytest --junitxml`` output (a ``<testsuites>`` root or a bare ``<testsuite>``) and what other
@@ -22,7 +22,7 @@ from junitparser.junitparser import JUnitXmlError
 from harness import boundedread
 from harness.errors import InputError
 from harness.model import FailureClass, Outcome
-from harness.results import xmlsafe
+from harness import xmlsafe
 
 _CLASSES = {c.value: c for c in FailureClass}
 
@@ -40,6 +40,7 @@ class Case:
     time: float = 0.0
     properties: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     text: str = field(default="", compare=False)  # the failure's body (a traceback), for reports
+    log: str = field(default="", compare=False)  # <system-err>: the step's log tail, for reports
 
     @property
     def key(self) -> tuple[str, str]:
@@ -54,12 +55,29 @@ class Case:
         return self.outcome is Outcome.FAILED and self.failure_class is FailureClass.VRAM_CONSTRUCTION
 
 
+@dataclass(frozen=True)
+class JUnitFile:
+    """Everything the reports use from one JUnit file."""
+
+    cases: list[Case]
+    properties: dict[str, str]  # suite properties (device, vLLM version...): the first value of each name
+
+
 def read_cases(path: str | os.PathLike) -> list[Case]:
     """Every test case of ``path`` in file order; repeated keys become ``name#2``, ``name#3``..."""
+    return read(path).cases
+
+
+def read(path: str | os.PathLike) -> JUnitFile:
+    """The cases of ``path`` (as `read_cases`) and its suite properties, from one parse."""
     with _gc_paused():
         xml = load(Path(path))
+        properties: dict[str, str] = {}
+        for elem in xml._elem:  # properties of a <testsuites> root, which some runners write
+            if elem.tag == "properties":
+                properties.update((k, v) for k, v in _properties(elem).items() if k and k not in properties)
         try:
-            pairs = [pair for suite in xml for pair in _walk(suite._elem, _text(suite.name))]
+            pairs = [pair for suite in xml for pair in _walk(suite._elem, _text(suite.name), properties)]
         except RecursionError:
             raise InputError(f"{path}: not usable as JUnit XML: test suites nested too deeply") from None
         cases: list[Case] = []
@@ -71,7 +89,7 @@ def read_cases(path: str | os.PathLike) -> list[Case]:
             if n > 1:  # pytest writes a second <testcase> when a test fails and its teardown errors
                 case = replace(case, name=f"{case.name}#{n}")
             cases.append(case)
-    return cases
+    return JUnitFile(cases, properties)
 
 
 @contextlib.contextmanager
@@ -112,13 +130,18 @@ def load(path: Path) -> JUnitXml:
 _FAILED_TAGS = ("failure", "error")  # <error> (setup/teardown, a crash) counts as failed
 
 
-def _walk(suite: Element, name: str):
-    """(innermost suite name, case element) pairs in file order: some runners nest suites per file."""
+def _walk(suite: Element, name: str, properties: dict[str, str]):
+    """(innermost suite name, case element) pairs in file order: some runners nest suites per file.
+    Suite properties go into ``properties``, the first value of a name winning."""
     for elem in suite:
         if elem.tag == "testcase":
             yield name, elem
         elif elem.tag == "testsuite":
-            yield from _walk(elem, _text(elem.get("name")))
+            yield from _walk(elem, _text(elem.get("name")), properties)
+        elif elem.tag == "properties":
+            for k, v in _properties(elem).items():
+                if k:
+                    properties.setdefault(k, v)
 
 
 def _case(suite_name: str, elem: Element) -> Case:
@@ -142,7 +165,7 @@ def _case(suite_name: str, elem: Element) -> Case:
         failure_class = _failure_class(props, result.get("type") or "", "\n".join((message, text, system_err)))
     return Case(suite=suite_name, classname=_text(elem.get("classname")), name=_text(elem.get("name")),
                 outcome=outcome, failure_class=failure_class, message=message, time=_time(elem.get("time")),
-                properties=props, text=text)
+                properties=props, text=text, log=system_err)
 
 
 def _failure_class(props: dict[str, str], type_: str, text: str) -> FailureClass:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Callable
 
+from harness.scenario import specs
+
 Results = list[list[list[dict]]]
 
 
@@ -40,15 +42,6 @@ def _indices(arg: Any, results: Results) -> list[int]:
     return list(range(len(results))) if arg is True else list(arg)
 
 
-def _sets_or_true(arg: Any, workload: Any) -> str | None:
-    if arg is True:
-        return None
-    if not isinstance(arg, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in arg):
-        return "expected true or a list of sampling indices"
-    bad = [i for i in arg if not 0 <= i < len(workload.sampling)]
-    return f"sampling index {bad[0]} does not exist (workload has {len(workload.sampling)})" if bad else None
-
-
 # --------------------------------------------------------------------------- checks
 def identical_runs(arg: Any, results: Results, workload: Any) -> list[str]:
     """Every run of a sampling set gives the same tokens (greedy, or seeded sampling)."""
@@ -62,12 +55,6 @@ def identical_runs(arg: Any, results: Results, workload: Any) -> list[str]:
                     fails.append(f"sampling[{i}] completion {k}: run 0 gave {_short(a)}, run {r} gave {_short(b)}")
                     break
     return fails
-
-
-def _validate_identical(arg, workload):
-    if workload.runs < 2:
-        return "needs workload.runs >= 2"
-    return _sets_or_true(arg, workload)
 
 
 def distinct(arg: Any, results: Results, workload: Any) -> list[str]:
@@ -91,25 +78,6 @@ def same_output(arg: Any, results: Results, workload: Any) -> list[str]:
                 fails.append(f"sampling[{i}] and sampling[{j}] differ at completion {k}: {_short(x)} vs {_short(y)}")
                 break
     return fails
-
-
-def _validate_pairs(arg, workload):
-    if arg is True:
-        return "expected a list of [i, j] pairs of sampling indices"
-    return _validate_distinct(arg, workload)
-
-
-def _validate_distinct(arg, workload):
-    n = len(workload.sampling)
-    if arg is True:
-        return None if n >= 2 else "needs at least two sampling sets"
-    if not isinstance(arg, list) or not all(isinstance(p, list) and len(p) == 2 for p in arg):
-        return "expected true or a list of [i, j] pairs of sampling indices"
-    for p in arg:
-        for i in p:
-            if not isinstance(i, int) or not 0 <= i < n:
-                return f"sampling index {i!r} does not exist (workload has {n})"
-    return None
 
 
 def logprobs(arg: Any, results: Results, workload: Any) -> list[str]:
@@ -214,17 +182,12 @@ def nonempty(arg: Any, results: Results, workload: Any) -> list[str]:
             for i in _indices(arg, results) for p, c, comp in _completions(results[i][0]) if not comp["token_ids"]]
 
 
-CHECKS: dict[str, Check] = {
-    "identical_runs": Check(identical_runs, _validate_identical, identical_runs.__doc__),
-    "distinct": Check(distinct, _validate_distinct, distinct.__doc__),
-    "same_output": Check(same_output, _validate_pairs, same_output.__doc__),
-    "logprobs": Check(logprobs, _sets_or_true, logprobs.__doc__),
-    "lengths": Check(lengths, _sets_or_true, lengths.__doc__),
-    "stop": Check(stop, _sets_or_true, stop.__doc__),
-    "bad_words": Check(bad_words, _sets_or_true, bad_words.__doc__),
-    "n_completions": Check(n_completions, _sets_or_true, n_completions.__doc__),
-    "nonempty": Check(nonempty, _sets_or_true, nonempty.__doc__),
-}
+_RUN = {"identical_runs": identical_runs, "distinct": distinct, "same_output": same_output, "logprobs": logprobs,
+        "lengths": lengths, "stop": stop, "bad_words": bad_words, "n_completions": n_completions,
+        "nonempty": nonempty}
+#: every check a scenario may name (scenario/specs.py), with its code
+CHECKS: dict[str, Check] = {name: Check(_RUN[name], validate, _RUN[name].__doc__)
+                            for name, validate in specs.CHECKS.items()}
 
 
 def evaluate(expectations: dict[str, Any], results: Results, workload: Any) -> list[tuple[str, bool, str]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import os
-import secrets
 import sys
 import time
 import uuid
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from harness import __version__, atomic
+from harness import __version__, atomic, backends
 from harness.results import events
 from harness.results import junit
 from harness.run import plan as planning
@@ -34,7 +33,7 @@ from harness.run import procs
 from harness.scenario import schema as scenario_mod
 from harness.errors import InfrastructureError
 from harness.model import EXIT_DISK_FULL, StepResult, VariantResult
-from harness.sim.ledger import Ledger
+from harness.run.runid import new_run_id
 
 class Progress(Protocol):
     """What shows a run's progress (report/console.py): every worker event, then each worker's steps."""
@@ -69,10 +68,6 @@ class RunResult:
     incomplete: bool = False
 
 
-def new_run_id() -> str:
-    return dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
-
-
 def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
     """Create a fresh run directory (never reusing one) and prove it is writable, before any engine."""
     run_dir = out / scenario_name / run_id
@@ -91,8 +86,10 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
     return run_dir
 
 
-def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
-    scenario = scenario_mod.load(scenario_path)
+def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunResult:
+    """Run a loaded scenario (its callers loaded and checked it already; a path is loaded here)."""
+    if not isinstance(scenario, scenario_mod.Scenario):
+        scenario = scenario_mod.load(scenario)
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform)
@@ -108,10 +105,11 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
         meta["shard"] = opts.shard
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
+    hooks = backends.runner_hooks(rplan.backend)
     disk_full: atomic.DiskFull | None = None
     try:
         for variant, repeat in matrix:
-            _settle(rplan, ledger, variant, opts)
+            hooks.settle(rplan, ledger, _devices(rplan, opts))
             vr = run_worker(rplan, variant, repeat, run_dir, ledger, opts)
             result.variants[variant.name].append(vr)
             _write_variant(result, variant.name, meta)
@@ -125,12 +123,11 @@ def run(scenario_path: str | Path, opts: RunOptions) -> RunResult:
         result.incomplete = True
     except atomic.DiskFull as e:  # stop cleanly: what is written stays, and the run says it is incomplete
         result.incomplete, disk_full = True, e
-    if ledger.exists():
-        Ledger(ledger).discard_partial_write()
+    hooks.finish(ledger)
     meta.update(incomplete=result.incomplete, finished=_now())
     try:
         atomic.write_json(run_dir / "run.json", meta)
-        _merge_events(run_dir)
+        events.merge_files(run_dir, [(v.name, r) for v, r in matrix])
     except atomic.DiskFull as e:
         disk_full = disk_full or e
     if disk_full is not None:
@@ -171,12 +168,6 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
                         len(result.plan.repeats), props)
 
 
-def _merge_events(run_dir: Path) -> None:
-    parts = sorted((run_dir / "logs").glob("*.events.jsonl"), key=lambda p: p.stat().st_mtime)
-    atomic.write_text(run_dir / "events.jsonl", "".join(p.read_text(encoding="utf-8", errors="replace")
-                                                        for p in parts))
-
-
 def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, ledger: Path,
                opts: RunOptions) -> VariantResult:
     stem = f"{variant.name}-r{repeat}"
@@ -185,6 +176,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     wplan = planning.worker_plan(rplan, variant, repeat, events=ev_path, ledger=ledger, devices=opts.devices)
     atomic.write_json(plan_path, wplan)
     token = uuid.uuid4().hex
+    hooks = backends.runner_hooks(rplan.backend)
     env = planning.worker_env(rplan, variant, token, ledger)
     argv = [opts.python or planning.interpreter(variant), "-m", "harness.run.worker", str(plan_path)]
     timeouts = rplan.scenario.timeouts
@@ -220,11 +212,11 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
         while True:  # a Ctrl-C (or the CI's SIGTERM) during the cleanup must not cut it short
             try:
                 procs.stop(proc, grace)  # also reaps EngineCore processes the worker left behind
-                orphans = procs.sweep(token, describe=_orphan_memory(rplan, ledger))
+                orphans = procs.sweep(token, describe=lambda pid: hooks.orphan_memory(ledger, pid))
                 break
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
-    vr = _variant_result(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans)
+    vr = WorkerExit(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans).result()
     if opts.progress:
         opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
@@ -232,40 +224,28 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     return vr
 
 
-def _variant_result(variant, repeat, seen, wplan, log_path, stopped, returncode, orphans) -> VariantResult:
-    desc = procs.exit_description(returncode)
-    info, steps = events.collect(seen, wplan["steps"], log=log_path, stopped=stopped, exit_description=desc)
-    for s in steps:
-        s.repeat = repeat
-    status = stopped or ("ok" if returncode == 0 else desc)
-    return VariantResult(variant.name, variant.profile, steps, info, orphans, status)
+@dataclass
+class WorkerExit:
+    """What the runner saw of one worker, turned into its `VariantResult`."""
+
+    variant: scenario_mod.Variant
+    repeat: int
+    events: list[dict]  # every event the worker wrote
+    plan: dict[str, Any]  # the worker plan
+    log: Path
+    stopped: str | None  # "timeout" or "interrupted" when the runner stopped it
+    returncode: int | None
+    orphans: list[dict]  # processes left behind, found by procs.sweep
+
+    def result(self) -> VariantResult:
+        desc = procs.exit_description(self.returncode)
+        info, steps = events.collect(self.events, self.plan["steps"], log=self.log, stopped=self.stopped,
+                                     exit_description=desc)
+        for s in steps:
+            s.repeat = self.repeat
+        status = self.stopped or ("ok" if self.returncode == 0 else desc)
+        return VariantResult(self.variant.name, self.variant.profile, steps, info, self.orphans, status)
 
 
-def _orphan_memory(rplan: planning.RunPlan, ledger: Path) -> Callable[[int], dict]:
-    """How much device memory a leftover process holds, so the report can name it."""
-    def describe(pid: int) -> dict:
-        if rplan.backend == "sim":
-            from harness.sim.ledger import Ledger
-
-            if ledger.exists():
-                return {"device_bytes": Ledger(str(ledger)).held_by(pid)}
-        return {}
-    return describe
-
-
-def _settle(rplan: planning.RunPlan, ledger: Path, variant, opts: RunOptions) -> None:
-    """Before a worker starts, wait (bounded) until the previous worker's memory has come back:
-    on ROCm a finished process's VRAM returns lazily, and that must not be blamed on this variant."""
-    if rplan.backend != "sim" or not ledger.exists():
-        return
-    from harness.backends.sim import SimBackend
-
-    devices = opts.devices if opts.devices is not None else list(range(rplan.scenario.devices))
-    probe = SimBackend({"sim": {k: getattr(rplan.scenario.sim, k) for k in rplan.scenario.sim.__dataclass_fields__},
-                        "ledger": str(ledger), "devices": devices, "inject": {}, "platform": rplan.platform}).probe()
-    deadline = time.monotonic() + rplan.scenario.timeouts.worker_start
-    baseline = rplan.scenario.sim.baseline_gib * 2**30
-    while time.monotonic() < deadline:
-        if all(used <= baseline + (64 << 20) for used, _ in probe.read(devices)):
-            return
-        time.sleep(0.05)
+def _devices(rplan: planning.RunPlan, opts: RunOptions) -> list[int]:
+    return opts.devices if opts.devices is not None else list(range(rplan.scenario.devices))

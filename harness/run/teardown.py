@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from harness.scenario import specs
+
 
 class MemoryNotFreed(ValueError):
     """Raised by `wait_memory`; worded like upstream's wait_for_gpu_memory_to_clear."""
@@ -36,17 +38,19 @@ class TeardownContext:
     def used(self) -> list[tuple[int, int]]:
         return self.probe.read(self.devices)
 
-    def threshold_bytes(self, threshold: Any = "auto") -> list[int]:
-        """Per-device ceiling of used memory. `auto` = (1 - gpu_memory_utilization) x total, as upstream."""
-        totals = [total for _, total in self.used()]
+    def threshold_bytes(self, threshold: Any = "auto", readings: list[tuple[int, int]] | None = None) -> list[int]:
+        """Per-device ceiling of used memory. `auto` = (1 - gpu_memory_utilization) x total, as upstream.
+        ``readings``: (used, total) per device already taken; read now when None."""
+        totals = [total for _, total in (self.used() if readings is None else readings)]
         if threshold == "auto":
             return [round((1.0 - self.gpu_memory_utilization) * t) for t in totals]
         if isinstance(threshold, float):
             return [round(threshold * t) for t in totals]
         return [int(threshold)] * len(totals)
 
-    def is_free(self, threshold: Any = "auto") -> bool:
-        return all(u <= c for (u, _), c in zip(self.used(), self.threshold_bytes(threshold)))
+    def is_free(self, threshold: Any = "auto", readings: list[tuple[int, int]] | None = None) -> bool:
+        readings = self.used() if readings is None else readings
+        return all(u <= c for (u, _), c in zip(readings, self.threshold_bytes(threshold, readings)))
 
 
 @dataclass(frozen=True)
@@ -120,20 +124,12 @@ def _call(ctx: TeardownContext, p: dict) -> None:
     func(ctx, **p.get("kwargs", {}))
 
 
-ACTIONS: dict[str, ActionSpec] = {
-    "engine_core_shutdown": ActionSpec(_engine_core_shutdown, doc="llm.llm_engine.engine_core.shutdown()"),
-    "del_llm": ActionSpec(_del_llm, doc="drop the worker's reference to the LLM (`del llm`)"),
-    "gc_collect": ActionSpec(_gc_collect, doc="gc.collect()"),
-    "gc_unfreeze": ActionSpec(_gc_unfreeze, doc="gc.unfreeze(): vLLM gc.freeze()s its objects after start-up"),
-    "dynamo_reset": ActionSpec(_dynamo_reset, doc="torch._dynamo.reset()"),
-    "cleanup_dist_env": ActionSpec(_cleanup_dist_env, doc="vllm.distributed.cleanup_dist_env_and_memory()"),
-    "empty_cache": ActionSpec(_empty_cache, doc="torch.cuda.empty_cache() (or the platform's equivalent)"),
-    "wait_memory": ActionSpec(wait_memory, params=("threshold", "timeout_s", "poll_s"),
-                              doc="wait until used memory <= threshold on every device"),
-    "sleep": ActionSpec(_sleep, params=("seconds",), required=("seconds",), doc="time.sleep(seconds)"),
-    "call": ActionSpec(_call, params=("target", "kwargs"), required=("target",),
-                       doc="call the user's module:function(ctx, **kwargs)"),
-}
+_RUN = {"engine_core_shutdown": _engine_core_shutdown, "del_llm": _del_llm, "gc_collect": _gc_collect,
+        "gc_unfreeze": _gc_unfreeze, "dynamo_reset": _dynamo_reset, "cleanup_dist_env": _cleanup_dist_env,
+        "empty_cache": _empty_cache, "wait_memory": wait_memory, "sleep": _sleep, "call": _call}
+#: every action a profile may name (scenario/specs.py), with its code
+ACTIONS: dict[str, ActionSpec] = {name: ActionSpec(_RUN[name], p.params, p.required, p.doc)
+                                  for name, p in specs.ACTIONS.items()}
 
 #: actions that only wait; an injected lazy release happens before the first of a trailing run of these
 WAITING_ACTIONS = frozenset({"wait_memory", "sleep"})

@@ -114,8 +114,7 @@ class StepRunner:
             except Exception as e:
                 error = e
             readings = self.sample(step, f"after_{action['name']}")
-            if ctx.released_at is None and all(
-                    u <= c for (u, _), c in zip(readings, ctx.threshold_bytes("auto"))):
+            if ctx.released_at is None and ctx.is_free(readings=readings):
                 ctx.released_at = time.monotonic()
             self.events.emit("action", step=step["name"], index=step["index"], name=action["name"],
                              duration_s=time.monotonic() - start, used_bytes=sum(u for u, _ in readings),
@@ -130,7 +129,7 @@ class StepRunner:
             self.lazy.hold(device, min(freed, max(0, total - used - (256 << 20))))
         self._lazy_releases = self.lazy.releases
         readings = self.sample(step, "after_lazy_release")
-        if not all(u <= c for (u, _), c in zip(readings, ctx.threshold_bytes("auto"))):
+        if not ctx.is_free(readings=readings):
             # what an earlier action saw freed is held again, as ROCm would still hold it: the
             # release latency counts until the memory is really back
             ctx.released_at = None

@@ -16,12 +16,11 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from harness import SCENARIO_VERSION
-from harness.run import expect
-from harness.run import teardown
+from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario.prompts import PROMPT_SETS
-from harness.sim.device import SimDevice
+from harness.scenario.specs import SimDevice
 
 PLATFORMS = ("rocm", "cuda", "cpu", "any")
 BACKENDS = ("vllm", "sim")
@@ -40,7 +39,7 @@ INJECT_PHASES = ("construct", "workload", "teardown")
 # ----------------------------------------------------------------------------- typed objects
 @dataclass(frozen=True)
 class Action:
-    """One teardown action: a name from teardown.ACTIONS and its parameters."""
+    """One teardown action: a name from specs.ACTIONS and its parameters."""
 
     name: str
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -296,8 +295,8 @@ def _action(ctx: _Ctx, raw: Any, key: str, base: Path) -> Action:
             params = {}
     else:
         raise ctx.fail(key, "an action is a name or a one-key mapping {name: {params}}")
-    ctx.choice(name, key, tuple(teardown.ACTIONS))
-    spec = teardown.ACTIONS[name]
+    ctx.choice(name, key, tuple(specs.ACTIONS))
+    spec = specs.ACTIONS[name]
     ctx.mapping(params, _join(key, name), tuple(spec.params), required=spec.required)
     checked: dict[str, Any] = {}
     for pk, pv in params.items():
@@ -539,12 +538,12 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             else:
                 raise ctx.fail(_join(key, i), "an expectation is a name or a one-key mapping {name: argument}")
         raw = items
-    ctx.mapping(raw, key, tuple(expect.CHECKS))
+    ctx.mapping(raw, key, tuple(specs.CHECKS))
     if raw and workload is None:
         raise ctx.fail(key, "expectations need a workload")
     out = {}
     for name, arg in raw.items():
-        problem = expect.CHECKS[name].validate(arg, workload)
+        problem = specs.CHECKS[name](arg, workload)
         if problem:
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg

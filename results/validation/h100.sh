@@ -1,5 +1,6 @@
 #!/bin/bash
-# The commands behind docs/validation.md, exactly as they ran on the H100, from the repository root:
+# The commands behind docs/validation.md, as they ran on the H100 (the installer then was
+# harness/bundle.py; it is harness/bundle/install.py now, same command line), from the repository root:
 #
 #   bash results/validation/h100.sh call1   # with .bundle/vllm-0.21.0 carried: install, smoke test, h100_inproc
 #   bash results/validation/h100.sh call2   # right after, on the same node: h100_lazy_release on 0.21.0
@@ -17,12 +18,12 @@ stage() { echo "=== $(date +%T) $*"; }
 
 install_021() {
     stage "install vLLM 0.21.0"
-    python3 harness/bundle.py install .bundle/vllm-0.21.0 --target /tmp/vllm-0.21.0
+    python3 harness/bundle/install.py install .bundle/vllm-0.21.0 --target /tmp/vllm-0.21.0
 }
 
 install_022() {  # a delta over the installed 0.21.0
     stage "install vLLM 0.22.0 (delta)"
-    python3 harness/bundle.py install .bundle/vllm-0.22.0 --base-target /tmp/vllm-0.21.0 --target /tmp/vllm-0.22.0
+    python3 harness/bundle/install.py install .bundle/vllm-0.22.0 --base-target /tmp/vllm-0.21.0 --target /tmp/vllm-0.22.0
 }
 
 device() {
