@@ -88,12 +88,14 @@ class Expectation:
 
 @dataclass
 class MemorySample:
-    """Device memory in use, summed over the step's devices, right after ``label``."""
+    """Device memory in use, summed over the step's devices, right after ``label``; ``per_device``
+    holds each device's figure (in the worker's device order) when the probe gave one per device."""
 
     label: str
     t: float
     used_bytes: int
     total_bytes: int
+    per_device: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +118,7 @@ class StepResult:
     release_latency_s: float | None = None
     release_after_free_s: float | None = None  # lazy_release injected: the wait's lateness after the real release
     threshold_bytes: int | None = None
+    log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

@@ -13,7 +13,7 @@ ROOT = Path(harness.__file__).parent
 
 #: in order; a stage may import from itself and the stages before it
 STAGES = [
-    ("core", {"harness", "harness.model", "harness.errors", "harness.atomic", "harness.boundedread", "harness.xmlsafe"}),
+    ("core", {"harness", "harness.model", "harness.errors", "harness.atomic"}),
     ("scenario", {"harness.scenario"}),
     ("sim", {"harness.sim"}),
     ("results", {"harness.results"}),

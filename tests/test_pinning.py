@@ -12,9 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from junitparser import JUnitXml, Properties
 
 from harness.ci import pinning
 from harness.errors import InputError
+from harness.multicast import MULTICAST_OFF
 from harness.run.probes import VISIBLE_ENV
 
 pytest_plugins = ["pytester"]
@@ -60,7 +62,7 @@ def test_devices_are_counted_within_the_outer_list():
     assert devices.ids == ("2", "3", "5", "7") and devices.variables == ("CUDA_VISIBLE_DEVICES",)
     assert pinning.device_sets(devices, 1, 4) == [("2",), ("3",), ("5",), ("7",)]
     assert pinning.device_sets(devices, 2, 2) == [("2", "3"), ("5", "7")]
-    assert pinning.worker_env(devices, ("5", "7")) == {"CUDA_VISIBLE_DEVICES": "5,7"}
+    assert pinning.worker_env(devices, ("5", "7")) == {"CUDA_VISIBLE_DEVICES": "5,7", **MULTICAST_OFF}
     # --gpus takes the first N of the outer list, never more than it holds
     assert pinning.discover({"CUDA_VISIBLE_DEVICES": "2,3,5,7"}, gpus=2).ids == ("2", "3")
     with pytest.raises(InputError, match=r"--gpus 5: only 4 devices are visible \(CUDA_VISIBLE_DEVICES=2,3, 5,7\)"):
@@ -72,15 +74,15 @@ def test_devices_are_counted_within_the_outer_list():
 def test_rocm_variables():
     # HIP and CUDA spelling the same list are narrowed together (vLLM on ROCm checks they agree)
     both = pinning.discover({"HIP_VISIBLE_DEVICES": "4,6", "CUDA_VISIBLE_DEVICES": "4,6"}, platform="rocm")
-    assert pinning.worker_env(both, ("6",)) == {"CUDA_VISIBLE_DEVICES": "6", "HIP_VISIBLE_DEVICES": "6"}
+    assert pinning.worker_env(both, ("6",)) == {"CUDA_VISIBLE_DEVICES": "6", "HIP_VISIBLE_DEVICES": "6", **MULTICAST_OFF}
     # HIP indexes into ROCR's list: HIP is narrowed, ROCR (the outer level) is left as it is
     nested = pinning.discover({"ROCR_VISIBLE_DEVICES": "0,1,2,3", "HIP_VISIBLE_DEVICES": "1,3"}, platform="rocm")
     assert nested.ids == ("1", "3") and nested.variables == ("HIP_VISIBLE_DEVICES",)
     only_rocr = pinning.discover({"ROCR_VISIBLE_DEVICES": "4,5"}, platform="rocm")
-    assert pinning.worker_env(only_rocr, ("5",)) == {"ROCR_VISIBLE_DEVICES": "5"}
+    assert pinning.worker_env(only_rocr, ("5",)) == {"ROCR_VISIBLE_DEVICES": "5", **MULTICAST_OFF}
     # no outer list: a ROCm worker gets HIP and CUDA
     counted = pinning.discover({}, gpus=2, platform="rocm")
-    assert pinning.worker_env(counted, ("1",)) == {"HIP_VISIBLE_DEVICES": "1", "CUDA_VISIBLE_DEVICES": "1"}
+    assert pinning.worker_env(counted, ("1",)) == {"HIP_VISIBLE_DEVICES": "1", "CUDA_VISIBLE_DEVICES": "1", **MULTICAST_OFF}
 
 
 def test_device_count_without_an_outer_list():
@@ -200,3 +202,62 @@ def test_a_scenario_needing_more_devices_than_a_worker_has_fails_in_one_line(pro
     result.stdout.fnmatch_lines(["*InfrastructureError: *pin.yaml: devices: the scenario needs 2 devices, "
                                  "this worker has 1 (--gpus-per-worker 1)*"])
     assert "Traceback" not in result.stdout.str() and "During handling" not in result.stdout.str()
+
+
+# ----------------------------------------------------------------------------- a TP=2 scenario, two workers
+TP_SPY = """\
+import json, os
+from pathlib import Path
+from harness.run import probes
+
+def record(ctx):  # runs before del_llm: the engine still holds both of its devices
+    with open(Path(ctx.scenario_dir) / "tp_seen.jsonl", "a") as f:
+        f.write(json.dumps({"physical": probes.physical_ids(ctx.devices),
+                            "used": [u for u, _ in ctx.probe.read(ctx.devices)],
+                            "nvls": os.environ.get("NCCL_NVLS_ENABLE")}) + "\\n")
+"""
+TP_SCENARIO = """\
+version: 1
+name: tp2
+platform: cuda
+backend: sim
+devices: 2
+sim: {construct_s: 0.05, release_delay_s: 0.01, count: 8, total_gib: 64, baseline_gib: 1}
+timeouts: {step: 30, worker_start: 30}
+defaults: {model: facebook/opt-125m, gpu_memory_utilization: 0.4, tensor_parallel_size: 2}
+teardown_profiles:
+  spy: {after: [{call: "tpspy:record"}, engine_core_shutdown, del_llm, cleanup_dist_env, wait_memory]}
+variants:
+  a: {profile: spy}
+  b: {profile: spy}
+steps:
+  - name: one
+  - name: two
+"""
+
+
+def test_two_workers_each_run_a_tp2_engine_on_their_own_pair(project, monkeypatch):
+    (project.path / "scenarios" / "pin.yaml").unlink()
+    (project.path / "scenarios" / "tp2.yaml").write_text(TP_SCENARIO)
+    (project.path / "scenarios" / "tpspy.py").write_text(TP_SPY)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    monkeypatch.setenv("NCCL_NVLS_ENABLE", "1")  # the outer environment's: no worker may see it
+    result = project.runpytest_subprocess("scenarios/tp2.yaml", "--harness-out", "results",
+                                          "-n", "2", "--gpus-per-worker", "2")
+    result.assert_outcomes(passed=4)
+    seen = [json.loads(line) for line in (project.path / "scenarios" / "tp_seen.jsonl").read_text().splitlines()]
+    assert len(seen) == 4
+    # each worker's probe saw exactly its own pair, and the engine on both devices of it
+    assert sorted({tuple(s["physical"]) for s in seen}) == [("4", "5"), ("6", "7")]
+    assert all(len(s["used"]) == 2 and min(s["used"]) > 1 << 30 for s in seen)
+    (merged,) = [p.parent for p in (project.path / "results").rglob("summary.json")]  # the workers' parts, joined
+    xmls = sorted(merged.glob("*.xml"))
+    props = [{p.name: p.value for p in case.child(Properties)}
+             for x in xmls for suite in JUnitXml.fromfile(str(x)) for case in suite]
+    assert len(props) == 4
+    for p in props:  # each device's own figure, and their sum
+        held = [int(p["mem_after_construct_bytes_dev0"]), int(p["mem_after_construct_bytes_dev1"])]
+        assert min(held) > 1 << 30 and sum(held) == int(p["mem_after_construct_bytes"])
+        # the wait ends when every device is under (1 - gpu_memory_utilization) x its total
+        assert all(int(p[f"mem_after_wait_memory_bytes_dev{d}"]) <= 0.6 * (64 << 30) for d in (0, 1))
+    assert {s["nvls"] for s in seen} == {"0"}

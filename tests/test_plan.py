@@ -60,3 +60,53 @@ def test_worker_plan_and_env(tiny, tmp_path):
 def test_unknown_variant_is_refused():
     with pytest.raises(HarnessError, match="no variant 'nope'"):
         plan.build(scenario.load(MI250), variants=["nope"], host_platform="rocm")
+
+
+# ----------------------------------------------------------------------------- tensor parallel on CPU
+CPU_TP2 = ROOT / "scenarios/cpu_tp2.yaml"
+H200X2 = ROOT / "scenarios/h200x2_tp2.yaml"
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(plan, "_cpu_cores", lambda: [0, 1])
+    monkeypatch.delenv(plan.CPU_BIND_ENV, raising=False)
+
+
+def test_cpu_tp2_keeps_its_ranks_one_core_each(tiny, two_cores):
+    rp = plan.build(scenario.load(CPU_TP2), host_platform="cpu")
+    assert {(s["engine"]["tensor_parallel_size"], s["engine"]["distributed_executor_backend"]) for s in rp.steps} \
+        == {(2, "mp")}
+    assert rp.engine_env[plan.CPU_BIND_ENV] == "0|1"
+    assert ("env VLLM_CPU_OMP_THREADS_BIND", "unset", "0|1") in {(s.what, s.before, s.after) for s in rp.substitutions}
+
+
+def test_a_tp2_gpu_scenario_is_rehearsed_with_two_ranks_on_cpu(tiny, two_cores):
+    rp = plan.build(scenario.load(H200X2), host_platform="cpu")
+    engine = rp.steps[0]["engine"]
+    assert engine["tensor_parallel_size"] == 2 and engine["distributed_executor_backend"] == "mp"
+    assert engine["model"] == "/cache/tiny-llama" and rp.engine_env[plan.CPU_BIND_ENV] == "0|1"
+    subs = {(s.what, s.before, s.after) for s in rp.substitutions}
+    assert ("distributed_executor_backend", "(default)", "mp") in subs and ("dtype", "bfloat16", "float32") in subs
+    assert not any(s.what == "tensor_parallel_size" for s in rp.substitutions)
+
+
+def test_more_ranks_than_cores_become_one_rank_and_say_so(tiny, monkeypatch):
+    monkeypatch.setattr(plan, "_cpu_cores", lambda: [3])
+    rp = plan.build(scenario.load(CPU_TP2), host_platform="cpu")
+    assert {(s["engine"]["tensor_parallel_size"], s["engine"]["distributed_executor_backend"]) for s in rp.steps} \
+        == {(1, "uni")}
+    assert ("tensor_parallel_size", "2", "1") in {(s.what, s.before, s.after) for s in rp.substitutions}
+    assert plan.CPU_BIND_ENV not in rp.engine_env
+
+
+def test_the_callers_core_binding_is_left_alone(tiny, two_cores, monkeypatch):
+    monkeypatch.setenv(plan.CPU_BIND_ENV, "1|0")
+    rp = plan.build(scenario.load(CPU_TP2), host_platform="cpu")
+    assert plan.CPU_BIND_ENV not in rp.engine_env
+
+
+def test_one_rank_on_cpu_stays_in_process(tiny, two_cores):
+    rp = plan.build(scenario.load(MI250), host_platform="cpu")
+    assert {s["engine"]["distributed_executor_backend"] for s in rp.steps} == {"uni"}
+    assert plan.CPU_BIND_ENV not in rp.engine_env

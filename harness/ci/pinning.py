@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from harness.errors import InputError
+from harness.multicast import MULTICAST_OFF
 from harness.run import probes
 from harness.run.probes import VISIBLE_ENV, visible_devices
 
@@ -101,9 +102,10 @@ def device_sets(devices: Devices, per_worker: int, workers: int) -> list[tuple[s
 
 
 def worker_env(devices: Devices, dset: Sequence[str]) -> dict[str, str]:
-    """The environment variables that pin a worker to ``dset``."""
+    """The environment variables that pin a worker to ``dset``, with NVLink multicast kept off
+    (harness.multicast): the worker's GPUs may be one share of a host's."""
     value = ",".join(dset)
-    return {var: value for var in devices.variables}
+    return {**{var: value for var in devices.variables}, **MULTICAST_OFF}
 
 
 class SetPool:

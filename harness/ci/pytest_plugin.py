@@ -222,10 +222,10 @@ def _sim_count(config: pytest.Config) -> int | None:
 
 
 def _pin(state: _State, env: dict[str, str]) -> None:
-    for var in VISIBLE_ENV:
+    for var in (*VISIBLE_ENV, *env):  # restored at the end of the session
         state.saved_env.setdefault(var, os.environ.get(var))
     os.environ.update(env)
-    state.pinned = dict(env)
+    state.pinned = {k: v for k, v in env.items() if k in VISIBLE_ENV}  # the devices, not the multicast switches
 
 
 @pytest.hookimpl(optionalhook=True)

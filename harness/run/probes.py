@@ -7,6 +7,7 @@ library when it is chosen.
 from __future__ import annotations
 
 import os
+import re
 from typing import Protocol, Sequence
 
 VISIBLE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
@@ -124,8 +125,11 @@ class TorchProbe:
 
 
 class HostProbe:
-    """On CPU the "device" is host memory: resident memory of this process and its children
-    (vLLM's EngineCore and workers), against the machine's total."""
+    """On CPU the "device" is host memory, against the machine's total. With one device: resident
+    memory of this process and its children (vLLM's EngineCore and workers). With several (a
+    tensor-parallel engine on vLLM-CPU), device i is what rank i holds: the resident memory of the
+    process vLLM titles ``VLLM::Worker_TP<i>``, 0 when it has none (the rank exited or never
+    started); memory of this process is no rank's and is not counted then."""
 
     name = "host"
 
@@ -136,14 +140,29 @@ class HostProbe:
         self._me = psutil.Process()
 
     def read(self, devices):
-        used = 0
+        total = self._psutil.virtual_memory().total
+        if len(devices) > 1:
+            ranks = self._rank_rss()
+            return [(ranks.get(d, 0), total) for d in devices]
+        used = sum(rss for _, rss in self._tree())
+        return [(used, total) for _ in devices] or [(used, total)]
+
+    def _tree(self) -> list[tuple[str, int]]:
+        out = []
         for proc in [self._me, *self._me.children(recursive=True)]:
             try:
-                used += proc.memory_info().rss
+                out.append((proc.name(), proc.memory_info().rss))
             except (self._psutil.NoSuchProcess, self._psutil.AccessDenied):
                 pass
-        total = self._psutil.virtual_memory().total
-        return [(used, total) for _ in devices] or [(used, total)]
+        return out
+
+    def _rank_rss(self) -> dict[int, int]:
+        ranks: dict[int, int] = {}
+        for name, rss in self._tree():
+            m = re.search(r"Worker(?:_PP\d+)?_TP(\d+)", name)
+            if m:  # with pipeline parallelism every stage has a TP<i>: summed, as on one device
+                ranks[int(m.group(1))] = ranks.get(int(m.group(1)), 0) + rss
+        return ranks
 
     def device_name(self, device):
         import platform

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from harness import SCENARIO_VERSION
+from harness import multicast
 from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
@@ -396,6 +397,9 @@ def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Varian
         env = ctx.mapping(body.get("env", {}), _join(key, "env"), None)
         for ek, ev in env.items():
             ctx.typed(ev, _join(_join(key, "env"), ek), (str, int, float), "a string or number")
+        for ek, ev in multicast.conflicts(env).items():
+            raise ctx.fail(_join(_join(key, "env"), ek), f"{ev!r} is refused: {multicast.REASON} "
+                                                          f"(only {multicast.MULTICAST_OFF[ek]!r} is allowed)")
         engine = ctx.mapping(body.get("engine", {}), _join(key, "engine"), None)
         out.append(Variant(
             name=name, profile=profile,
