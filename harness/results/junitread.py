@@ -185,7 +185,7 @@ def _properties(elem: Element) -> dict[str, str]:
 
 
 def _text(value: str | None) -> str:
-    """An attribute or text as the harness wrote it (results/xmlsafe.py escapes what XML cannot hold)."""
+    """An attribute or text as the harness wrote it (xmlsafe.py escapes what XML cannot hold)."""
     return xmlsafe.decode(value) if value else ""
 
 
