@@ -1,7 +1,8 @@
 """Command line: `main(argv) -> int`. Each subcommand maps its arguments to one plain function.
 
-Exit codes (docs/architecture.md, contracts): 0 verdict holds, 1 verdict fails, 2 usage or input
-error (nothing run), 3 infrastructure error, 130 interrupted.
+Exit codes (docs/architecture.md, contracts; README.md): 0 the verdict holds and no fixed variant's
+step failed unless --allow'ed, 1 the verdict fails (or the baseline is broken, or such a failure;
+`diff`: a case regressed), 2 usage or input error (nothing run), 3 infrastructure error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
-                             repeat=args.repeat, model=args.model, strict_platform=args.strict_platform)
+                             repeat=args.repeat, model=args.model, strict_platform=args.strict_platform,
+                             early_stop=not args.no_early_stop, allow=_allow_names(args))
     from harness.scenario import schema as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # loaded once: bad input fails before the progress display
+    from harness.run import select
+
+    opts.steps = select.steps([s.name for s in sc.steps], args.step, args.k, where=str(scenario_path))
     from harness.ci import shard
 
     partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
     if opts.only == []:
         return 0
-    n_steps = len(sc.steps)
+    n_steps = len(opts.steps) if opts.steps is not None else len(sc.steps)
     with console.Progress(n_steps) as progress:
         opts.progress = progress
         result = runner.run(sc, opts)
@@ -47,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
         return EXIT_INTERRUPTED if result.incomplete else 0
-    report = history.write_report(result.run_dir)
+    report = history.write_report(result.run_dir)  # with run.json's --allow
     console.summary_table(report)
     print(f"results: {result.run_dir}")
     if result.incomplete:
@@ -59,20 +64,23 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from harness.ci import history, shard
     from harness.report import console
 
+    allow = _allow(args)  # a typo must not wait for the merge
     run_dir = shard.merge([Path(d) for d in args.run_dirs], Path(args.out))
-    report = history.write_report(run_dir)
+    report = history.write_report(run_dir, allow=allow)
     console.summary_table(report)
     print(f"results: {run_dir}")
     return int(report["exit_code"])
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.run import preflight
+    from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
         sc = scenario_mod.load(path)
         preflight.check_inputs(sc)
+        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
+            print(f"note: {note}", file=sys.stderr)
         print(f"{path}: ok ({len(sc.steps)} steps, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
 
@@ -84,7 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run directory")
-    report = history.write_report(run_dir)
+    report = history.write_report(run_dir, allow=_allow(args))
     console.summary_table(report)
     return int(report["exit_code"])
 
@@ -97,7 +105,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(diff.to_json(result), indent=2))
     else:
         print(diff.format_table(result))
-    return 0
+    regressed = result.counts[diff.Transition.REGRESSION]
+    return 1 if regressed and not args.no_fail else 0
+
+
+def _allow_names(args: argparse.Namespace) -> list[str] | None:
+    from harness.results import gate
+
+    return sorted(a.value for a in gate.parse_allow(args.allow)) or None
+
+
+def _allow(args: argparse.Namespace):
+    """--allow's classes; None when not given (the run's own, from run.json)."""
+    from harness.results import gate
+
+    return gate.parse_allow(args.allow) if args.allow else None
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -140,7 +162,15 @@ def count(lo: int, hi: int):
     return parse
 
 
+def _allow_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow", action="append", metavar="CLASS,...",
+                   help="failure classes that do not fail the run (e.g. assertion,timeout); "
+                        "default: none (any failure besides the leak's comparison exits 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from harness.run import select
+
     parser = _Parser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -158,9 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenario")
     p.add_argument("--variant", action="append", help="run only this variant (repeatable)")
     p.add_argument("--repeat", type=count(1, MAX_REPEAT), help="override the scenario's repeat count")
+    _allow_argument(p)
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="run every repeat even when the verdict is already decided (and test at p < 0.05)")
     p.add_argument("--backend", choices=("vllm", "sim"), help="override the scenario's backend")
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.add_argument("--model", help="replace every step's model")
+    select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
     p.add_argument("--shard", metavar="K/N",
@@ -170,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("merge", help="join the run directories of a run's shards into one, with report and verdict")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    _allow_argument(p)
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.set_defaults(func=cmd_merge)
 
@@ -179,12 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")
     p.add_argument("run_dir")
+    _allow_argument(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diff", help="diff two JUnit files (any JUnit, pytest's too)")
     p.add_argument("baseline")
     p.add_argument("candidate")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-fail", action="store_true", help="exit 0 even when a case regressed (a report only)")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("classify", help="print the failure class of a log or traceback")

@@ -67,6 +67,7 @@ class Phase(str, enum.Enum):
 class Verdict(str, enum.Enum):
     FIX_CONFIRMED = "fix confirmed"
     NOT_REPRODUCED = "not reproduced"
+    BASELINE_BROKEN = "baseline broken"  # the baseline failed for reasons other than the leak
     FIX_INSUFFICIENT = "fix insufficient"
     REGRESSION = "regression"
 

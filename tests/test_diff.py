@@ -93,3 +93,16 @@ def test_empty_inputs():
     result = diff([], [])
     assert result.cases == []
     assert format_table(result).splitlines()[-1] == "0 cases: none"
+
+
+def test_diff_exits_1_on_a_regression_unless_no_fail(tmp_path, capsys):
+    from harness import cli
+
+    base, cand = tmp_path / "base.xml", tmp_path / "cand.xml"
+    base.write_text('<testsuite name="b"><testcase classname="c" name="t1"/><testcase classname="c" name="t2"/></testsuite>')
+    cand.write_text('<testsuite name="c"><testcase classname="c" name="t1"><failure message="boom"/></testcase>'
+                    '<testcase classname="c" name="t2"/></testsuite>')
+    assert cli.main(["diff", str(base), str(cand)]) == 1
+    assert cli.main(["diff", str(base), str(cand), "--no-fail"]) == 0
+    assert cli.main(["diff", str(cand), str(base)]) == 0  # fixed, not regressed
+    assert "regression" in capsys.readouterr().out

@@ -157,6 +157,7 @@ def test_each_step_is_a_result_and_the_junit_carries_the_harness_cases(project):
     assert p["failure_class"] == ["vram_construction"] and p["phase"] == ["construct"]
     assert p["variant"] == ["without_fix"] and p["teardown_profile"] == ["bare"] and p["backend"] == ["sim"]
     assert failed.find("failure").get("message").startswith("vram_construction in construct: ValueError: Free memory")
+    assert p["culprit_step"] == ["greedy"] and int(p["culprit_held_after_gc_collect_bytes"][0]) > 0
     passed = props(cases["scenarios.tiny.yaml.with_fix::seeded"])
     assert passed["failure_class"] == ["none"]
     assert int(passed["mem_after_construct_bytes"][0]) > int(passed["mem_before_construct_bytes"][0])

@@ -322,7 +322,7 @@ def test_console_plain_lines_when_not_a_terminal():
         for ev in step_events():
             progress("with_fix", 0, ev)
     lines = buf.getvalue().splitlines()
-    assert lines[0].startswith("PASS with_fix r0 test_a") and "3.00 GiB" in lines[0]
+    assert lines[0].startswith("PASS with_fix r0 test_a") and "peak 3.00 GiB" in lines[0]
     assert lines[1].startswith("FAIL with_fix r0 test_b") and "construct: ValueError: Free memory" in lines[1]
     assert "\x1b" not in buf.getvalue()
 

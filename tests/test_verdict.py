@@ -103,7 +103,7 @@ def test_fix_insufficient_beats_not_reproduced():
     # the baseline failed, but not for lack of memory; the candidate does run out of memory
     report = evaluate({"no_fix": cases({"a": CRASH}), "with_fix": cases({"a": VRAM})}, "no_fix", 1)
     assert report.verdict is Verdict.FIX_INSUFFICIENT
-    assert [r.split(": ")[1] for r in report.reasons] == ["fix insufficient", "not reproduced"]
+    assert [r.split(": ")[1] for r in report.reasons] == ["fix insufficient", "baseline broken"]
 
 
 def test_regression_beats_not_reproduced():
@@ -178,7 +178,26 @@ def test_repeats_difference_not_significant_is_not_reproduced():
     assert p >= 0.05
     assert report.verdict is Verdict.NOT_REPRODUCED
     assert report.exit_code == 0
-    assert f"difference not significant (p={p:.3g}" in report.reasons[0]
+    assert f"difference not significant (VRAM failures 2/20 vs 0/20, Fisher p={p:.3g})" in report.reasons[0]
+    assert report.reasons[0].count("p=") == 1  # the p-value once
+
+
+def test_repeats_a_remaining_vram_failure_is_not_also_called_not_significant():
+    base = repeated([{"b": VRAM if r < 3 else OK} for r in range(10)])
+    cand = repeated([{"b": VRAM if r == 0 else OK} for r in range(10)])
+    report = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10)
+    assert report.verdict is Verdict.FIX_INSUFFICIENT
+    assert report.candidates["with_fix"].fisher_p >= 0.05
+    assert not any("not significant" in r for r in report.reasons), report.reasons
+
+
+def test_an_early_stopped_run_tests_at_its_last_looks_level():
+    base = repeated([{"b": VRAM if r < 6 else OK} for r in range(10)])
+    cand = repeated([{"b": OK} for _ in range(10)])
+    assert stats.fisher_exact([[6, 4], [0, 10]]) < 0.05
+    assert evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10).verdict is Verdict.FIX_CONFIRMED
+    strict = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 10, alpha=0.001)
+    assert strict.verdict is Verdict.NOT_REPRODUCED and "level 0.001" in strict.reasons[0]
 
 
 def test_repeats_any_remaining_vram_failure_is_insufficient_even_if_significant():
@@ -271,7 +290,7 @@ def write_run(run_dir: Path, variants=("no_fix", "with_fix"), repeat=1, incomple
 
 SUMMARY_KEYS = {"version", "scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform",
                 "baseline", "variants", "repeat", "incomplete", "verdict", "exit_code", "reasons", "candidates",
-                "missing", "counts", "cases", "stats", "transitions", "substitutions", "orphans"}
+                "missing", "counts", "cases", "stats", "transitions", "substitutions", "orphans", "allow", "rehearsal"}
 
 
 def test_summary_and_report_written_atomically(tmp_path):
@@ -292,7 +311,7 @@ def test_summary_and_report_written_atomically(tmp_path):
     assert data["transitions"]["with_fix"]["counts"]["fixed"] == 2
     assert data["stats"]["fisher"] == {}  # no repeats, no test
     md = (run_dir / "report.md").read_text()
-    assert md.startswith("## sampler_mi250: PASS (fix confirmed)")
+    assert md.startswith("## sampler_mi250: PASS (fix confirmed, exit 0)")
     assert "| step | no_fix | with_fix |" in md
     assert "| b | failed: vram_construction | passed |" in md
     # a fixed step shows what the baseline failed with
@@ -364,7 +383,7 @@ def test_markdown_escapes_cells_and_truncates_long_tables(tmp_path):
     data = summary.build(run_dir)
     assert data["verdict"] == "regression" and data["exit_code"] == 1
     md = markdown.render(data)
-    assert md.startswith("## sampler_mi250: FAIL (regression)")
+    assert md.startswith("## sampler_mi250: FAIL (regression, exit 1)")
     assert "more steps not shown; see summary.json" in md
     assert "more transitions not shown" in md
     assert "with a pipe" in md and "\\| with a pipe" in md
@@ -376,3 +395,43 @@ def test_markdown_stays_under_the_annotation_limit():
     md = markdown.render({"verdict": "regression", "reasons": reasons, "variants": [], "cases": []})
     assert len(md.encode()) <= markdown.MAX_BYTES
     assert md.rstrip().endswith("see summary.json._")
+
+
+# --------------------------------------------------------------------------- exit codes that gate
+def test_every_step_failing_otherwise_is_baseline_broken_and_exits_1():
+    broken = {"a": FailureClass.CONSTRUCTION_ERROR, "b": FailureClass.CONSTRUCTION_ERROR}
+    report = evaluate({"no_fix": cases(broken), "with_fix": cases(broken)}, "no_fix", 1)
+    assert report.verdict is Verdict.BASELINE_BROKEN and report.exit_code == 1
+    assert "failed for reasons other than the leak: a (construction_error), b (construction_error)" in report.reasons[0]
+
+
+def test_a_single_variant_that_only_fails_otherwise_is_baseline_broken():
+    report = evaluate({"only": cases({"a": ASSERT})}, "only", 1)
+    assert report.verdict is Verdict.BASELINE_BROKEN and report.exit_code == 1
+
+
+def test_a_candidate_failure_not_allowed_fails_the_run_though_the_fix_is_confirmed():
+    base = cases({"a": VRAM, "b": ASSERT})
+    cand = cases({"a": OK, "b": ASSERT})  # b fails in both: "still failing", no regression
+    report = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 1)
+    assert report.verdict is Verdict.FIX_CONFIRMED and report.exit_code == 1
+    assert report.candidates["with_fix"].not_allowed == ["b (assertion)"]
+    allowed = evaluate({"no_fix": base, "with_fix": cand}, "no_fix", 1, allow=frozenset({FailureClass.ASSERTION}))
+    assert allowed.verdict is Verdict.FIX_CONFIRMED and allowed.exit_code == 0
+
+
+def test_allowing_a_class_makes_a_baseline_that_fails_only_so_not_reproduced():
+    report = evaluate({"no_fix": cases({"a": ASSERT}), "with_fix": cases({"a": ASSERT})}, "no_fix", 1,
+                      allow=frozenset({FailureClass.ASSERTION}))
+    assert report.verdict is Verdict.NOT_REPRODUCED and report.exit_code == 0
+
+
+@pytest.mark.parametrize("text, message", [("assertoin", "did you mean 'assertion'"),
+                                           ("vram_construction", "what the verdict is about")])
+def test_allow_refuses_unknown_classes_and_the_leak_itself(text, message):
+    from harness.results import gate
+
+    with pytest.raises(InputError, match=message):
+        gate.parse_allow([text])
+    assert gate.parse_allow(["assertion, timeout", "crash"]) == {FailureClass.ASSERTION, FailureClass.TIMEOUT,
+                                                                  FailureClass.CRASH}

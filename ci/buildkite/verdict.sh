@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The verdict step of ci/buildkite/nightly-amd.yml: join the shards of $GPU's run, annotate the build
 # with report.md, upload report.html (and the whole run directory) and the nightly trend, then exit
-# with the verdict's code (0 holds, 1 fails, 2 bad input, 3 infrastructure).
+# with the run's code (0 the verdict holds and nothing failed that was not allowed; 1 the verdict
+# fails, the baseline is broken, or a step failed for a reason not allowed; 2 bad input;
+# 3 infrastructure).
 set -uo pipefail
 
 : "${GPU:?set GPU (mi250 or mi300) in the env of the step}"

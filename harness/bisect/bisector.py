@@ -58,6 +58,7 @@ class Options:
     out: Path
     terms: Terms = REGRESSION
     resume: Callable[[Revision, Revision], str] = lambda old, new: ""  # the command for a narrower range
+    steps: list[str] | None = None  # --step / -k: only these steps run (None: all)
     announce: Callable[[str], None] = print
 
 
@@ -123,8 +124,9 @@ class State:
 
 def state_dir(opts: Options) -> Path:
     scenario = Path(opts.scenario)
+    selection = () if opts.steps is None else (",".join(opts.steps),)  # verdicts of one selection only
     key = digest(scenario.read_bytes().decode("utf-8", "replace"), opts.variant, str(opts.fail_on),
-                 opts.source.identity())
+                 opts.source.identity(), *selection)
     return Path(opts.out) / "bisect" / f"{scenario.stem}-{key}"
 
 
@@ -180,7 +182,7 @@ def try_revision(opts: Options, rev: Revision, where: Path) -> Judgement:
         python = opts.source.build(rev, log, opts.announce)
     except BuildFailed as e:
         return Judgement(StepVerdict.SKIP, f"build: {e}", log=str(e.log or log))
-    return run_once(opts.scenario, opts.variant, opts.fail_on, where / "runs", python=str(python),
+    return run_once(opts.scenario, opts.variant, opts.fail_on, where / "runs", python=str(python), steps=opts.steps,
                     run_id=f"{rev.label}-{runner.new_run_id()}", announce=lambda line: opts.announce("  " + line))
 
 

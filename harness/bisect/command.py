@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError, InfrastructureError, InputError
+from harness.run import select
 
 EXIT_ABORT = 128  # `git bisect run` stops on an exit code above 127: the scenario itself is broken
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
@@ -29,6 +30,7 @@ def _add_predicate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB",
                         help="what makes a revision bad (default: a vram_construction failure)")
     parser.add_argument("--out", default="results", help="results directory (default: results/)")
+    select.add_arguments(parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,10 +86,11 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     fail_on = FailOn.parse(args.fail_on)
     scenario = _existing(args.scenario, "SCENARIO")
     precheck(scenario, args.variant, fail_on)
+    steps = select.from_args(scenario, args)
     terms = bisector.FIX if args.find == "fix" else bisector.REGRESSION
     source = make_source(args, terms)
     opts = bisector.Options(scenario=scenario, variant=args.variant, fail_on=fail_on, source=source,
-                            out=Path(args.out).resolve(), terms=terms,
+                            out=Path(args.out).resolve(), terms=terms, steps=steps,
                             resume=lambda old, new: resume_command(args, source, terms, old, new))
     return bisector.bisect(opts).exit_code
 
@@ -153,6 +156,7 @@ def resume_command(args, source, terms, old, new) -> str:
     options = {"--wheel-url": args.wheel_url, "--base-python": args.base_python, "--variant": args.variant,
                "--out": str(Path(args.out).resolve())}
     argv += [a for k, v in options.items() if v for a in (k, v)]
+    argv += [a for name in args.step or [] for a in ("--step", name)] + (["-k", args.k] if args.k else [])
     if args.pip_args:
         argv.append(f"--pip-args={args.pip_args}")  # one form argparse takes for a value like "--no-index"
     argv += [a for d in args.find_links or [] for a in ("--find-links", d)]
@@ -179,7 +183,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         fail_on = FailOn.parse(args.fail_on)
         scenario = _existing(args.scenario, "SCENARIO")
         python = str(Path(args.python).absolute()) if args.python else None
-        judgement = run_once(scenario, args.variant, fail_on, Path(args.out).resolve(), python=python)
+        judgement = run_once(scenario, args.variant, fail_on, Path(args.out).resolve(), python=python,
+                             steps=select.from_args(scenario, args))
     except InfrastructureError as e:
         print(f"skip: {e}", file=sys.stderr)
         return 125

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from harness.run import procs
+from harness.run.engineargs import UnknownEngineArgument
 from harness.run import runner
 from harness.scenario import schema as scenario_mod
 from harness.scenario import yamlsafe
@@ -122,18 +123,20 @@ def _held_bytes(case: Case, action: str) -> int | None:
 
 
 def run_once(scenario_path: Path, variant: str | None, fail_on: FailOn, out: Path, *, python: str | None = None,
-             run_id: str | None = None, announce: Callable[[str], None] = print) -> Judgement:
+             run_id: str | None = None, announce: Callable[[str], None] = print,
+             steps: list[str] | None = None) -> Judgement:
     """Run `variant` (default: the scenario's baseline) once and judge it."""
     try:
         with revision_imports(scenario_path, python):
             scenario = scenario_mod.load(scenario_path)
             variant = check(scenario, variant, fail_on)
             result = runner.run(scenario, runner.RunOptions(out=out, variants=[variant], python=python,
-                                                            run_id=run_id, announce=announce))
+                                                            run_id=run_id, announce=announce, steps=steps))
     except InfrastructureError as e:
         return Judgement(StepVerdict.SKIP, f"infrastructure: {e}")
     except ScenarioError as e:
-        if _is_call_target(e):  # the revision lacks the user's teardown code
+        # the revision lacks the user's teardown code, or its vLLM lacks an engine argument
+        if _is_call_target(e) or isinstance(e, UnknownEngineArgument):
             return Judgement(StepVerdict.SKIP, str(e))
         raise
     if result.incomplete:

@@ -148,12 +148,13 @@ def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
     return path
 
 
-def write_report(run_dir: Path) -> RunSummary:
+def write_report(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
     """The run's reports (report/summary.py), then its records appended to the history of its
-    results directory. The verdict never depends on the history: a failure to append is a warning."""
+    results directory. The verdict never depends on the history: a failure to append is a warning.
+    ``allow``: failure classes accepted (--allow); None: those the run was started with."""
     from harness.report import summary as report
 
-    summary = report.write(run_dir)
+    summary = report.write(run_dir, allow=allow)
     try:
         append_run(summary, run_dir)
     except Exception as e:  # noqa: BLE001

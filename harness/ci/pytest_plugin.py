@@ -472,9 +472,14 @@ def _properties(run: VariantRun, res: StepResult) -> list[tuple[str, str]]:
     """The harness's JUnit case properties, then the run's (its suite properties there)."""
     from harness.results.junit import case_properties
 
+    from harness.results import culprit
+
     vr = run.result
     info = vr.info if vr is not None else {}
     props = list(case_properties(res).items())
+    if vr is not None and res in vr.steps:  # a VRAM failure names the step whose engine held the memory
+        found = culprit.from_steps(vr.steps).get(vr.steps.index(res))
+        props += list(culprit.properties(found).items()) if found else []
     props += [("scenario", run.scenario.name), ("variant", run.variant), ("repeat", str(run.repeat)),
               ("teardown_profile", vr.profile if vr else ""), ("backend", run.backend),
               ("platform", str(info.get("platform", ""))), ("device_name", str(info.get("device_name", ""))),

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from harness.xmlsafe import printable
 
@@ -69,11 +70,15 @@ class Progress:
         if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
             self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
         if kind == "step_start":
-            self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="")
+            self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="", peak=None)
+            self.state.setdefault("builds", []).append((ev["step"], []))
         elif kind == "phase_start":
             self.state["phase"] = ev["phase"]
         elif kind == "memory":
             self.state["used"] = ev["used_bytes"]
+            self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
+            if self.state.get("builds"):
+                self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
         elif kind == "step_end":
             self._step_line(variant, repeat, ev)
         if self._live is not None:
@@ -86,19 +91,41 @@ class Progress:
             if res.step in self.state.setdefault("ended", set()):
                 continue
             mark = {"skipped": "[yellow]SKIP[/]"}.get(str(res.outcome), "[red]FAIL[/]")
-            why = f"  {res.failure_class}: {shown(res.message[:120])}" if res.message else ""
-            self.console.print(f"{mark} {shown(variant)} r{repeat} {shown(res.step)}{why}", markup=True, highlight=False,
-                               soft_wrap=True)
+            why = f"  {res.failure_class}: {_one_line(res.message)}" if res.message else ""
+            self.console.print(Text.from_markup(mark) + Text(printable(f" {variant} r{repeat} {res.step}{why}")),
+                               highlight=False, soft_wrap=True)
 
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
         self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
         mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        why = "" if ok else shown(f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
-                                   f"{str(ev.get('message', ''))[:120]}")
+        why = "" if ok else (f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
+                             f"{_one_line(str(ev.get('message', '')))}{self._culprit(ev)}")
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
-        self.console.print(f"{mark} {shown(variant)} r{repeat} {shown(ev['step'])} ({elapsed:.1f}s, {_gib(self.state.get('used'))})"
-                           f"{why}", markup=True, highlight=False, soft_wrap=True)
+        # the peak of the step's device-memory readings: what report.html's "peak" is, per step
+        line = f" {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, peak {_gib(self.state.get('peak'))}){why}"
+        self.console.print(Text.from_markup(mark) + Text(printable(line)), highlight=False, soft_wrap=True)
+
+    def _culprit(self, ev: dict) -> str:
+        """" — culprit: ..." for a construction that failed for lack of memory."""
+        from harness.model import FailureClass, Phase
+        from harness.results import classify, culprit
+
+        if ev.get("phase") != "construct":
+            return ""
+        cls = classify.classify_step(Phase.CONSTRUCT, str(ev.get("error_type", "")), str(ev.get("message", "")),
+                                     str(ev.get("traceback", "")), "")
+        if cls is not FailureClass.VRAM_CONSTRUCTION:
+            return ""
+        builds = [culprit.Build(name, tuple(readings)) for name, readings in self.state.get("builds", [])]
+        found = culprit.find(builds, len(builds) - 1) if builds else None
+        return f" — {found.describe()}" if found else ""
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    """A message on one line, whole unless it is very long (report.md and the JUnit keep it all)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "… (see report.md)"
 
 
 def summary_table(summary: dict[str, Any], console: Console | None = None) -> None:

@@ -18,6 +18,7 @@ from harness.results import rundir
 from harness.results.junitread import Case
 from harness.results.summary import RunSummary
 from harness.results.verdict import step_of
+from harness.report import html_failures
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS
 # the drawings live in svg.py; memory_chart and nice_ticks are known here too
@@ -118,13 +119,14 @@ def render(summary: RunSummary | dict[str, Any], run_dir: Path) -> str:
             tls[v] = timelines.from_cases(v, cases[v])
     step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
-            _steps(summary, variants, cases, repeats, step_numbers), _counts(summary),
+            _steps(summary, variants, cases, repeats, step_numbers), html_failures.transitions(summary),
+            _counts(summary),
             _listing("Substitutions", summary.get("substitutions")),
             _listing("Orphaned processes", summary.get("orphans")),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
             "</footer>"]
     title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
-    return page(title, "\n".join(b for b in body if b))
+    return page(title, "\n".join(b for b in body if b), html_failures.CSS)
 
 
 def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
@@ -135,6 +137,8 @@ def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
     facts = [f"run <code>{esc(s.get('run_id'))}</code>", f"baseline <code>{esc(s.get('baseline'))}</code>",
              f"{esc(s.get('repeat', 1))} repeat(s)", f"backend {esc(s.get('backend'))}",
              f"platform {esc(s.get('platform'))}"]
+    if s.get("rehearsal"):
+        facts.insert(0, "<b>rehearsal</b> (this machine lacks the scenario's platform: see Substitutions)")
     if props.get("device_name"):
         facts.append(esc(props["device_name"]))
     if props.get("vllm_version"):
@@ -155,6 +159,8 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
     if not tls:
         return "<h2>Device memory</h2><p class=\"muted\">No memory samples in this run directory.</p>"
     actions = sorted({a.name for tl in tls.values() for a in tl.actions})
+    span = max(tl.duration for tl in tls.values())
+    fit = s.get("platform") == "cpu"
     colours = {name: ACTION_COLOURS[i % len(ACTION_COLOURS)] for i, name in enumerate(actions)}
     cards = []
     for v in variants:
@@ -178,8 +184,11 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
             f"<div class=\"{card_cls}\" data-variant=\"{esc(v)}\">"
             f"<h3>{esc(v)}{base}</h3>"
             f"<div class=\"sub\">{esc(' · '.join(sub))}</div>"
-            f"{memory_chart(tl, colours, classes, step_numbers)}{_legend(tl, colours)}</div>")
-    return "<h2>Device memory over time</h2>\n<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
+            f"{memory_chart(tl, colours, classes, step_numbers, span_s=span, fit=fit)}{_legend(tl, colours)}</div>")
+    note = (f"<p class=\"muted\">Every chart's time axis spans {span:.1f} s, the longest variant's run, so the "
+            "charts compare" + ("; memory axes fit the trace (host memory: a CPU rehearsal has no device memory)"
+                                if fit else "") + ".</p>")
+    return "<h2>Device memory over time</h2>\n" + note + "<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
 
 
 def _step_repeat(case: Case, repeats: int) -> tuple[str, int]:
@@ -285,6 +294,7 @@ def _cell(cell: dict[str, Any] | None, cases: list[Case], repeats: int) -> str:
         label = outcome
     badge = f"<span class=\"badge {esc(outcome)}\">{esc(label)}</span>"
     cls = f" <span class=\"cls\">{esc(cell.get('failure_class'))}</span>" if outcome == "failed" else ""
+    cls += html_failures.culprit(cell)
     timing = f"<div class=\"t\">{_timings(cases)}</div>" if cases else ""
     details = ""
     failed = [c for c in cases if c.failed]

@@ -16,9 +16,9 @@ from harness.xmlsafe import printable
 MAX_BYTES = 1_000_000  # under Buildkite's 1 MiB annotation limit, with room for the closing note
 MAX_STEP_ROWS = 500
 MAX_TRANSITION_ROWS = 200
-MAX_CELL = 160
+MAX_CELL = 400  # a message cut short says less than a long cell
 
-STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE",
+STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "baseline broken": "FAIL",
           "fix insufficient": "FAIL", "regression": "FAIL"}
 #: The transitions a reviewer acts on; the rest are in summary.json.
 SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
@@ -26,7 +26,7 @@ SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
 
 def render(summary: dict[str, Any]) -> str:
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _listing("Substitutions", summary.get("substitutions")),
+             _transitions(summary), _failures(summary), _listing("Substitutions", summary.get("substitutions")),
              _listing("Orphaned processes", summary.get("orphans"))]
     return _fit("\n".join(p for p in parts if p))
 
@@ -55,12 +55,19 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
 
 def _title(s: dict[str, Any]) -> str:
     verdict = s.get("verdict", "")
-    lines = [f"## {_cell(s.get('scenario') or 'run')}: {STATUS.get(verdict, 'UNKNOWN')} ({_cell(verdict)})\n"]
+    status = "FAIL" if s.get("exit_code") else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
+    lines = [f"## {_cell(s.get('scenario') or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.get('exit_code'))})\n"]
     if s.get("incomplete"):
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
     facts = [f"run {_code(s.get('run_id'))}", f"baseline {_code(s.get('baseline'))}",
              f"{_cell(s.get('repeat', 1))} repeat(s)", f"backend {_cell(s.get('backend'))}",
              f"platform {_cell(s.get('platform'))}"]
+    if s.get("rehearsal"):
+        facts.insert(0, "**rehearsal** (this machine lacks the scenario's platform: see Substitutions)")
+    seq = (s.get("stats") or {}).get("sequential") or {}
+    if seq.get("stopped_after"):
+        facts.append(f"early stop after {seq['stopped_after']} of {seq['rounds_planned']} rounds "
+                     f"(tested at level {seq['level']:.3g})")
     lines.append(" · ".join(facts) + "\n")
     return "\n".join(lines)
 
@@ -123,11 +130,36 @@ def _side(side: dict[str, Any] | None) -> str:
 
 
 def _message(c: dict[str, Any]) -> str:
-    """The failure worth reading: the candidate's when it fails, else what the baseline failed with."""
+    """The failure worth reading: the candidate's when it fails, else what the baseline failed with;
+    a VRAM failure's culprit after it."""
     for side in (c["candidate"], c["baseline"]):
         if side and side["outcome"] == "failed":
-            return side["message"]
+            return side["message"] + (f" — {culprit_text(side['culprit'])}" if side.get("culprit") else "")
     return ""
+
+
+def culprit_text(c: dict[str, Any]) -> str:
+    """summary.json's culprit entry as one line (harness.results.culprit.Culprit.describe)."""
+    from harness.results.culprit import Culprit
+
+    return Culprit.from_dict(c).describe()
+
+
+def _failures(s: dict[str, Any]) -> str:
+    """Every failed step of a run without a comparison (one variant): its message and culprit.
+    With candidates, the transitions tables carry them."""
+    if s.get("transitions"):
+        return ""
+    rows = []
+    for row in s.get("cases", []):
+        for v, cell in row["variants"].items():
+            if cell["outcome"] == "failed":
+                culprit = culprit_text(cell["culprit"]) if cell.get("culprit") else ""
+                rows.append([v, row["step"], cell["failure_class"], cell["message"], culprit])
+    if not rows:
+        return ""
+    return "### Failures\n\n" + _table(["variant", "step", "class", "message", "culprit"], rows,
+                                        MAX_TRANSITION_ROWS, "failures")
 
 
 def _transitions(s: dict[str, Any]) -> str:

@@ -20,19 +20,20 @@ from harness.results import rundir
 from harness.results.summary import RunSummary, summarize
 
 
-def build(run_dir: Path) -> RunSummary:
-    """The run's summary (a mapping of what summary.json holds, with the parsed results attached)."""
-    return summarize(rundir.read(Path(run_dir)))
+def build(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
+    """The run's summary (a mapping of what summary.json holds, with the parsed results attached).
+    ``allow``: failure classes accepted (--allow); None: those the run was started with."""
+    return summarize(rundir.read(Path(run_dir)), allow)
 
 
-def write(run_dir: Path) -> RunSummary:
+def write(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
     """Build the summary, then write summary.json, report.md and report.html (each appears whole or
     not at all).
 
     The verdict never depends on the picture: if report.html cannot be written, a warning says so
     and the summary is still returned."""
     run_dir = Path(run_dir)
-    summary = build(run_dir)
+    summary = build(run_dir, allow)
     try:
         atomic.write_json(run_dir / "summary.json", summary.to_json())
         atomic.write_text(run_dir / "report.md", markdown.render(summary))

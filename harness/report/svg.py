@@ -28,17 +28,22 @@ def esc(value: Any) -> str:
 
 # --------------------------------------------------------------------------- memory timeline
 def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
-                 step_numbers: dict[str, int], width: int = 460, height: int = 270) -> str:
-    """One variant's device memory as an inline SVG."""
+                 step_numbers: dict[str, int], width: int = 460, height: int = 270,
+                 span_s: float | None = None, fit: bool = False) -> str:
+    """One variant's device memory as an inline SVG. ``span_s``: the time axis's length, shared by
+    every variant's chart so they compare; ``fit``: the memory axis fits the trace, not the total
+    (host memory on a CPU rehearsal is far larger than anything an engine there uses)."""
     lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
     lane_h = 8
     height += lane_h * len(lanes) + (4 if lanes else 0)
     left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
     pw, ph = width - left - right, height - top - bottom
     axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
-    duration = max(tl.duration, 1e-3)
+    duration = max(span_s or tl.duration, 1e-3)
     ymax = float(max(tl.total or 0, tl.peak, max((st.threshold or 0 for st in tl.steps), default=0), 1))
-    if not tl.total:  # rebuilt from JUnit: the device's size is unknown, leave headroom
+    if fit:
+        ymax = float(max(tl.peak, 1))
+    if not tl.total or fit:  # rebuilt from JUnit (the device's size is unknown), or fitted: leave headroom
         ymax = nice_ticks(ymax * 1.1 / GIB, 5)[-1] * GIB
     yticks = [v for v in nice_ticks(ymax / GIB, 4) if v * GIB <= ymax * 1.0001]
 

@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from harness.results import culprit
 from harness.results.junitread import Case, read_cases
 from harness.model import Outcome
 from harness.xmlsafe import printable
@@ -105,7 +106,14 @@ def format_table(result: DiffResult, only_changes: bool = False) -> str:
     table += [(str(r.transition), printable(r.label), _side(r.baseline), _side(r.candidate)) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in table]
-    return "\n".join(line.rstrip() for line in lines) + "\n" + summary_line(result) + "\n"
+    return ("\n".join(line.rstrip() for line in lines) + "\n" + summary_line(result) + "\n"
+            + culprit.format_residue(residues(result)))
+
+
+def residues(result: DiffResult) -> list[dict[str, Any]]:
+    """Which steps' engines held a different amount after their teardown (results/culprit.py)."""
+    return culprit.residue_changes((r.label, r.baseline.properties if r.baseline else None,
+                                    r.candidate.properties if r.candidate else None) for r in result.cases)
 
 
 def _side_json(case: Case | None) -> dict[str, Any] | None:
@@ -124,5 +132,6 @@ def to_json(result: DiffResult) -> dict[str, Any]:
         "cases": [{"classname": r.key[0], "name": r.key[1], "transition": r.transition.value,
                    "baseline": _side_json(r.baseline), "candidate": _side_json(r.candidate)}
                   for r in result.cases],
+        "residue": residues(result),
     }
 

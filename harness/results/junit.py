@@ -8,6 +8,7 @@ from typing import Any
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from harness import atomic
+from harness.results import culprit
 from harness.model import Outcome, StepResult, VariantResult
 
 
@@ -37,10 +38,10 @@ def case_properties(res: StepResult) -> dict[str, str]:
     return props
 
 
-def _case(classname: str, res: StepResult, repeats: int) -> TestCase:
+def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] | None = None) -> TestCase:
     case = TestCase(res.case_name(repeats), classname=classname, time=round(res.duration_s, 6))
     props = Properties()
-    for name, value in case_properties(res).items():
+    for name, value in {**case_properties(res), **(extra or {})}.items():
         props.add_property(Property(name, value))
     case.append(props)  # <properties> first, as the JUnit schema orders them
     if res.outcome is Outcome.FAILED:
@@ -62,7 +63,12 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
         for v in (value if isinstance(value, list) else [value]):
             suite.add_property(name, str(v))
     # add_testcases counts once; add_testcase per case recounts the suite each time (quadratic)
-    suite.add_testcases([_case(scenario, res, repeats) for vr in results for res in vr.steps])
+    cases = []
+    for vr in results:
+        found = culprit.from_steps(vr.steps)  # a VRAM failure names the engine that held the memory
+        cases += [_case(scenario, res, repeats, culprit.properties(found[i]) if i in found else None)
+                  for i, res in enumerate(vr.steps)]
+    suite.add_testcases(cases)
     xml = JUnitXml()
     xml.add_testsuite(suite)
     atomic.write_junit(path, xml)

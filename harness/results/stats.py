@@ -7,6 +7,7 @@ that the difference is real rather than luck.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from dataclasses import dataclass
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
@@ -73,3 +74,58 @@ def fisher_exact(table: list[list[int]] | tuple) -> float:
     lo, hi = max(0, row1 + col1 - total), min(row1, col1)
     extreme = sum(w for w in map(weight, range(lo, hi + 1)) if w * 10**7 <= bound)
     return min(1.0, extreme / math.comb(total, row1))
+
+
+# ----------------------------------------------------------------------------- repeated looks
+def obrien_fleming_spent(t: float, alpha: float) -> float:
+    """Lan-DeMets O'Brien-Fleming-type alpha spending: the share of ``alpha`` spent by information
+    fraction ``t`` (0..1). It spends almost nothing early, so an early stop needs overwhelming
+    evidence, and most of ``alpha`` is left for the last look."""
+    if t <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    return min(alpha, 2 * (1 - NormalDist().cdf(z / math.sqrt(min(t, 1.0)))))
+
+
+def look_level(look: int, looks: int, alpha: float) -> float:
+    """The nominal level of Fisher's test at look ``look`` of ``looks`` (1-based): the alpha this
+    look spends. The levels of all looks add up to ``alpha``, so by the union bound the chance of a
+    false rejection at any look stays at most ``alpha`` (Bonferroni over the looks: no assumption
+    about how the looks' p-values depend on each other, which Fisher's discrete test would need)."""
+    if not 1 <= look <= looks:
+        raise ValueError(f"need 1 <= look <= looks, got {look} of {looks}")
+    return obrien_fleming_spent(look / looks, alpha) - obrien_fleming_spent((look - 1) / looks, alpha)
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look at the data decided for one candidate against the baseline."""
+
+    decided: bool
+    reason: str  # "fails", "significant", "futile" or "" (not decided yet)
+    p: float
+    level: float
+
+
+def look(base: tuple[int, int], cand: tuple[int, int], *, look_no: int, looks: int, per_round: int,
+         alpha: float) -> Look:
+    """Whether the comparison of VRAM failure counts ``(k, n)`` is decided at look ``look_no``.
+
+    - ``fails``: the candidate has a VRAM failure: the verdict is `fix insufficient` whatever the
+      remaining repeats show (no statistics involved);
+    - ``significant``: Fisher's p is under this look's level (alpha spending above);
+    - ``futile``: even if every remaining baseline case failed and no candidate case did, the last
+      look could not reach significance.
+    ``per_round`` is the cases one repeat adds to each side (the steps of one worker)."""
+    (bk, bn), (ck, cn) = base, cand
+    p = fisher_exact([[bk, bn - bk], [ck, cn - ck]])
+    level = look_level(look_no, looks, alpha)
+    if ck > 0:
+        return Look(True, "fails", p, level)
+    if bk > 0 and p < level:
+        return Look(True, "significant", p, level)
+    more = (looks - look_no) * per_round
+    best = fisher_exact([[bk + more, bn - bk], [ck, cn + more - ck]])
+    if best >= look_level(looks, looks, alpha):
+        return Look(True, "futile", p, level)
+    return Look(False, "", p, level)

@@ -15,19 +15,20 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from harness import RESULT_VERSION
 from harness.errors import InputError
+from harness.results import culprit, gate
 from harness.results import diff as diffs
 from harness.results.rundir import RunResults, read_json
 from harness.results.stats import Rate
-from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate
+from harness.results.verdict import ALPHA, StepCell, VerdictReport, evaluate, step_of
 
 #: run.json keys copied into the summary as they are
-PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform")
+PASSTHROUGH = ("scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform", "rehearsal")
 
 
 def _rate(d: dict[str, Any]) -> Rate:
@@ -42,16 +43,17 @@ class Candidate:
     vram_failures: int
     regressions: list[str]
     fisher_p: float | None
+    not_allowed: list[str] = field(default_factory=list)  # "step (class)": failures --allow did not accept
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "exit_code": self.exit_code, "reasons": list(self.reasons),
                 "vram_failures": self.vram_failures, "regressions": list(self.regressions),
-                "fisher_p": self.fisher_p}
+                "fisher_p": self.fisher_p, "not_allowed": list(self.not_allowed)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Candidate":
         return cls(d["verdict"], d["exit_code"], list(d["reasons"]), d["vram_failures"],
-                   list(d["regressions"]), d.get("fisher_p"))
+                   list(d["regressions"]), d.get("fisher_p"), list(d.get("not_allowed") or []))
 
 
 @dataclass(frozen=True)
@@ -65,21 +67,25 @@ class Cell:
     runs: int
     failed: int
     vram: Rate  # VRAM construction failures per run
+    culprit: dict[str, Any] | None = None  # ★ a VRAM failure's {step, held_bytes_after: {action: bytes}, freed_after}
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "failure_class": self.failure_class, "message": self.message,
-                "time": self.time, "runs": self.runs, "failed": self.failed, "vram": self.vram.to_dict()}
+        out = {"outcome": self.outcome, "failure_class": self.failure_class, "message": self.message,
+               "time": self.time, "runs": self.runs, "failed": self.failed, "vram": self.vram.to_dict()}
+        if self.culprit is not None:
+            out["culprit"] = self.culprit
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Cell":
         return cls(d["outcome"], d["failure_class"], d["message"], d["time"], d["runs"], d["failed"],
-                   _rate(d["vram"]))
+                   _rate(d["vram"]), d.get("culprit"))
 
     @classmethod
-    def of(cls, cell: StepCell) -> "Cell":
+    def of(cls, cell: StepCell, culprit: dict[str, Any] | None = None) -> "Cell":
         c = cell.case
         return cls(c.outcome.value, c.failure_class.value, c.message, round(c.time, 6), cell.runs,
-                   cell.failed, cell.vram)
+                   cell.failed, cell.vram, culprit)
 
 
 @dataclass(frozen=True)
@@ -114,16 +120,18 @@ class Stats:
     alpha: float
     pooled_vram: dict[str, Rate]
     fisher: dict[str, Fisher]
+    sequential: dict[str, Any] | None = None  # run.json's early-stopping record (run/earlystop.py)
 
     def to_json(self) -> dict[str, Any]:
         return {"repeats": self.repeats, "alpha": self.alpha,
                 "pooled_vram": {v: r.to_dict() for v, r in self.pooled_vram.items()},
-                "fisher": {v: f.to_json() for v, f in self.fisher.items()}}
+                "fisher": {v: f.to_json() for v, f in self.fisher.items()}, "sequential": self.sequential}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Stats":
         return cls(d["repeats"], d["alpha"], {v: _rate(r) for v, r in d["pooled_vram"].items()},
-                   {v: Fisher([list(r) for r in f["table"]], f["p"]) for v, f in d["fisher"].items()})
+                   {v: Fisher([list(r) for r in f["table"]], f["p"]) for v, f in d["fisher"].items()},
+                   d.get("sequential"))
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,8 @@ class RunSummary(Mapping):
     transitions: dict[str, Transitions]  # candidate -> baseline → candidate per step
     substitutions: list[Any]
     orphans: list[Any]
+    rehearsal: bool | None = None  # the machine lacked the scenario's platform
+    allow: list[str] = field(default_factory=list)  # failure classes --allow accepted
     #: the parsed run directory this summary was computed from; None when loaded from summary.json
     results: RunResults | None = field(default=None, repr=False)
 
@@ -202,6 +212,7 @@ class RunSummary(Mapping):
             "cases": [r.to_json() for r in self.cases], "stats": self.stats.to_json(),
             "transitions": {v: t.to_json() for v, t in self.transitions.items()},
             "substitutions": list(self.substitutions), "orphans": list(self.orphans),
+            "rehearsal": self.rehearsal, "allow": list(self.allow),
         }
 
     @classmethod
@@ -220,7 +231,8 @@ class RunSummary(Mapping):
                 missing=list(d["missing"]), counts=d["counts"], cases=[Row.from_json(r) for r in d["cases"]],
                 stats=Stats.from_json(d["stats"]),
                 transitions={v: Transitions.from_json(t) for v, t in d["transitions"].items()},
-                substitutions=list(d.get("substitutions") or []), orphans=list(d.get("orphans") or []))
+                substitutions=list(d.get("substitutions") or []), orphans=list(d.get("orphans") or []),
+                allow=list(d.get("allow") or []))
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise InputError(f"{source}: not a run summary: {type(e).__name__}: {e}") from None
 
@@ -245,25 +257,67 @@ def load(path: Path) -> RunSummary:
     return RunSummary.from_json(read_json(path), str(path))
 
 
-def summarize(results: RunResults) -> RunSummary:
-    """The verdict of a parsed run directory, and everything summary.json says about it."""
+def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary:
+    """The verdict of a parsed run directory, and everything summary.json says about it.
+    ``allow``: failure classes accepted (--allow); None: run.json's."""
     run = results.run
     baseline, repeats, incomplete = run["baseline"], run["repeat"], run["incomplete"]
-    report = evaluate(results.cases, baseline, repeats, incomplete)
+    if allow is None:
+        allow = gate.parse_allow(run.get("allow") if isinstance(run.get("allow"), list) else [],
+                                 where=f"{results.run_dir / 'run.json'}: allow")
+    sequential = _sequential(run, results.run_dir / "run.json")
+    alpha = sequential["level"] if sequential else ALPHA
+    report = evaluate(results.cases, baseline, repeats, incomplete, alpha=alpha, allow=allow)
+    culprits = {v: culprit.from_cases(cs, repeats) for v, cs in results.cases.items()}
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in results.missing] + report.reasons
     return RunSummary(
         version=RESULT_VERSION, **{k: run.get(k) for k in PASSTHROUGH}, baseline=baseline,
         variants=list(run["variants"]), repeat=repeats, incomplete=incomplete,
         verdict=report.verdict.value, exit_code=report.exit_code, reasons=reasons,
-        candidates={name: Candidate(c.verdict.value, c.verdict.exit_code, c.reasons, c.vram_failures,
-                                    c.regressions, c.fisher_p) for name, c in report.candidates.items()},
+        candidates={name: Candidate(c.verdict.value, c.exit_code, c.reasons, c.vram_failures,
+                                    c.regressions, c.fisher_p, c.not_allowed)
+                    for name, c in report.candidates.items()},
         missing=list(results.missing), counts=report.counts,
-        cases=[Row(row.key[0], row.step, {v: Cell.of(cell) for v, cell in row.cells.items()})
+        cases=[Row(row.key[0], row.step, {v: Cell.of(cell, _culprit_of(culprits.get(v, {}), row.key, repeats))
+                                          for v, cell in row.cells.items()})
                for row in report.steps],
-        stats=_stats(report),
-        transitions={name: Transitions.of(c.diff) for name, c in report.candidates.items()},
+        stats=replace(_stats(report), alpha=alpha, sequential=sequential),
+        transitions={name: _with_culprits(Transitions.of(c.diff), culprits, baseline, name, repeats)
+                     for name, c in report.candidates.items()},
         substitutions=list(run.get("substitutions") or []), orphans=list(run.get("orphans") or []),
-        results=results)
+        allow=sorted(a.value for a in allow), results=results)
+
+
+def _sequential(run: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """run.json's early-stopping record (run/earlystop.py), whose ``level`` the verdict tests at."""
+    seq = run.get("sequential")
+    if seq is None:
+        return None
+    level = seq.get("level") if isinstance(seq, dict) else None
+    if not isinstance(level, (int, float)) or isinstance(level, bool) or not 0 <= level <= 1:
+        raise InputError(f"{path}: sequential.level: expected a number in [0, 1], got {level!r}")
+    return seq
+
+
+def _culprit_of(found: dict, key: tuple[str, str], repeats: int) -> dict[str, Any] | None:
+    """The culprit of a step's first VRAM failure over its repeats (culprit.from_cases keys cases
+    by their own names, ``step[r]`` with repeats)."""
+    for (classname, name), c in found.items():
+        if classname == key[0] and step_of(name, repeats) == key[1]:
+            return {**c.to_dict(), "step": step_of(c.step, repeats)}
+    return None
+
+
+def _with_culprits(t: Transitions, culprits: dict[str, dict], baseline: str, candidate: str,
+                   repeats: int) -> Transitions:
+    """Each failed side of a transition with its culprit, as the steps' cells have it."""
+    def side(entry: dict[str, Any] | None, variant: str, key: tuple[str, str]) -> dict[str, Any] | None:
+        found = _culprit_of(culprits.get(variant, {}), key, repeats) if entry and entry["outcome"] == "failed" else None
+        return {**entry, "culprit": found} if found else entry
+
+    return Transitions(t.counts, [replace(c, baseline=side(c.baseline, baseline, (c.classname, c.step)),
+                                          candidate=side(c.candidate, candidate, (c.classname, c.step)))
+                                  for c in t.cases])
 
 
 def _stats(report: VerdictReport) -> Stats:

@@ -16,13 +16,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-from harness.results import stats
+from harness.results import gate, stats
 from harness.results.diff import DiffResult, Transition, diff
 from harness.results.junitread import Case
 from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
 
 ALPHA = 0.05
-RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.FIX_INSUFFICIENT: 2, Verdict.REGRESSION: 3}
+RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.BASELINE_BROKEN: 2,
+        Verdict.FIX_INSUFFICIENT: 3, Verdict.REGRESSION: 4}
 VRAM = FailureClass.VRAM_CONSTRUCTION
 _REPEAT_SUFFIX = re.compile(r"\[\d+\]$")
 
@@ -58,6 +59,11 @@ class CandidateResult:
     vram_failures: int
     regressions: list[str]
     fisher_p: float | None = None  # only with repeats > 1
+    not_allowed: list[str] = field(default_factory=list)  # "step (class)": failures --allow did not accept
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code or (1 if self.not_allowed else 0)
 
 
 @dataclass
@@ -71,11 +77,15 @@ class VerdictReport:
     counts: dict[str, dict]  # variant -> {"cases", "passed", "failed", "skipped", "classes": {...}}
     steps: list[StepRow]
     pooled: dict[str, stats.Rate]  # variant -> VRAM failures over all cases that ran
+    allow: frozenset = frozenset()  # failure classes --allow accepted
     unrun: dict[str, int] = field(default_factory=dict)  # variant -> steps its broken worker never ran
 
     @property
     def exit_code(self) -> int:
-        return max(self.verdict.exit_code, 1 if self.unrun else 0)
+        """0 only when the verdict holds, no candidate failed for a reason that was not allowed, and
+        every variant ran its steps."""
+        return max([self.verdict.exit_code, *(c.exit_code for c in self.candidates.values()),
+                    1 if self.unrun else 0])
 
 
 def step_of(name: str, repeats: int) -> str:
@@ -84,10 +94,13 @@ def step_of(name: str, repeats: int) -> str:
 
 
 def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
-             incomplete: bool = False) -> VerdictReport:
+             incomplete: bool = False, alpha: float = ALPHA, allow: frozenset = frozenset()) -> VerdictReport:
+    """``alpha``: the level of Fisher's test; an early-stopped run passes its last look's level.
+    ``allow``: failure classes (besides the leak) that neither fail the run nor break the baseline."""
     grouped = {v: _group(cases, repeats) for v, cases in variants.items()}
     base_groups = grouped.get(baseline, {})
-    candidates = {v: _judge(v, baseline, base_groups, groups, repeats)
+    broken = _baseline_broken(baseline, base_groups, allow)
+    candidates = {v: _judge(v, baseline, base_groups, groups, repeats, alpha, broken, allow)
                   for v, groups in grouped.items() if v != baseline}
 
     reasons = []
@@ -102,6 +115,9 @@ def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
     if candidates:
         verdict = max((c.verdict for c in candidates.values()), key=RANK.__getitem__)
         reasons += [r for c in candidates.values() for r in c.reasons]
+    elif broken:
+        verdict = Verdict.BASELINE_BROKEN
+        reasons.append(f"{baseline}: {verdict}: {broken}")
     else:
         verdict = Verdict.NOT_REPRODUCED
         reasons.append(f"no variant besides the baseline {baseline!r}: nothing to compare, the run proves nothing")
@@ -109,13 +125,26 @@ def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
         verdict=verdict, baseline=baseline, repeats=repeats, incomplete=incomplete, reasons=reasons,
         candidates=candidates, counts={v: _counts(cases) for v, cases in variants.items()},
         steps=_rows(grouped, baseline), pooled={v: _pooled(cases) for v, cases in variants.items()},
-        unrun=unrun,
+        allow=frozenset(allow), unrun=unrun,
     )
 
 
 def _unrun(cases: list[Case]) -> list[Case]:
     """The cases a broken worker never ran, as results/events.py marks them."""
     return [c for c in cases if c.message.startswith((NOT_RUN, NEVER_STARTED))]
+
+
+def _baseline_broken(baseline: str, base: dict[Key, list[Case]], allow: frozenset) -> str:
+    """Why the baseline is broken (it failed for other reasons than the leak, and never for the
+    leak), or "" when it is not."""
+    if any(c.vram_failure for cs in base.values() for c in cs):
+        return ""
+    other = gate.not_allowed(base, allow)
+    if not other:
+        return ""
+    return (f"baseline {baseline!r} failed for reasons other than the leak: "
+            + _names((k[0], f"{k[1]} ({how})") for k, how in other)
+            + " - fix the scenario, or accept such failures with --allow CLASS")
 
 
 def _group(cases: list[Case], repeats: int) -> dict[Key, list[Case]]:
@@ -181,7 +210,7 @@ def _how_not_passed(cases: list[Case]) -> str | None:
 
 
 def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key, list[Case]],
-           repeats: int) -> CandidateResult:
+           repeats: int, alpha: float = ALPHA, broken: str = "", allow: frozenset = frozenset()) -> CandidateResult:
     d = diff([_fold(k, cs) for k, cs in base.items()], [_fold(k, cs) for k, cs in cand.items()],
              baseline, name)
     regressions = d.of(Transition.REGRESSION)
@@ -201,6 +230,8 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         c = _pooled([c for cs in cand.values() for c in cs])
         p = stats.fisher_exact([[b.k, b.n - b.k], [c.k, c.n - c.k]])
         counts = f"VRAM failures {b.k}/{b.n} vs {c.k}/{c.n}, Fisher p={p:.3g}"
+        if alpha != ALPHA:
+            counts += f", level {alpha:.3g} after early-stopping looks"
 
     holds: dict[Verdict, str] = {}
     if regressions:
@@ -219,7 +250,9 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds.setdefault(Verdict.FIX_INSUFFICIENT, (
             f"{len(unrun)} step(s) never ran here (the worker did not start or stopped early): "
             + _names((c.classname, c.name) for c in unrun)))
-    if not base_vram:
+    if not base_vram and broken:
+        holds[Verdict.BASELINE_BROKEN] = broken
+    elif not base_vram:
         ran = "ran no step" if not any(base.values()) else "had no vram_construction failure"
         holds[Verdict.NOT_REPRODUCED] = (
             f"baseline {baseline!r} {ran}, so the failure was not reproduced and the comparison proves nothing")
@@ -227,8 +260,9 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds[Verdict.NOT_REPRODUCED] = (
             f"none of the steps that failed for VRAM in {baseline!r} ran here ({_names(base_vram_steps)}): "
             "the comparison proves nothing")
-    elif p is not None and p >= ALPHA:
-        holds[Verdict.NOT_REPRODUCED] = f"difference not significant (p={p:.3g}; {counts})"
+    elif p is not None and p >= alpha and Verdict.FIX_INSUFFICIENT not in holds:
+        # (with a VRAM failure left, significance is moot: saying both would contradict itself)
+        holds[Verdict.NOT_REPRODUCED] = f"difference not significant ({counts})"
 
     if holds:
         ranked = sorted(holds, key=RANK.__getitem__, reverse=True)
@@ -238,4 +272,10 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         why = (f"{baseline!r} had {base_vram} vram_construction failure(s) ({_names(base_vram_steps)}); "
                f"{name!r} has none and no step regressed")
         reasons = [f"{name}: {verdict}: {why}" + (f" ({counts})" if p is not None else "")]
-    return CandidateResult(name, verdict, reasons, d, cand_vram, [r.key[1] for r in regressions], p)
+    said = {r.key for r in regressions} | {k for k, _ in unproven}  # already named by a reason above
+    other = [(k, how) for k, how in gate.not_allowed(cand, allow) if k not in said]
+    if other:
+        reasons.append(f"{name}: {len(other)} step(s) failed for reasons other than the leak, not allowed "
+                       f"(exit 1; --allow CLASS accepts them): " + _names((k[0], f"{k[1]} ({how})") for k, how in other))
+    return CandidateResult(name, verdict, reasons, d, cand_vram, [r.key[1] for r in regressions], p,
+                           [f"{k[1]} ({how})" for k, how in other])

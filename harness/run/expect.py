@@ -38,6 +38,13 @@ def _short(tokens: list[int], n: int = 12) -> str:
     return str(tokens[:n])[:-1] + (", ...]" if len(tokens) > n else "]")
 
 
+def _shown(outputs: list[dict], k: int) -> str:
+    """Completion ``k``'s token ids with its decoded text beside them: ids alone tell a reader nothing."""
+    comp = [c for _, _, c in _completions(outputs)][k]
+    text = comp.get("text") or ""
+    return f"{_short(comp['token_ids'])} {text[:60]!r}" + ("…" if len(text) > 60 else "")
+
+
 def _indices(arg: Any, results: Results) -> list[int]:
     return list(range(len(results))) if arg is True else list(arg)
 
@@ -52,7 +59,8 @@ def identical_runs(arg: Any, results: Results, workload: Any) -> list[str]:
             other = _tokens(run)
             for k, (a, b) in enumerate(zip(first, other)):
                 if a != b:
-                    fails.append(f"sampling[{i}] completion {k}: run 0 gave {_short(a)}, run {r} gave {_short(b)}")
+                    fails.append(f"sampling[{i}] completion {k}: run 0 gave {_shown(results[i][0], k)}, "
+                                 f"run {r} gave {_shown(run, k)}")
                     break
     return fails
 
@@ -64,7 +72,7 @@ def distinct(arg: Any, results: Results, workload: Any) -> list[str]:
     for i, j in pairs:
         if _tokens(results[i][0]) == _tokens(results[j][0]):
             fails.append(f"sampling[{i}] and sampling[{j}] gave identical outputs, "
-                         f"e.g. {_short(_tokens(results[i][0])[0])}")
+                         f"e.g. {_shown(results[i][0], 0)}")
     return fails
 
 
@@ -75,7 +83,8 @@ def same_output(arg: Any, results: Results, workload: Any) -> list[str]:
         a, b = _tokens(results[i][0]), _tokens(results[j][0])
         for k, (x, y) in enumerate(zip(a, b)):
             if x != y:
-                fails.append(f"sampling[{i}] and sampling[{j}] differ at completion {k}: {_short(x)} vs {_short(y)}")
+                fails.append(f"sampling[{i}] and sampling[{j}] differ at completion {k}: "
+                             f"{_shown(results[i][0], k)} vs {_shown(results[j][0], k)}")
                 break
     return fails
 

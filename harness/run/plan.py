@@ -74,7 +74,7 @@ def detect_platform() -> str:
 
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
-          host_platform: str | None = None) -> RunPlan:
+          host_platform: str | None = None, steps: list[str] | None = None) -> RunPlan:
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -96,6 +96,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
     tiny = None
     ranks = 1
     for step in scenario.steps:
+        if steps is not None and step.name not in steps:  # --step / -k (harness/run/select.py)
+            continue
         engine = {**scenario.defaults, **step.engine}
         if engine.get("model") == BUILTIN_TINY:
             tiny = tiny or _tiny_llama()

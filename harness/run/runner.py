@@ -27,6 +27,8 @@ from typing import Any, Callable, Protocol
 from harness import __version__, atomic, backends
 from harness.results import events
 from harness.results import junit
+from harness.run import earlystop
+from harness.run import engineargs
 from harness.run import plan as planning
 from harness.run import preflight
 from harness.run import procs
@@ -56,6 +58,9 @@ class RunOptions:
     devices: list[int] | None = None
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
+    steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
+    early_stop: bool = True  # repeat: N stops once every candidate's verdict is decided (run/earlystop.py)
+    allow: list[str] | None = None  # failure classes that do not fail the run (--allow), kept in run.json
     progress: Progress | None = None
     announce: Callable[[str], None] = print
 
@@ -92,17 +97,31 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
         scenario = scenario_mod.load(scenario)
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
-                           model=opts.model, strict_platform=opts.strict_platform)
+                           model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps)
+    for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
+        print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
+    early = _early_stop(rplan, opts)
+    if early is not None:
+        matrix = [(v, r) for r in rplan.repeats for v in rplan.variants]  # round by round, to look after each
     # absolute: the workers start in the repository root, not in the caller's directory
     run_dir = make_run_dir(Path(opts.out).absolute(), scenario.name, opts.run_id or new_run_id())
     result = RunResult(run_dir, rplan, {v.name: [] for v in rplan.variants if any(v is m[0] for m in matrix)})
+    rehearsal = next((sub for sub in rplan.substitutions if sub.what == "platform"), None)
+    if rehearsal is not None:  # the README's word for it, said where the run starts
+        opts.announce(f"rehearsal: this machine has no {rehearsal.before}; every step runs for real on "
+                      f"{rehearsal.after}, with the substitutions below")
     for sub in rplan.substitutions:
         opts.announce(f"substituted {sub}")
     meta = _run_meta(rplan, run_dir, matrix)
+    meta["rehearsal"] = rehearsal is not None
     if opts.shard:
         meta["shard"] = opts.shard
+    if opts.steps is not None:
+        meta["steps_selected"] = list(opts.steps)
+    if opts.allow:
+        meta["allow"] = sorted(opts.allow)
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend)
@@ -119,11 +138,18 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
             if vr.exit_status == "disk_full":
                 raise atomic.DiskFull(run_dir / "logs" / f"{variant.name}-r{repeat}.events.jsonl",
                                       OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+            if early is not None and variant is rplan.variants[-1] and early.after_round(
+                    repeat + 1, {n: earlystop.vram_counts(vrs) for n, vrs in result.variants.items()}):
+                opts.announce(f"early stop after round {repeat + 1} of {early.rounds}: every candidate's "
+                              f"verdict is decided ({early.rounds - repeat - 1} round(s) not needed)")
+                break
     except KeyboardInterrupt:
         result.incomplete = True
     except atomic.DiskFull as e:  # stop cleanly: what is written stays, and the run says it is incomplete
         result.incomplete, disk_full = True, e
     hooks.finish(ledger)
+    if early is not None:
+        meta["sequential"] = early.record()
     meta.update(incomplete=result.incomplete, finished=_now())
     try:
         atomic.write_json(run_dir / "run.json", meta)
@@ -133,6 +159,15 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
     if disk_full is not None:
         raise disk_full
     return result
+
+
+def _early_stop(rplan: planning.RunPlan, opts: RunOptions) -> earlystop.EarlyStop | None:
+    names = [v.name for v in rplan.variants]
+    baseline = rplan.scenario.baseline
+    if not opts.early_stop or not earlystop.EarlyStop.applies(names, baseline, len(rplan.repeats),
+                                                             sharded=opts.only is not None):
+        return None
+    return earlystop.EarlyStop(baseline, [n for n in names if n != baseline], len(rplan.repeats), len(rplan.steps))
 
 
 def _now() -> str:

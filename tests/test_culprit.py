@@ -1,0 +1,129 @@
+"""The culprit of a VRAM construction failure, in every report."""
+
+from __future__ import annotations
+
+import json
+
+from harness import cli
+from harness.results import culprit
+from harness.results.culprit import Build
+from harness.results.junitread import read_cases
+from tests.sim_scenarios import bare_vs_fixed
+
+GIB = 2**30
+
+
+def build(name, before, after=None, teardown=(), vram=False, settle=()):
+    readings = [*settle, ("before_construct", before)]
+    if after is not None:
+        readings += [("after_construct", after), ("after_workload", after)]
+    readings += [(f"after_{a}", b) for a, b in teardown]
+    return Build(name, tuple(readings), vram)
+
+
+def test_the_culprit_is_the_earliest_build_still_holding_memory():
+    builds = [
+        build("ok", 1 * GIB, 50 * GIB, [("del_llm", 50 * GIB), ("cleanup_dist_env", 1 * GIB)]),  # gave it back
+        build("leaky", 1 * GIB, 50 * GIB, [("del_llm", 50 * GIB), ("cleanup_dist_env", 30 * GIB)]),
+        build("victim", 30 * GIB, vram=True),
+    ]
+    found = culprit.find(builds, 2)
+    assert found.step == "leaky"
+    assert found.held_bytes_after == {"del_llm": 49 * GIB, "cleanup_dist_env": 29 * GIB}
+    assert found.freed_after is None
+
+
+def test_freed_after_names_the_first_later_reading_where_it_was_back():
+    builds = [
+        build("leaky", 1 * GIB, 50 * GIB, [("del_llm", 50 * GIB)]),
+        build("victim", 50 * GIB, vram=True, teardown=[("del_llm", 50 * GIB)]),
+        build("next", 1 * GIB, 50 * GIB, [("del_llm", 1 * GIB)]),  # the lazy release came through meanwhile
+    ]
+    found = culprit.find(builds, 1)
+    assert found.step == "leaky" and found.freed_after == {"step": "next", "at": "before_construct"}
+    assert "free only at next's before_construct" in found.describe()
+
+
+def test_memory_back_by_the_victims_settle_wait_clears_that_build():
+    builds = [build("slow", 1 * GIB, 50 * GIB, [("del_llm", 50 * GIB)]),
+              build("victim", 20 * GIB, vram=True, settle=[("after_wait_memory", 1 * GIB)])]
+    assert culprit.find(builds, 1) is None  # back by the failing construction: someone else holds it
+
+
+def test_noise_within_the_tolerance_is_free():
+    builds = [build("a", 1 * GIB, 50 * GIB, [("cleanup_dist_env", 1 * GIB + (32 << 20))]),
+              build("victim", 40 * GIB, vram=True)]
+    assert culprit.find(builds, 1) is None
+
+
+def test_a_step_that_never_built_an_engine_is_no_culprit():
+    builds = [build("never", 40 * GIB), build("victim", 40 * GIB, vram=True)]
+    assert culprit.find(builds, 1) is None
+
+
+def _run(tmp_path, repeat="1"):
+    path = tmp_path / "s.yaml"
+    path.write_text(bare_vs_fixed("cul", release_delay_s=0.1))
+    out = tmp_path / "out"
+    code = cli.main([str(path), "--out", str(out), "--repeat", repeat, "--no-early-stop"])
+    (rd,) = (out / "cul").iterdir()
+    return code, rd
+
+
+def test_every_report_names_the_culprit(tmp_path, capsys):
+    code, rd = _run(tmp_path)
+    console = capsys.readouterr().out
+    assert "FAIL without_fix r0 seeded" in console and "culprit: greedy (held" in console
+    # JUnit: the failing case's properties
+    (seeded,) = [c for c in read_cases(rd / "without_fix.xml") if c.name == "seeded"]
+    assert seeded.properties["culprit_step"] == "greedy"
+    assert int(seeded.properties["culprit_held_after_gc_collect_bytes"]) > 50 * GIB  # bare keeps the frozen engine
+    # summary.json: the failure entry
+    summary = json.loads((rd / "summary.json").read_text())
+    cell = next(r for r in summary["cases"] if r["step"] == "seeded")["variants"]["without_fix"]
+    assert cell["culprit"]["step"] == "greedy"
+    assert set(cell["culprit"]["held_bytes_after"]) == {"del_llm", "gc_collect"}
+    assert "culprit" not in next(r for r in summary["cases"] if r["step"] == "greedy")["variants"]["without_fix"]
+    # report.md and report.html
+    assert "culprit: greedy (held" in (rd / "report.md").read_text()
+    html = (rd / "report.html").read_text()
+    assert '<div class="culprit">culprit: greedy (held' in html and 'table class="transitions"' in html
+
+
+def test_with_repeats_the_culprit_is_found_within_the_same_repeat(tmp_path):
+    code, rd = _run(tmp_path, repeat="2")
+    found = culprit.from_cases(read_cases(rd / "without_fix.xml"), repeats=2)
+    assert {(k[1], c.step) for k, c in found.items()} == {("seeded[0]", "greedy[0]"), ("third[0]", "greedy[0]"),
+                                                          ("seeded[1]", "greedy[1]"), ("third[1]", "greedy[1]")}
+    summary = json.loads((rd / "summary.json").read_text())
+    assert next(r for r in summary["cases"] if r["step"] == "third")["variants"]["without_fix"]["culprit"]["step"] == "greedy"
+
+
+def test_diff_shows_whose_residue_changed(tmp_path, capsys):
+    code, rd = _run(tmp_path)
+    capsys.readouterr()
+    cli.main(["diff", str(rd / "without_fix.xml"), str(rd / "with_fix.xml")])
+    out = capsys.readouterr().out
+    assert "residue changed" in out and "cul::greedy: 57.60 GiB -> 0.00 GiB" in out
+    cli.main(["diff", str(rd / "without_fix.xml"), str(rd / "with_fix.xml"), "--json"])
+    changes = json.loads(capsys.readouterr().out)["residue"]
+    assert changes[0]["case"] == "cul::greedy" and changes[0]["candidate_bytes"] == 0
+
+
+def test_one_junit_file_with_every_variant_keeps_their_sequences_apart():
+    from harness.results.junitread import Case
+    from harness.model import FailureClass, Outcome
+
+    def case(variant, name, props, failed=False):
+        props = {"variant": variant, "repeat": "0", **{f"mem_{k}_bytes": str(v) for k, v in props.items()}}
+        if failed:
+            return Case("pytest", f"x.{variant}", name, Outcome.FAILED, FailureClass.VRAM_CONSTRUCTION, properties=props)
+        return Case("pytest", f"x.{variant}", name, Outcome.PASSED, properties=props)
+
+    leak = {"before_construct": GIB, "after_construct": 50 * GIB, "after_del_llm": 50 * GIB}
+    clean = {"before_construct": GIB, "after_construct": 50 * GIB, "after_del_llm": GIB}
+    cases = [case("a", "s1", leak), case("a", "s2", {"before_construct": 50 * GIB}, failed=True),
+             case("b", "s1", clean), case("b", "s2", {"before_construct": 50 * GIB}, failed=True)]
+    found = culprit.from_cases(cases)
+    assert found[("x.a", "s2")].step == "s1"
+    assert ("x.b", "s2") not in found  # b's s1 gave its memory back: not b's culprit, and a's is not b's
