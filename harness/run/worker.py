@@ -65,10 +65,23 @@ def _disk_full(error: BaseException) -> bool:
     return isinstance(error, (ResultsDiskFull, atomic.DiskFull))
 
 
+def _to_log(text: str | None = None) -> None:
+    """Write `text` (if any) to the variant's log and flush it: the log is one of the worker's
+    results, so a full disk here stops the run (ResultsDiskFull), as with the events."""
+    try:
+        if text is not None:
+            print(text, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise ResultsDiskFull(e) from None
+        raise
+
+
 def _log_offset() -> int:
     """Byte offset in the variant's log (stdout and stderr go to one file), for per-step log tails."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _to_log()
     try:
         return os.fstat(1).st_size
     except OSError:
@@ -188,9 +201,9 @@ class StepRunner:
         # the log says what happened too, whatever the backend (the simulated one writes nothing
         # itself), so the log alone can be read, and classified, without the events
         if failure is None:
-            print(f"[harness] step {name}: passed", file=sys.stderr, flush=True)
+            _to_log(f"[harness] step {name}: passed")
         else:
-            print(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}", file=sys.stderr, flush=True)
+            _to_log(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}")
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
                                   "release_latency_s": latency, "log_offset": _log_offset()}
