@@ -77,7 +77,8 @@ def test_every_step_is_a_real_case_with_timings_and_memory(run_dir, variant, pro
     suite_props = {p.name: p.value for p in suite.properties()}
     assert suite_props["teardown_profile"] == profile
     assert suite_props["vllm_version"].startswith("0.")
-    assert suite_props["platform"] == "cpu" and suite_props["probe"] == "host"
+    assert suite_props["platform"] == "cpu" and suite_props["probe"] == "host"  # no device model unasked
+    assert not (rd / "sim-ledger.json").exists()
     assert list(cases) == ["greedy", "seeded", "logprobs_and_penalties", "fails_on_purpose"]
     for name in ("greedy", "seeded", "logprobs_and_penalties"):
         case, props = cases[name], _props(cases[name])

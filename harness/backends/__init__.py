@@ -47,7 +47,12 @@ class RunnerHooks:
             Ledger(ledger).discard_partial_write()
 
 
-def runner_hooks(backend: str) -> RunnerHooks:
+def runner_hooks(backend: str, device_model: Any = None) -> RunnerHooks:
+    """The hooks of `backend`; with `device_model` (a scenario.specs.DeviceModel), the modelled device's."""
+    if device_model is not None:
+        from harness.devicemodel.probe import DeviceModelRunnerHooks
+
+        return DeviceModelRunnerHooks(device_model)
     if backend == "sim":
         from harness.backends.sim import SimRunnerHooks
 

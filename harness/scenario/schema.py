@@ -21,7 +21,7 @@ from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario.prompts import PROMPT_SETS
-from harness.scenario.specs import SimDevice
+from harness.scenario.specs import DEVICE_MODEL_KEYS, SimDevice
 
 PLATFORMS = ("rocm", "cuda", "cpu", "any")
 BACKENDS = ("vllm", "sim")
@@ -251,7 +251,7 @@ def load(path: str | Path) -> Scenario:
     )
     for v in variants:  # a fault aimed at a step that does not exist would never fire
         for kind, spec in v.inject.items():
-            if "step" in spec:
+            if isinstance(spec, dict) and "step" in spec:
                 ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind}.step",
                            tuple(s.name for s in scenario.steps))
     return scenario
@@ -417,6 +417,7 @@ _INJECT = {
     "hang": ("step", "phase", "repeat"),
     "crash": ("step", "phase", "signal", "target", "repeat"),
     "orphan": ("step", "hold_mib"),
+    "device_model": DEVICE_MODEL_KEYS,  # or `false`: no modelled device in a rehearsal
 }
 
 
@@ -425,6 +426,9 @@ def _inject(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
     out = {}
     for kind, body in raw.items():
         k = _join(key, kind)
+        if kind == "device_model":
+            out[kind] = _device_model(ctx, body, k)
+            continue
         ctx.mapping(body, k, _INJECT[kind], required=("seconds",) if kind == "lazy_release" else ("step",))
         body = dict(body)
         if "seconds" in body:
@@ -443,6 +447,23 @@ def _inject(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
             ctx.number(body["hold_mib"], _join(k, "hold_mib"), lo=0, hi=1 << 20, integer=True)
         out[kind] = body
     return out
+
+
+def _device_model(ctx: _Ctx, body: Any, key: str) -> dict[str, Any] | bool:
+    if body is False:
+        return False
+    ctx.mapping(body, key, DEVICE_MODEL_KEYS)
+    limits = {"total_gib": (0, 1e6, True), "release_delay_s": (0, 3600, False), "baseline_gib": (0, 1e6, False),
+              "release_jitter_s": (0, 3600, False), "seed": (0, 2**31, False)}
+    for name, value in body.items():
+        if name == "device_name":
+            ctx.text(value, _join(key, name))
+        else:
+            lo, hi, lo_open = limits[name]
+            ctx.number(value, _join(key, name), lo=lo, hi=hi, lo_open=lo_open, integer=name == "seed")
+    if body.get("baseline_gib", 0) >= body.get("total_gib", float("inf")):
+        raise ctx.fail(_join(key, "baseline_gib"), "must be less than total_gib")
+    return dict(body)
 
 
 _STEP_KEYS = ("name", "engine", "workload", "expect", "timeout_s")

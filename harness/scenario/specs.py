@@ -1,5 +1,6 @@
 """What a scenario may name, as data: the teardown actions and their parameters, the expectation
-checks and what their arguments may be, the simulated device's settings.
+checks and what their arguments may be, the simulated device's settings, the modelled device's
+(`inject: device_model`, harness/devicemodel).
 
 The schema (scenario/schema.py) validates a scenario against these; the run stage attaches the code
 (run/teardown.py runs the actions, run/expect.py the checks, harness/sim the device). Standard
@@ -8,7 +9,7 @@ library only: the worker imports it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 
@@ -103,3 +104,36 @@ class SimDevice:
     weights_gib: float = 2.0
     device_name: str = "AMD Instinct MI250X/MI250 (simulated)"
     count: int = 8  # devices on the simulated node (an MI250 node shows 8 GCDs)
+
+
+# --------------------------------------------------------------------------- the modelled device
+@dataclass(frozen=True)
+class DeviceModel:
+    """Stable keys of `inject: device_model`. An MI250 GCD by default."""
+
+    total_gib: float = 64.0
+    release_delay_s: float = 8.0  # released memory counts as used this much longer (ROCm's lazy reclaim)
+    baseline_gib: float = 0.5  # used by the driver and other tenants
+    release_jitter_s: float = 0.0  # plus a seeded random extra delay up to this
+    seed: int = 0
+    device_name: str = "AMD Instinct MI250X/MI250"
+
+    def ledger_config(self) -> dict[str, Any]:
+        """What harness.sim.ledger.Ledger is initialised with (8 devices, as a node shows)."""
+        return {"total_gib": self.total_gib, "baseline_gib": self.baseline_gib, "count": 8,
+                "release_delay_s": self.release_delay_s, "release_jitter_s": self.release_jitter_s,
+                "seed": self.seed}
+
+    def describe(self) -> str:
+        return f"{self.device_name}, {self.total_gib:g} GiB, release delay {self.release_delay_s:g} s"
+
+
+DEVICE_MODEL_KEYS = tuple(f.name for f in fields(DeviceModel))
+
+#: the device a rehearsal models, by the scenario's platform
+DEVICE_MODEL_PRESETS: dict[str, DeviceModel] = {
+    "rocm": DeviceModel(),
+    # CUDA gives memory back at once; 79.18 GiB is an H100 80GB as vLLM counts it
+    "cuda": DeviceModel(total_gib=79.18, release_delay_s=0.0, baseline_gib=0.5,
+                        device_name="NVIDIA H100 80GB HBM3"),
+}

@@ -121,13 +121,14 @@ class Ledger:
                 "allocated_at": now, "free_at": None, "how": None}
         return entry_id
 
-    def release(self, entry_id: int, delay_s: float | None = None) -> None:
-        """Give an entry back; it becomes free at now + delay (+ jitter). Idempotent: releasing an
-        entry twice, or one already gone, changes nothing."""
+    def release(self, entry_id: int, delay_s: float | None = None, *, at: float | None = None) -> None:
+        """Give an entry back; it becomes free at `at` (default: now) + delay (+ jitter). `at` is
+        when the memory was really given back, for a writer that records it later. Idempotent:
+        releasing an entry twice, or one already gone, changes nothing."""
         with self._changing() as (state, now):
             entry = state["entries"].get(str(entry_id))
             if entry is not None and entry["free_at"] is None:
-                _schedule_free(state, entry_id, entry, now, "release", delay_s)
+                _schedule_free(state, entry_id, entry, now if at is None else min(at, now), "release", delay_s)
 
     # ------------------------------------------------------------------ internals
     def _initialise(self, config: dict[str, Any]) -> None:
