@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from harness.errors import HarnessError, InputError
 
 EXIT_INTERRUPTED = 130
 EXIT_INFRASTRUCTURE = 3
+MAX_REPEAT = 10_000  # as a scenario's `repeat:` (scenario/schema.py)
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
 
 
@@ -74,11 +76,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.run import engineargs
+    from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
         sc = scenario_mod.load(path)
+        preflight.check_inputs(sc)
         for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
             print(f"note: {note}", file=sys.stderr)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
@@ -142,6 +145,27 @@ def cmd_trend(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line naming the option, like every other input error (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def count(lo: int, hi: int):
+    """An argparse type: a whole number in [lo, hi], refused by argparse (naming the option) before
+    anything runs or is written."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range (must be {lo}..{hi})")
+        return value
+    return parse
+
+
 def _allow_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow", action="append", metavar="CLASS,...",
                    help="failure classes that do not fail the run (e.g. assertion,timeout); "
@@ -151,10 +175,10 @@ def _allow_argument(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from harness.run import select
 
-    parser = argparse.ArgumentParser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
+    parser = _Parser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _add = sub.add_parser
@@ -167,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a scenario (the default: `run.py SCENARIO.yaml`)")
     p.add_argument("scenario")
     p.add_argument("--variant", action="append", help="run only this variant (repeatable)")
-    p.add_argument("--repeat", type=int, help="override the scenario's repeat count")
+    p.add_argument("--repeat", type=count(1, MAX_REPEAT), help="override the scenario's repeat count")
     _allow_argument(p)
     p.add_argument("--no-early-stop", action="store_true",
                    help="run every repeat even when the verdict is already decided (and test at p < 0.05)")
@@ -211,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("trend", help="pass rate and release latency per night, from results/history.jsonl")
     p.add_argument("scenario", nargs="?", help="scenario name or YAML file (default: every scenario)")
-    p.add_argument("--nights", type=int, default=14, help="the last N nights that have runs (default: 14)")
-    p.add_argument("--recent", type=int, default=3,
+    p.add_argument("--nights", type=count(1, 100_000), default=14, help="the last N nights that have runs (default: 14)")
+    p.add_argument("--recent", type=count(1, 100_000), default=3,
                    help="flag steps that failed in the last K nights after passing before (default: 3)")
     p.add_argument("--html", help="also write the trend as an HTML page with charts")
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
@@ -248,27 +272,49 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # a CI agent's SIGTERM ends the run like Ctrl-C: children stopped, results kept
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = _normalise(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
-        return int(e.code or 0)
+def _interrupts_raise() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (run.py ignores it quietly while importing), and SIGTERM
+    does too; only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        _interrupts_raise()
+        argv = _normalise(list(sys.argv[1:] if argv is None else argv))
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
+            return int(e.code or 0)
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(error: BaseException) -> str:
+    """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
+    from harness.xmlsafe import printable
+
+    return printable(" ".join(str(error).splitlines()))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:
             raise
-        print(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 3

@@ -11,6 +11,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+# How the JUnit file says that a step never ran because its worker broke (results/events.py writes
+# them, results/verdict.py reads them): such a variant did not run its steps, and no verdict on it
+# may pass.
+NOT_RUN = "not run: "  # the message of a skipped step the worker never started
+NEVER_STARTED = "WorkerDied: the worker exited before its first step"  # the first step's failure
+
+
+# The worker's exit status when it cannot write its events (a full disk): the runner stops the run.
+EXIT_DISK_FULL = 74  # EX_IOERR
+DISK_FULL_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file-size limit) on Linux
+
+
 class FailureClass(str, enum.Enum):
     """Why a step failed. The string values are a contract (docs/architecture.md, contracts)."""
 

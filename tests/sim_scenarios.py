@@ -52,3 +52,14 @@ steps:
     workload: {{prompt_set: short, sampling: [{{temperature: 1.0, seed: 1, max_tokens: 8}}]}}
   - name: third
 """
+
+
+def with_profiles(name: str, profiles: str, variants: str, steps: list[str], step_timeout: float = 30) -> str:
+    """A quick simulated scenario with the user's teardown profiles (`call:` hooks, say): `profiles`
+    and `variants` are the bodies of those mappings in flow style, `steps` the step names (YAML
+    double-quoted, so escapes such as \\t work)."""
+    lines = ["version: 1", f"name: {name}", "backend: sim", "sim: {construct_s: 0.0, release_delay_s: 0.0}",
+             f"timeouts: {{step: {step_timeout}, worker_start: 120, stop_grace: 2}}",
+             "defaults: {gpu_memory_utilization: 0.5}", f"teardown_profiles: {{{profiles}}}",
+             f"variants: {{{variants}}}", "steps:"]
+    return "\n".join(lines + [f'  - name: "{s}"' for s in steps]) + "\n"

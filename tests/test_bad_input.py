@@ -47,6 +47,14 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "not_utf8": ("line 3: not UTF-8 (byte 0xe9)",),
     "binary_garbage": ("line 1: not UTF-8",),
     "directory_instead_of_file": ("is a directory, expected a YAML file",),
+    "yaml_raw_escape_byte": ("line 4, column 15: character U+001B is not allowed in YAML",),
+    "yaml_raw_nul_byte": ("line 3, column 10: character U+0000 is not allowed in YAML",),
+    # names that become paths
+    "scenario_name_traversal": ("name: the scenario name '../../escaped' would leave the results directory",),
+    "scenario_name_absolute": ("name: the scenario name '/tmp/harness-escaped' would leave the results directory",),
+    "scenario_name_nul": ("name: the scenario name contains a NUL character",),
+    "scenario_name_control_character": ("name: the scenario name 'two\\nlines' contains a control character",),
+    "variant_name_too_long": ("variants.vxxx", "the variant name is 300 characters long", "limit of 255 bytes"),
     # top level
     "version_newer": ("version: version 2 is newer than this release understands", "upgrade"),
     "version_missing": ("version: required key is missing",),
@@ -86,6 +94,12 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "variant_bad_name": ("variants.with/fix: a variant name uses letters, digits",),
     "variant_is_list": ("variants.with_fix: expected a mapping, got a list",),
     "variant_python_missing": ("variants.with_fix.python: interpreter '/nonexistent/venv/bin/python' does not exist",),
+    "variant_python_not_executable": ("variants.with_fix.python: interpreter "
+                                      "'tests/data/bad_scenarios/variant_python_not_executable.yaml' is not executable",),
+    "variant_python_directory": ("variants.with_fix.python: interpreter 'tests/data' is a directory",),
+    "variant_env_nul": ("variants.with_fix.env.VLLM_X: the value contains a NUL character",),
+    "variant_engine_model_missing": ("variants.with_fix.engine.model: model path './models/no-such-variant-model' "
+                                     "does not exist",),
     "variant_env_not_scalar": ("variants.with_fix.env.VLLM_X: expected a string or number, got a list",),
     "profile_unknown": ("variants.with_fix.profile: 'fixd' is not valid; did you mean 'fixed'?",),
     # injected faults
@@ -133,9 +147,11 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 CORPUS_FILES = sorted(CORPUS.iterdir())
 
 
-def cli(*args: str, timeout: float = TIMEOUT, preexec_fn=None) -> subprocess.CompletedProcess:
+def cli(*args: str, timeout: float = TIMEOUT, preexec_fn=None, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn)
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn,
+                          env={**os.environ, **env} if env else None)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:

@@ -373,14 +373,14 @@ def test_classify_file_unreadable(tmp_path: Path):
 
 
 def test_classify_file_read_error(tmp_path: Path, monkeypatch):
-    import harness.results.classify
+    from harness import boundedread
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
     path = tmp_path / "x.log"
     path.write_text(STARTUP)
-    monkeypatch.setattr(harness.results.classify, "open", refuse, raising=False)
+    monkeypatch.setattr(boundedread.os, "open", refuse)  # the one place classify opens a file
     with pytest.raises(InputError, match="Permission denied") as info:
         classify_file(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import atomic
 from harness.sim import ledger as ledger_mod
 from harness.sim.ledger import ENV, GIB, Ledger, OutOfDeviceMemory
 
@@ -192,11 +193,11 @@ def test_an_interrupted_write_leaves_the_previous_state_and_no_temporary_file(tm
     led.allocate(0, GIB, "engine")
     before = (tmp_path / "ledger.json").read_text()
 
-    def interrupted(obj, fp, **kwargs):
-        fp.write('{"version": 1, "entr')
+    def interrupted(fd, data):
+        os.write(fd, data[:20])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ledger_mod.json, "dump", interrupted)
+    monkeypatch.setattr(atomic, "_write_all", interrupted)
     with pytest.raises(KeyboardInterrupt):
         led.allocate(0, GIB, "engine")
     assert (tmp_path / "ledger.json").read_text() == before
@@ -208,7 +209,7 @@ def test_a_killed_writers_temporary_file_is_discarded(tmp_path):
     at the end of the run, and the ledger itself is untouched."""
     led = Ledger(tmp_path / "ledger.json", SMALL)
     led.allocate(1, 2 * GIB, "engine")
-    partial = tmp_path / ".ledger.json.tmp"
+    partial = tmp_path / ".ledger.json.k1ll3d.tmp"  # the unique name atomic.write_bytes gave it
     partial.write_text('{"version": 1, "entr')
     led.discard_partial_write()
     assert not partial.exists()

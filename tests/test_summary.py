@@ -77,8 +77,8 @@ def test_summary_json_that_cannot_be_loaded(run_dir, change, words):
 def test_each_junit_file_is_parsed_once(run_dir, monkeypatch):
     monkeypatch.delenv(history.ENV, raising=False)
     parsed = []
-    real = junitread._load
-    monkeypatch.setattr(junitread, "_load", lambda path: parsed.append(path.name) or real(path))
+    real = junitread.load
+    monkeypatch.setattr(junitread, "load", lambda path: parsed.append(path.name) or real(path))
     history.write_report(run_dir)
     assert sorted(parsed) == ["no_fix.xml", "other.xml", "with_fix.xml"]
     assert (run_dir / "report.html").is_file()

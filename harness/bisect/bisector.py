@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import atomic
+from harness import atomic, boundedread
 from harness.run import runner
 from harness.errors import InputError
 from harness.bisect import search
@@ -84,7 +84,10 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        """0: one revision found; 1: a range (skips) or the ends are not as stated."""
+        """0: one revision found; 1: a range (skips) or the ends are not as stated; 3: no revision
+        could be run at all (an infrastructure problem: no verdict)."""
+        if self.result.status is search.Status.NO_VERDICT:
+            return 3
         return 0 if self.result.status is search.Status.FOUND else 1
 
 
@@ -93,11 +96,24 @@ class State:
         self.path = path
         self.data = {"version": STATE_VERSION, **meta, "revisions": {}}
         if path.exists():
-            self.data["revisions"] = json.loads(path.read_text(encoding="utf-8")).get("revisions", {})
+            data = boundedread.read(path, 64 << 20, lambda msg: InputError(f"{path}: {msg}"), "a bisect state file")
+            try:
+                saved = json.loads(data.decode("utf-8"))
+            except ValueError as e:
+                raise InputError(f"{path}: not a bisect state file ({' '.join(str(e).split())}); "
+                                 "remove it to start the search afresh") from None
+            revisions = saved.get("revisions") if isinstance(saved, dict) else None
+            if not isinstance(revisions, dict) or not all(isinstance(v, dict) for v in revisions.values()):
+                raise InputError(f"{path}: revisions: expected a mapping of revisions; remove the file to "
+                                 "start the search afresh")
+            self.data["revisions"] = revisions
 
     def get(self, rev: Revision) -> Judgement | None:
         entry = self.data["revisions"].get(rev.key)
-        return Judgement.from_dict(entry) if entry else None
+        try:
+            return Judgement.from_dict(entry) if entry else None
+        except (KeyError, ValueError, TypeError):  # an entry this release cannot read: run it again
+            return None
 
     def put(self, rev: Revision, judgement: Judgement) -> None:
         self.data["revisions"][rev.key] = {"label": rev.label, "detail": rev.detail, **judgement.to_dict(),
@@ -189,6 +205,11 @@ def summary(report: Report) -> list[str]:
         j = judged(i)
         return [f"the {name} end {revs[i]} is {is_}: nothing to bisect ({j.reason})",
                 f"  {name} end JUnit: {_junit(j)}", f"  {name} end log: {j.log}"]
+    if r.status is search.Status.NO_VERDICT:
+        tried = [i for i in range(len(revs)) if judged(i)]
+        why = judged(tried[0]).reason if tried else "nothing was run"
+        return [f"no verdict: none of the {len(tried)} revision(s) tried could be run, each was skipped, "
+                f"so the search names no {t.new} revision; first reason: {why}"]
     first = r.candidates[-1]  # the first revision seen to be new
     if r.status is search.Status.FOUND:
         lines = [f"first {t.new} revision: {revs[first]}", f"  log: {judged(first).log}"]

@@ -200,5 +200,5 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
 def _existing(path: str, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{what}: {path}: no such file")
+        raise InputError(f"{what}: {path}: " + ("not a regular file" if p.exists() else "no such file"))
     return p.resolve()

@@ -32,6 +32,7 @@ class Status(str, enum.Enum):
     AMBIGUOUS = "ambiguous"        # skipped revisions hide which of `candidates` is the first NEW
     OLD_END_IS_NEW = "old end is new"  # the old end itself behaves the new way: nothing to bisect
     NEW_END_IS_OLD = "new end is old"  # the new end behaves the old way: nothing changed
+    NO_VERDICT = "no verdict"      # every revision tested was skipped: the search found nothing
 
     def __str__(self) -> str:
         return self.value
@@ -102,6 +103,10 @@ class Bisection:
         status = self._contradicted()
         if status is not None:
             return Result(status)
+        if not any(v is not Verdict.SKIP for v in self.verdicts.values()):
+            # the ends only "count as what the user said" next to a real verdict; without one,
+            # naming a revision would be the user's claim, not a finding
+            return Result(Status.NO_VERDICT, candidates=tuple(range(1, self.n)))
         lo, hi = self.bounds()
         candidates = tuple(i for i in range(lo + 1, hi + 1) if self.verdicts.get(i) in (None, Verdict.SKIP)
                            or i == hi)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from harness import RESULT_VERSION
+from harness import RESULT_VERSION, boundedread
 from harness.errors import InputError
 from harness.results import rundir
 from harness.results.rundir import commit_of as _commit_of  # noqa: F401 - known here by this name
@@ -35,6 +35,7 @@ from harness.results.verdict import step_of
 
 FILE_NAME = "history.jsonl"
 ENV = "HARNESS_HISTORY"
+MAX_BYTES = 1 << 30  # years of nightly records are a few MB
 REQUIRED = ("scenario", "variant", "night", "steps")
 
 
@@ -165,13 +166,9 @@ def write_report(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
 def load(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every usable record of ``path`` in file order, and one warning per line that was skipped."""
     records, warnings = [], []
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return [], []
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    raw = boundedread.read(path, MAX_BYTES, lambda msg: InputError(f"{path}: {msg}"), "a history file (JSON lines)")
     for lineno, line in enumerate(raw.split(b"\n"), 1):
         if not line.strip():
             continue
@@ -180,14 +177,56 @@ def load(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         except (UnicodeDecodeError, json.JSONDecodeError):
             warnings.append(f"{path}:{lineno}: skipped a corrupt line (not JSON)")
             continue
-        if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED) or not isinstance(rec["steps"], dict):
+        if not isinstance(rec, dict) or any(k not in rec for k in REQUIRED):
             warnings.append(f"{path}:{lineno}: skipped a line that is not a history record")
+            continue
+        problem = record_problem(rec)
+        if problem:
+            warnings.append(f"{path}:{lineno}: skipped a malformed record ({problem})")
             continue
         if rec.get("version", RESULT_VERSION) > RESULT_VERSION:
             warnings.append(f"{path}:{lineno}: skipped a record of a newer version {rec.get('version')!r}")
             continue
         records.append(rec)
     return records, warnings
+
+
+_TEXT, _COUNT, _NUMBER = (str,), (int,), (int, float)
+# what trend reads of a record, and the types it can use (None allowed where a key is optional)
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "version": (_COUNT, True), "scenario": (_TEXT, False), "variant": (_TEXT, False), "night": (_TEXT, False),
+    "run_id": (_TEXT, True), "verdict": (_TEXT, True), "vllm_version": (_TEXT, True), "baseline": ((bool,), True),
+    "runs": (_COUNT, True), "passed": (_COUNT, True), "failed": (_COUNT, True), "skipped": (_COUNT, True),
+    "steps": ((dict,), False), "release_latency_s": ((dict,), True),
+}
+
+
+def _kind(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False  # true is an int to Python, not a count to a reader
+    return isinstance(value, types)
+
+
+def record_problem(rec: dict[str, Any]) -> str | None:
+    """Why a JSON object cannot be used as a history record (None when it can): the key that is wrong."""
+    for key, (types, optional) in _FIELDS.items():
+        value = rec.get(key)
+        if optional and value is None:  # absent or null
+            continue
+        if not _kind(value, types):
+            return f"{key}: expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
+    median = (rec.get("release_latency_s") or {}).get("median")
+    if median is not None and not _kind(median, _NUMBER):
+        return f"release_latency_s.median: expected a number, got {type(median).__name__}"
+    for step, st in rec["steps"].items():
+        if not isinstance(st, dict):
+            return f"steps.{step}: expected a mapping, got {type(st).__name__}"
+        for key in ("runs", "failed"):
+            if key in st and not (_kind(st[key], _COUNT) and st[key] >= 0):
+                return f"steps.{step}.{key}: expected a count, got {st[key]!r}"
+        if st.get("class") is not None and not isinstance(st["class"], str):
+            return f"steps.{step}.class: expected a string, got {type(st['class']).__name__}"
+    return None
 
 
 # --------------------------------------------------------------------------- trend

@@ -28,7 +28,8 @@ from junitparser import JUnitXml, TestSuite
 
 from harness import atomic
 from harness.errors import InputError
-from harness.results import events
+from harness import xmlsafe
+from harness.results import events, junitread
 
 T = TypeVar("T")
 BUILDKITE_JOB = "BUILDKITE_PARALLEL_JOB"
@@ -174,7 +175,27 @@ def _read_part(run_dir: Path) -> _Part:
         raise InputError(f"{path}: version: expected a version 1 run.json")
     if not isinstance(meta.get("matrix"), list) or not isinstance(meta.get("profiles"), dict):
         raise InputError(f"{path}: matrix: missing (written by a harness without sharding?)")
+    _check_names(path, meta)
     return _Part(run_dir, meta)
+
+
+def _check_names(path: Path, meta: dict[str, Any]) -> None:
+    """The names merge turns into paths, refused before anything is written: a run.json is input."""
+    from harness.run.preflight import VARIANT_SUFFIX, path_name_problem
+
+    problem = path_name_problem(meta.get("scenario"))
+    if problem:
+        raise InputError(f"{path}: scenario: {problem}")
+    if not isinstance(meta.get("repeat"), int) or isinstance(meta.get("repeat"), bool) or meta["repeat"] < 1:
+        raise InputError(f"{path}: repeat: expected a positive integer, got {meta.get('repeat')!r}")
+    for i, pair in enumerate(meta["matrix"]):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int)):
+            raise InputError(f"{path}: matrix[{i}]: expected [variant, repeat], got {pair!r}")
+    names = [*meta["profiles"], *(pair[0] for pair in meta["matrix"])]
+    for name in names:
+        problem = path_name_problem(name, suffix=VARIANT_SUFFIX)
+        if problem:
+            raise InputError(f"{path}: variants: the variant name {problem}")
 
 
 def _merged_meta(parts: list[_Part], run_id: str, variants: list[str], ran, missing) -> dict[str, Any]:
@@ -210,10 +231,8 @@ def _union(items) -> list:
 def _suite(path: Path, variant: str) -> TestSuite:
     if not path.is_file():
         raise InputError(f"{path}: missing JUnit file for variant {variant!r}")
-    try:
-        xml = JUnitXml.fromfile(str(path))
-    except Exception as e:  # junitparser raises several kinds for a broken file
-        raise InputError(f"{path}: not usable as JUnit XML: {e}") from None
+    xml = junitread.load(path)
+    xmlsafe.restore(xml._elem)  # written again below, where every text is made XML-safe once more
     suites = [xml] if isinstance(xml, TestSuite) else list(xml)
     if len(suites) != 1:
         raise InputError(f"{path}: expected one <testsuite>, found {len(suites)}")

@@ -12,10 +12,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from harness.xmlsafe import printable
+
 GIB = 2**30
+
+
+def shown(text: Any) -> str:
+    """Text from the run inside rich markup: printable, and its brackets not read as markup."""
+    return escape(printable(str(text)))
 
 
 def _gib(n: float | None) -> str:
@@ -48,13 +56,13 @@ class Progress:
         s = self.state
         table = Table.grid(padding=(0, 2))
         if "step" not in s:
-            where = f"[bold]{s['variant']}[/] r{s.get('repeat', 0)}: " if "variant" in s else ""
+            where = f"[bold]{shown(s['variant'])}[/] r{s.get('repeat', 0)}: " if "variant" in s else ""
             table.add_row(f"{where}[dim]starting the worker…[/]")
             return table
         elapsed = time.monotonic() - s["t0"] if "t0" in s else 0.0
-        table.add_row(f"[bold]{s.get('variant', '')}[/] r{s.get('repeat', 0)}",
-                      f"step {s.get('index', -1) + 1}/{self.total} {s.get('step', '')}",
-                      s.get("phase", ""), f"{elapsed:.1f}s", _gib(s.get("used")))
+        table.add_row(f"[bold]{shown(s.get('variant', ''))}[/] r{s.get('repeat', 0)}",
+                      f"step {s.get('index', -1) + 1}/{self.total} {shown(s.get('step', ''))}",
+                      shown(s.get("phase", "")), f"{elapsed:.1f}s", _gib(s.get("used")))
         return table
 
     def __call__(self, variant: str, repeat: int, ev: dict) -> None:
@@ -86,7 +94,7 @@ class Progress:
                 continue
             mark = {"skipped": "[yellow]SKIP[/]"}.get(str(res.outcome), "[red]FAIL[/]")
             why = f"  {res.failure_class}: {_one_line(res.message)}" if res.message else ""
-            self.console.print(Text.from_markup(mark) + Text(f" {variant} r{repeat} {res.step}{why}"),
+            self.console.print(Text.from_markup(mark) + Text(printable(f" {variant} r{repeat} {res.step}{why}")),
                                highlight=False, soft_wrap=True)
 
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
@@ -100,7 +108,7 @@ class Progress:
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
         # the peak of the step's device-memory readings: what report.html's "peak" is, per step
         line = f" {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, peak {_gib(self.state.get('peak'))}){why}"
-        self.console.print(Text.from_markup(mark) + Text(line), highlight=False, soft_wrap=True)
+        self.console.print(Text.from_markup(mark) + Text(printable(line)), highlight=False, soft_wrap=True)
 
     def _culprit(self, ev: dict) -> str:
         """" — culprit: ..." for a construction that failed for lack of memory."""
@@ -128,10 +136,10 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
     """Steps x variants with outcome and class, then the verdict and its reasons."""
     console = console or Console(highlight=False)
     variants = summary.get("variants", [])
-    table = Table(title=f"{summary.get('scenario', '')} — {summary.get('run_id', '')}", show_lines=False)
+    table = Table(title=shown(f"{summary.get('scenario', '')} — {summary.get('run_id', '')}"), show_lines=False)
     table.add_column("step")
     for v in variants:
-        table.add_column(v)
+        table.add_column(shown(v))
     for row in summary.get("cases", []):
         cells = []
         for v in variants:
@@ -143,16 +151,16 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
             elif cell.get("outcome") == "skipped":
                 cells.append("[yellow]skipped[/]")
             else:
-                cells.append(f"[red]{cell.get('failure_class', 'failed')}[/]")
-        table.add_row(row.get("step", row.get("name", "")), *cells)
+                cells.append(f"[red]{shown(cell.get('failure_class', 'failed'))}[/]")
+        table.add_row(shown(row.get("step", row.get("name", ""))), *cells)
     console.print(table)
     verdict = summary.get("verdict", "")
     colour = "green" if summary.get("exit_code", 1) == 0 else "red"
     if summary.get("incomplete"):
         console.print("[yellow bold]INCOMPLETE[/]: the run was interrupted; partial results only")
-    console.print(f"verdict: [bold {colour}]{verdict}[/]")
+    console.print(f"verdict: [bold {colour}]{shown(verdict)}[/]")
     for reason in summary.get("reasons", []):
-        console.print(f"  - {reason}", markup=False)
+        console.print(f"  - {printable(reason)}", markup=False)
 
 
 def plain_lines() -> bool:

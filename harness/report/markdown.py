@@ -1,11 +1,17 @@
 """report.md: the summary as Markdown, fit for a Buildkite annotation or a GitHub step summary.
 
-Both cap the text at 1 MiB, so long tables are cut with a note pointing at summary.json.
+Both cap the text at 1 MiB, so long tables are cut with a note pointing at summary.json. Both also
+render HTML inside Markdown, so every text from the run (step names, messages, names from run.json)
+is HTML-escaped, as report.html escapes it, and made printable.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
+
+from harness.xmlsafe import printable
 
 MAX_BYTES = 1_000_000  # under Buildkite's 1 MiB annotation limit, with room for the closing note
 MAX_STEP_ROWS = 500
@@ -26,13 +32,21 @@ def render(summary: dict[str, Any]) -> str:
 
 
 def _cell(value: Any, limit: int = MAX_CELL) -> str:
-    """One table cell: one line, no pipes breaking the table, not too long."""
-    text = " ".join(str(value).split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """One table cell: one line, no pipes breaking the table, not too long, no HTML."""
+    text = " ".join(printable(str(value)).split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def _code(value: Any) -> str:
+    """An inline code span for a plain name; anything that could close it or hold markup is an
+    escaped cell instead."""
+    text = _cell(value)
+    return text if re.search(r"[`&<>\\|]", text) else f"`{text}`"
 
 
 def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"\n_{len(rows) - limit} more {what} not shown; see summary.json._")
@@ -42,11 +56,12 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
 def _title(s: dict[str, Any]) -> str:
     verdict = s.get("verdict", "")
     status = "FAIL" if s.get("exit_code") else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
-    lines = [f"## {s.get('scenario') or 'run'}: {status} ({verdict}, exit {s.get('exit_code')})\n"]
+    lines = [f"## {_cell(s.get('scenario') or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.get('exit_code'))})\n"]
     if s.get("incomplete"):
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
-    facts = [f"run `{s.get('run_id')}`", f"baseline `{s.get('baseline')}`",
-             f"{s.get('repeat', 1)} repeat(s)", f"backend {s.get('backend')}", f"platform {s.get('platform')}"]
+    facts = [f"run {_code(s.get('run_id'))}", f"baseline {_code(s.get('baseline'))}",
+             f"{_cell(s.get('repeat', 1))} repeat(s)", f"backend {_cell(s.get('backend'))}",
+             f"platform {_cell(s.get('platform'))}"]
     if s.get("rehearsal"):
         facts.insert(0, "**rehearsal** (this machine lacks the scenario's platform: see Substitutions)")
     seq = (s.get("stats") or {}).get("sequential") or {}
@@ -153,7 +168,7 @@ def _transitions(s: dict[str, Any]) -> str:
         rows = [[c["transition"], c["step"], _side(c["baseline"]), _side(c["candidate"]), _message(c)]
                 for kind in SHOWN_TRANSITIONS for c in t["cases"] if c["transition"] == kind]
         if rows:
-            out.append(f"### {s.get('baseline')} → {name}\n\n" + _table(
+            out.append(f"### {_cell(s.get('baseline'))} → {_cell(name)}\n\n" + _table(
                 ["transition", "step", "baseline", "candidate", "message"], rows, MAX_TRANSITION_ROWS,
                 "transitions"))
     return "\n".join(out)
@@ -170,7 +185,7 @@ def _listing(title: str, items: list | None) -> str:
 
 
 def _fit(text: str) -> str:
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", errors="backslashreplace")
     if len(data) <= MAX_BYTES:
         return text
     cut = data[: MAX_BYTES - 200].decode("utf-8", errors="ignore")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.report.console import shown
 from harness.report.html import page
 from harness.report.svg import SERIES_COLOURS, esc, line_chart
 
@@ -29,35 +30,37 @@ def _lat(cell: NightCell) -> str:
 
 
 def print_trend(trends: list[ScenarioTrend], console: Any = None) -> None:
-    """Per scenario: one row per night, one column per variant (pass rate, median release latency)."""
+    """Per scenario: one row per night, one column per variant (pass rate, median release latency).
+    History records are input: their names are shown as text, never as rich markup or escapes."""
     console = console or Console(highlight=False)
     for tr in trends:
-        table = Table(title=f"{tr.scenario}: last {len(tr.nights)} night(s)", caption="pass rate (passed/ran) · "
-                      "median release latency")
+        table = Table(title=f"{shown(tr.scenario)}: last {len(tr.nights)} night(s)",
+                      caption="pass rate (passed/ran) · median release latency")
         table.add_column("night", no_wrap=True)
         for v in tr.variants:
-            table.add_column(v + (" (baseline)" if v == tr.baseline else ""))
+            table.add_column(shown(v) + (" (baseline)" if v == tr.baseline else ""))
         table.add_column("verdict")
         table.add_column("vLLM")
         for n in tr.nights:
             cells = [tr.cells[v][n] for v in tr.variants]
             versions = sorted({x for c in cells for x in c.versions})
-            row = [n]
+            row = [shown(n)]
             for c in cells:
                 colour = "" if c.pass_rate is None else "green" if c.pass_rate == 1 and not c.skipped else "red"
                 text = f"{c.pass_rate:.0%} {c.passed}/{c.runs}{_skipped(c)} · {_lat(c).replace(' s', 's')}" \
                     if c.pass_rate is not None else "-"
                 row.append(f"[{colour}]{text}[/]" if colour else text)
-            row += [", ".join(sorted(set(tr.verdicts[n]))) or "-", ", ".join(versions) or "-"]
+            row += [shown(", ".join(sorted(set(tr.verdicts[n]))) or "-"), shown(", ".join(versions) or "-")]
             table.add_row(*row)
         console.print(table)
         if tr.flaky:
-            console.print(f"[bold red]newly flaky[/] in {tr.scenario} (passed in every earlier night, failed recently):")
+            console.print(f"[bold red]newly flaky[/] in {shown(tr.scenario)} (passed in every earlier night, "
+                          "failed recently):")
             for f in tr.flaky:
-                console.print(f"  - {f.variant} / {f.step}: failed {f.failures}/{f.runs} run(s) on "
-                              f"{', '.join(f.failed_nights)} ({f.failure_class or 'failed'})", markup=False)
+                console.print(shown(f"  - {f.variant} / {f.step}: failed {f.failures}/{f.runs} run(s) on "
+                                    f"{', '.join(f.failed_nights)} ({f.failure_class or 'failed'})"))
         else:
-            console.print(f"{tr.scenario}: no newly flaky step")
+            console.print(f"{shown(tr.scenario)}: no newly flaky step")
 
 
 # --------------------------------------------------------------------------- the trend page

@@ -30,11 +30,11 @@ this module in interpreters that have nothing else.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from dataclasses import dataclass
 
+from harness import boundedread
 from harness.errors import InputError
 from harness.model import FailureClass, Phase
 
@@ -344,18 +344,6 @@ def classify_file(path: str | os.PathLike[str]) -> FailureClass:
     """`classify_text` of a file (its last `MAX_SCAN_BYTES`). Raises `InputError` when the file
     cannot be read."""
     name = os.fspath(path)
-    if os.path.isdir(name):
-        raise InputError(f"{name}: is a directory, not a log file")
-    try:
-        with open(name, "rb") as f:
-            try:
-                size = f.seek(0, io.SEEK_END)
-                f.seek(max(0, size - MAX_SCAN_BYTES))
-            except (OSError, io.UnsupportedOperation):  # a pipe: read it all, keep the end
-                pass
-            data = f.read()[-MAX_SCAN_BYTES:]
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except OSError as e:
-        raise InputError(f"{name}: cannot read: {e.strerror or e}") from None
+    data = boundedread.read(name, MAX_SCAN_BYTES, lambda msg: InputError(f"{name}: {msg}"), "a log file",
+                            tail=True)
     return classify_text(data.decode("utf-8", errors="replace"))

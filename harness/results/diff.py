@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from harness.results import culprit
 from harness.results.junitread import Case, read_cases
 from harness.model import Outcome
+from harness.xmlsafe import printable
 
 
 class Transition(str, enum.Enum):
@@ -102,7 +103,7 @@ def format_table(result: DiffResult, only_changes: bool = False) -> str:
     if only_changes:
         rows = [r for r in rows if r.transition is not Transition.UNCHANGED]
     table = [("transition", "case", "baseline", "candidate")]
-    table += [(str(r.transition), r.label, _side(r.baseline), _side(r.candidate)) for r in rows]
+    table += [(str(r.transition), printable(r.label), _side(r.baseline), _side(r.candidate)) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in table]
     return ("\n".join(line.rstrip() for line in lines) + "\n" + summary_line(result) + "\n"

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 
 from harness import atomic
 from harness.results import classify, logfacts
-from harness.model import Expectation, FailureClass, MemorySample, Outcome, Phase, StepResult
+from harness.model import (NEVER_STARTED, NOT_RUN, Expectation, FailureClass, MemorySample, Outcome, Phase,
+                           StepResult)
 
 LOG_TAIL_BYTES = 8000
 
@@ -97,8 +98,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
             exit_description: str) -> tuple[dict[str, Any], list[StepResult]]:
     """Build one StepResult per planned step from the events of one worker.
 
-    `stopped` is "timeout" when the runner killed a hung worker, "interrupted" on Ctrl-C, None when
-    the worker exited by itself."""
+    `stopped` is "timeout" when the runner killed a hung worker, "interrupted" on Ctrl-C, "disk_full"
+    when the worker could not write its events, None when the worker exited by itself."""
     info: dict[str, Any] = {}
     by_index: dict[int, dict[str, Any]] = {}
     for ev in events:
@@ -139,12 +140,14 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
     for step in plan_steps:
         st = by_index.get(step["index"])
         if broken_at is not None or st is None or st.get("start") is None:
-            why = f"not run: the worker stopped during step '{broken_at}'" if broken_at else \
-                f"not run: the worker ended before this step ({exit_description})"
+            why = f"{NOT_RUN}the worker stopped during step '{broken_at}'" if broken_at else \
+                f"{NOT_RUN}the worker ended before this step ({exit_description})"
             if broken_at is None and not results and stopped is None:
-                # the worker died before its first step (vLLM failed to import, say): that is a crash
-                results.append(_unfinished(step, {"phases": {}, "memory": [], "actions": []}, log, "crash",
-                                           f"worker exited before the first step ({exit_description})", None))
+                # the worker died before its first step (vLLM failed to import, the interpreter is
+                # broken): a crash, with the whole log, and no step of this variant ran
+                results.append(StepResult(step["name"], 0, Outcome.FAILED, failure_class=FailureClass.CRASH,
+                                          message=f"{NEVER_STARTED} ({exit_description})",
+                                          log_tail=log_slice(log, 0)))
                 broken_at = step["name"]
                 continue
             results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why, classname=step.get("classname")))
@@ -203,15 +206,19 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
     return res
 
 
+_NOT_THE_STEPS_DOING = {"interrupted": "not finished: the run was interrupted",
+                        "disk_full": "not finished: the disk filled up, and the run stopped"}
+
+
 def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_description: str,
                 phase: str | None) -> StepResult:
     start = st.get("start") or {}
     tail = log_slice(log, start.get("log_offset", 0))
     if stopped == "timeout":
         cls, msg = FailureClass.TIMEOUT, f"Timeout: step exceeded {step['timeout_s']:g} s in phase {phase}"
-    elif stopped == "interrupted":  # not a result of the step: the run is marked incomplete instead
-        return StepResult(step["name"], 0, Outcome.SKIPPED, message="not finished: the run was interrupted",
-                          log_tail=tail, classname=step.get("classname"))
+    elif stopped in _NOT_THE_STEPS_DOING:  # the run is marked incomplete instead
+        return StepResult(step["name"], 0, Outcome.SKIPPED, message=_NOT_THE_STEPS_DOING[stopped], log_tail=tail,
+                          classname=step.get("classname"))
     else:
         cls = FailureClass.CRASH
         msg = _with_signal_note(f"WorkerDied: the worker process died ({exit_description}) in phase {phase}")

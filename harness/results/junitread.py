@@ -19,8 +19,10 @@ from xml.etree.ElementTree import Element
 from junitparser import JUnitXml
 from junitparser.junitparser import JUnitXmlError
 
+from harness import boundedread
 from harness.errors import InputError
 from harness.model import FailureClass, Outcome
+from harness import xmlsafe
 
 _CLASSES = {c.value: c for c in FailureClass}
 
@@ -69,13 +71,13 @@ def read_cases(path: str | os.PathLike) -> list[Case]:
 def read(path: str | os.PathLike) -> JUnitFile:
     """The cases of ``path`` (as `read_cases`) and its suite properties, from one parse."""
     with _gc_paused():
-        xml = _load(Path(path))
+        xml = load(Path(path))
         properties: dict[str, str] = {}
         for elem in xml._elem:  # properties of a <testsuites> root, which some runners write
             if elem.tag == "properties":
                 properties.update((k, v) for k, v in _properties(elem).items() if k and k not in properties)
         try:
-            pairs = [pair for suite in xml for pair in _walk(suite._elem, suite.name or "", properties)]
+            pairs = [pair for suite in xml for pair in _walk(suite._elem, _text(suite.name), properties)]
         except RecursionError:
             raise InputError(f"{path}: not usable as JUnit XML: test suites nested too deeply") from None
         cases: list[Case] = []
@@ -103,26 +105,23 @@ def _gc_paused():
             gc.enable()
 
 
-def _load(path: Path) -> JUnitXml:
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a JUnit file")
+MAX_BYTES = 1 << 30  # a JUnit file of a million cases is some 500 MB
+
+
+def load(path: Path) -> JUnitXml:
+    """The parsed file; every problem with it one InputError line naming it."""
+    data = boundedread.read(path, MAX_BYTES, lambda msg: InputError(f"{path}: {msg}"), "a JUnit file")
+    if not data.strip():
+        raise InputError(f"{path}: empty file, not JUnit XML")
     try:
-        with open(path, "rb") as f:
-            head = f.read(65536)
-        if not head.strip() and len(head) == path.stat().st_size:
-            raise InputError(f"{path}: empty file, not JUnit XML")
-        return JUnitXml.fromfile(str(path))
+        root = ElementTree.fromstring(data)
+        return JUnitXml.fromroot(root)
     except ElementTree.ParseError as e:
         raise InputError(f"{path}: not XML: {_one_line(str(e))}") from None
     except JUnitXmlError:
-        root = ElementTree.parse(path).getroot().tag
-        raise InputError(f"{path}: not JUnit XML: root element is <{root}>, "
+        raise InputError(f"{path}: not JUnit XML: root element is <{_one_line(xmlsafe.decode(root.tag))}>, "
                          "expected <testsuites> or <testsuite>") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    except (ValueError, RecursionError) as e:  # e.g. an entity-expansion guard tripping in expat
+    except (ValueError, RecursionError, MemoryError) as e:  # e.g. an entity-expansion guard tripping in expat
         raise InputError(f"{path}: not usable as JUnit XML: {_one_line(str(e))}") from None
 
 
@@ -138,7 +137,7 @@ def _walk(suite: Element, name: str, properties: dict[str, str]):
         if elem.tag == "testcase":
             yield name, elem
         elif elem.tag == "testsuite":
-            yield from _walk(elem, elem.get("name") or "", properties)
+            yield from _walk(elem, _text(elem.get("name")), properties)
         elif elem.tag == "properties":
             for k, v in _properties(elem).items():
                 if k:
@@ -158,13 +157,13 @@ def _case(suite_name: str, elem: Element) -> Case:
         elif tag == "properties":
             props = _properties(child)
         elif tag == "system-err":
-            system_err = child.text or ""
-    message = (result.get("message") or "") if result is not None else ""
-    text = (result.text or "") if result is not None else ""
+            system_err = _text(child.text)
+    message = _text(result.get("message")) if result is not None else ""
+    text = _text(result.text) if result is not None else ""
     failure_class = FailureClass.NONE
     if outcome is Outcome.FAILED:
         failure_class = _failure_class(props, result.get("type") or "", "\n".join((message, text, system_err)))
-    return Case(suite=suite_name, classname=elem.get("classname") or "", name=elem.get("name") or "",
+    return Case(suite=suite_name, classname=_text(elem.get("classname")), name=_text(elem.get("name")),
                 outcome=outcome, failure_class=failure_class, message=message, time=_time(elem.get("time")),
                 properties=props, text=text, log=system_err)
 
@@ -182,7 +181,12 @@ def _failure_class(props: dict[str, str], type_: str, text: str) -> FailureClass
 
 def _properties(elem: Element) -> dict[str, str]:
     # Some runners put the value in the element's text instead of a value attribute.
-    return {p.get("name") or "": p.get("value", p.text or "") for p in elem if p.tag == "property"}
+    return {_text(p.get("name")): _text(p.get("value", p.text)) for p in elem if p.tag == "property"}
+
+
+def _text(value: str | None) -> str:
+    """An attribute or text as the harness wrote it (xmlsafe.py escapes what XML cannot hold)."""
+    return xmlsafe.decode(value) if value else ""
 
 
 def _time(value: str | None) -> float:

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import boundedread
 from harness.errors import InputError
 from harness.results import junitread
 from harness.results.events import read_events
 from harness.results.junitread import Case
 
+MAX_JSON_BYTES = 64 << 20  # run.json, summary.json: a few KB each
 _COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
 
 
@@ -104,10 +106,11 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
 
 def read_json(path: Path) -> Any:
     """A JSON file of the run directory; a file that cannot be read or is not JSON is one line."""
+    data = boundedread.read(path, MAX_JSON_BYTES, lambda msg: InputError(f"{path}: {msg}"), "a JSON file")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: cannot read: {e}") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not JSON: {e}") from None
 

@@ -4,6 +4,10 @@ Per candidate, every condition that holds is found, and the worst one wins:
 regression > fix insufficient > not reproduced > fix confirmed. The run's verdict is the worst
 over candidates. With repeats, cases are grouped by step (``step[r]`` → ``step``) and a fix is
 only confirmed when Fisher's exact test says the drop in VRAM failures is significant.
+
+No verdict passes while a variant did not run its steps (its worker never started, or stopped
+early): a candidate that did not run is `fix insufficient`, and a baseline that did not run makes
+the run's exit code 1 whatever its verdict.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from harness.results import gate, stats
 from harness.results.diff import DiffResult, Transition, diff
 from harness.results.junitread import Case
-from harness.model import FailureClass, Outcome, Verdict
+from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
 
 ALPHA = 0.05
 RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.BASELINE_BROKEN: 2,
@@ -74,11 +78,14 @@ class VerdictReport:
     steps: list[StepRow]
     pooled: dict[str, stats.Rate]  # variant -> VRAM failures over all cases that ran
     allow: frozenset = frozenset()  # failure classes --allow accepted
+    unrun: dict[str, int] = field(default_factory=dict)  # variant -> steps its broken worker never ran
 
     @property
     def exit_code(self) -> int:
-        """0 only when the verdict holds and no candidate failed for a reason that was not allowed."""
-        return max([self.verdict.exit_code, *(c.exit_code for c in self.candidates.values())])
+        """0 only when the verdict holds, no candidate failed for a reason that was not allowed, and
+        every variant ran its steps."""
+        return max([self.verdict.exit_code, *(c.exit_code for c in self.candidates.values()),
+                    1 if self.unrun else 0])
 
 
 def step_of(name: str, repeats: int) -> str:
@@ -97,6 +104,10 @@ def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
                   for v, groups in grouped.items() if v != baseline}
 
     reasons = []
+    unrun = {v: len(_unrun(cases)) for v, cases in variants.items() if _unrun(cases)}
+    for v, n in unrun.items():
+        reasons.append(f"variant {v!r} did not run {n} of its steps (its worker did not start or stopped "
+                       "early; see its log): no verdict can pass on steps that never ran")
     if incomplete:
         reasons.append("run incomplete (interrupted, or shards missing): the verdict covers only the steps that ran")
     if baseline not in variants:
@@ -114,8 +125,13 @@ def evaluate(variants: dict[str, list[Case]], baseline: str, repeats: int,
         verdict=verdict, baseline=baseline, repeats=repeats, incomplete=incomplete, reasons=reasons,
         candidates=candidates, counts={v: _counts(cases) for v, cases in variants.items()},
         steps=_rows(grouped, baseline), pooled={v: _pooled(cases) for v, cases in variants.items()},
-        allow=frozenset(allow),
+        allow=frozenset(allow), unrun=unrun,
     )
+
+
+def _unrun(cases: list[Case]) -> list[Case]:
+    """The cases a broken worker never ran, as results/events.py marks them."""
+    return [c for c in cases if c.message.startswith((NOT_RUN, NEVER_STARTED))]
 
 
 def _baseline_broken(baseline: str, base: dict[Key, list[Case]], allow: frozenset) -> str:
@@ -229,6 +245,11 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds.setdefault(Verdict.FIX_INSUFFICIENT, (
             f"{len(unproven)} step(s) that failed for VRAM in {baseline!r} do not pass here: "
             + _names((k[0], f"{k[1]} ({how})") for k, how in unproven)))
+    unrun = _unrun([c for cs in cand.values() for c in cs])
+    if unrun:
+        holds.setdefault(Verdict.FIX_INSUFFICIENT, (
+            f"{len(unrun)} step(s) never ran here (the worker did not start or stopped early): "
+            + _names((c.classname, c.name) for c in unrun)))
     if not base_vram and broken:
         holds[Verdict.BASELINE_BROKEN] = broken
     elif not base_vram:

@@ -79,6 +79,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
           vllm_src: str | None = None) -> RunPlan:
+    if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
+        raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
     host = host_platform or detect_platform()
     chosen = _select_variants(scenario, variants)

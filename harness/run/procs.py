@@ -18,15 +18,34 @@ from typing import IO, Callable, Sequence
 
 import psutil
 
-TOKEN_ENV = "HARNESS_RUN_TOKEN"
+from harness.run.lifeline import ENV as LIFELINE_ENV
+from harness.run.lifeline import TOKEN_ENV
 
 
 def spawn(argv: Sequence[str], *, env: dict[str, str], cwd: str | None = None,
-          output: IO | None = None) -> subprocess.Popen:
-    """Start a child in its own session; stdout and stderr both go to `output` (a log file)."""
-    return subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=output or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+          output: IO | None = None, lifeline: bool = False) -> subprocess.Popen:
+    """Start a child in its own session; stdout and stderr both go to `output` (a log file).
+
+    With `lifeline`, the child gets the read end of a pipe whose write end only this process holds
+    (run/lifeline.py): should this process die, even by SIGKILL, the child sees end-of-file and
+    stops itself and its group. `stop` closes the write end once the child is stopped."""
+    read_end = write_end = None
+    if lifeline:
+        read_end, write_end = os.pipe()  # not inheritable: no other child gets the write end
+        env = {**env, LIFELINE_ENV: str(read_end)}
+    try:
+        proc = subprocess.Popen(list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=output or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                start_new_session=True, pass_fds=(read_end,) if lifeline else ())
+    except BaseException:
+        if lifeline:
+            os.close(write_end)
+        raise
+    finally:
+        if lifeline:
+            os.close(read_end)
+    proc.lifeline = write_end
+    return proc
 
 
 def _signal_group(pgid: int, sig: int) -> bool:
@@ -70,6 +89,9 @@ def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:  # unkillable (D state): leave it to the sweep
         pass
+    lifeline, proc.lifeline = getattr(proc, "lifeline", None), None
+    if lifeline is not None:  # only now: the child must not take a stop for its runner's death
+        os.close(lifeline)
 
 
 @dataclass

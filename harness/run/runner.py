@@ -15,6 +15,7 @@ the children, writes everything finished so far, and marks the run incomplete.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import sys
 import time
@@ -29,10 +30,11 @@ from harness.results import junit
 from harness.run import earlystop
 from harness.run import engineargs
 from harness.run import plan as planning
+from harness.run import preflight
 from harness.run import procs
 from harness.scenario import schema as scenario_mod
 from harness.errors import InfrastructureError
-from harness.model import StepResult, VariantResult
+from harness.model import EXIT_DISK_FULL, StepResult, VariantResult
 from harness.run.runid import new_run_id
 
 class Progress(Protocol):
@@ -95,12 +97,10 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
     """Run a loaded scenario (its callers loaded and checked it already; a path is loaded here)."""
     if not isinstance(scenario, scenario_mod.Scenario):
         scenario = scenario_mod.load(scenario)
+    preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
                            vllm_src=opts.vllm_src)
-    for v in rplan.variants:
-        if not Path(opts.python or planning.interpreter(v)).exists():
-            raise InfrastructureError(f"{scenario.path}: variants.{v.name}.python: interpreter does not exist")
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
@@ -128,6 +128,7 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
+    disk_full: atomic.DiskFull | None = None
     try:
         for variant, repeat in matrix:
             hooks.settle(rplan, ledger, _devices(rplan, opts))
@@ -139,6 +140,9 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
             meta["problems"] = result.problems
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
+            if vr.exit_status == "disk_full":
+                raise atomic.DiskFull(run_dir / "logs" / f"{variant.name}-r{repeat}.events.jsonl",
+                                      OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
             if early is not None and variant is rplan.variants[-1] and early.after_round(
                     repeat + 1, {n: earlystop.vram_counts(vrs) for n, vrs in result.variants.items()}):
                 opts.announce(f"early stop after round {repeat + 1} of {early.rounds}: every candidate's "
@@ -146,12 +150,19 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
                 break
     except KeyboardInterrupt:
         result.incomplete = True
+    except atomic.DiskFull as e:  # stop cleanly: what is written stays, and the run says it is incomplete
+        result.incomplete, disk_full = True, e
     hooks.finish(ledger)
     if early is not None:
         meta["sequential"] = early.record()
     meta.update(incomplete=result.incomplete, finished=_now())
-    atomic.write_json(run_dir / "run.json", meta)
-    events.merge_files(run_dir, [(v.name, r) for v, r in matrix])
+    try:
+        atomic.write_json(run_dir / "run.json", meta)
+        events.merge_files(run_dir, [(v.name, r) for v, r in matrix])
+    except atomic.DiskFull as e:
+        disk_full = disk_full or e
+    if disk_full is not None:
+        raise disk_full
     return result
 
 
@@ -213,7 +224,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     seen: list[dict] = []
     stopped: str | None = None
     with open(log_path, "ab") as log:
-        proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT))
+        proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT), lifeline=True)
     deadline = time.monotonic() + timeouts.worker_start
     try:
         while True:
@@ -227,6 +238,8 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
                     opts.progress(variant.name, repeat, ev)
             if proc.poll() is not None:
                 seen.extend(tail.read())
+                if proc.returncode == EXIT_DISK_FULL:
+                    stopped = "disk_full"
                 break
             if time.monotonic() > deadline:
                 stopped = "timeout"

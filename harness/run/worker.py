@@ -16,17 +16,23 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
-from harness import backends
+from harness import atomic, backends
 from harness.run import expect
 from harness.run import faults
+from harness.run import lifeline
 from harness.run import teardown
-from harness.model import Outcome, Phase
+from harness.model import DISK_FULL_ERRNOS, EXIT_DISK_FULL, Outcome, Phase
 
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
 
 
 class ExpectationFailed(AssertionError):
     """An expectation on the engine's outputs did not hold."""
+
+
+class ResultsDiskFull(Exception):
+    """The worker cannot write its results (the events file; the simulated ledger raises
+    atomic.DiskFull): the run stops, it is no failure of the step."""
 
 
 class Events:
@@ -37,14 +43,45 @@ class Events:
         self._base = {"variant": variant, "repeat": repeat}
 
     def emit(self, event: str, **fields: Any) -> None:
-        self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
+            self._f.flush()
+        except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS:
+                raise ResultsDiskFull(e) from None
+            raise
+
+
+def _text(exc: BaseException) -> str:
+    """The message of an exception from the user's code, even one whose __str__ raises."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001
+        return f"<{type(exc).__name__}: its str() raised>"
+
+
+def _disk_full(error: BaseException) -> bool:
+    """The worker's own results could not be written (not a full disk the step's code met)."""
+    return isinstance(error, (ResultsDiskFull, atomic.DiskFull))
+
+
+def _to_log(text: str | None = None) -> None:
+    """Write `text` (if any) to the variant's log and flush it: the log is one of the worker's
+    results, so a full disk here stops the run (ResultsDiskFull), as with the events."""
+    try:
+        if text is not None:
+            print(text, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError as e:
+        if e.errno in DISK_FULL_ERRNOS:
+            raise ResultsDiskFull(e) from None
+        raise
 
 
 def log_offset() -> int:
     """Byte offset in the variant's log (stdout and stderr go to one file), for per-step log tails."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _to_log()
     try:
         return os.fstat(1).st_size
     except OSError:
@@ -100,7 +137,7 @@ class StepRunner:
                 ctx.released_at = time.monotonic()
             self.events.emit("action", step=step["name"], index=step["index"], name=action["name"],
                              duration_s=time.monotonic() - start, used_bytes=sum(u for u, _ in readings),
-                             ok=error is None, error=f"{type(error).__name__}: {error}" if error else "")
+                             ok=error is None, error=f"{type(error).__name__}: {_text(error)}" if error else "")
             if error is not None:
                 raise error
 
@@ -159,6 +196,8 @@ class StepRunner:
                 if failed:
                     raise ExpectationFailed("; ".join(f"{e['name']}: {e['detail']}" for e in failed))
         except Exception as e:
+            if _disk_full(e):
+                raise  # not the step's failure: the run stops (main)
             failure = (phase, e, traceback.format_exc())
             traceback.clear_frames(e.__traceback__)  # frames would keep the engine alive
             del e
@@ -168,9 +207,9 @@ class StepRunner:
         # the log says what happened too, whatever the backend (the simulated one writes nothing
         # itself), so the log alone can be read, and classified, without the events
         if failure is None:
-            print(f"[harness] step {name}: passed", file=sys.stderr, flush=True)
+            _to_log(f"[harness] step {name}: passed")
         else:
-            print(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}", file=sys.stderr, flush=True)
+            _to_log(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}")
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
                                   "release_latency_s": latency, "log_offset": log_offset()}
@@ -181,7 +220,7 @@ class StepRunner:
         if failure is not None:
             phase, exc, tb = failure
             fields.update(outcome=str(Outcome.FAILED), phase=str(phase), error_type=type(exc).__name__,
-                          message=str(exc), traceback=tb)
+                          message=_text(exc), traceback=tb)
         self.events.emit("step_end", step=name, index=index, **fields)
 
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
@@ -189,6 +228,8 @@ class StepRunner:
         try:
             self.in_phase(step, Phase.TEARDOWN, lambda: self.run_actions(step, ctx, self.profile["after"], held))
         except Exception as e:
+            if _disk_full(e):
+                raise
             tb = traceback.format_exc()
             traceback.clear_frames(e.__traceback__)
             return (Phase.TEARDOWN, e, tb)
@@ -215,6 +256,7 @@ class StepRunner:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    lifeline.watch()  # a runner killed by SIGKILL must not leave this worker holding the device
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
     if plan.get("pytest"):  # vLLM's own test files instead of steps
@@ -230,10 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for step in plan["steps"]:
             runner.run(step)
+        events.emit("worker_end")
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        try:
+            print(f"worker: stopped, the disk is full: {e}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+        os._exit(EXIT_DISK_FULL)  # the runner keeps what was written and stops the run
     finally:
         if runner.lazy:
             runner.lazy.close()
-    events.emit("worker_end")
     sys.stdout.flush()
     sys.stderr.flush()
     # vLLM's atexit hooks can hang on a half-torn-down engine; the results are already written.

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from harness import boundedread
 from harness.errors import ScenarioError
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -19,16 +20,7 @@ MAX_EXPANDED_NODES = 200_000
 
 
 def read_text(path: Path) -> str:
-    if not path.exists():
-        raise ScenarioError(path, None, "no such file")
-    if path.is_dir():
-        raise ScenarioError(path, None, "is a directory, expected a YAML file")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ScenarioError(path, None, f"cannot read: {e.strerror}") from None
-    if len(data) > MAX_BYTES:
-        raise ScenarioError(path, None, f"file is {len(data)} bytes, larger than {MAX_BYTES}")
+    data = boundedread.read(path, MAX_BYTES, lambda msg: ScenarioError(path, None, msg), "a YAML file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -97,8 +89,9 @@ def _syntax_message(e: yaml.MarkedYAMLError) -> str:
 
 def load(path: Path) -> Any:
     text = read_text(path)
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # its reader refuses a control character (a raw ESC) at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -110,11 +103,18 @@ def load(path: Path) -> Any:
             )
         _check_duplicates(path, node, "", set())
         return loader.construct_document(node)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise ScenarioError(path, None, f"line {line}, column {column}: character U+{e.character:04X} is not "
+                                        "allowed in YAML (a control character: in a double-quoted string "
+                                        "write it as an escape such as \\x1b)") from None
     except yaml.MarkedYAMLError as e:
         raise ScenarioError(path, None, _syntax_message(e)) from None
     except yaml.YAMLError as e:
-        raise ScenarioError(path, None, f"YAML error: {e}") from None
+        raise ScenarioError(path, None, "YAML error: " + " ".join(str(e).split())) from None
     except RecursionError:
         raise ScenarioError(path, None, "YAML nests too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

@@ -171,19 +171,15 @@ class Ledger:
             return json.load(f)
 
     def _write(self, state: dict[str, Any]) -> None:
-        # Only the lock holder writes, so one temporary name will do; readers never see it. No fsync:
-        # the ledger lives only as long as the run, and it is written at every allocation.
-        def dump(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(state, f, separators=(",", ":"))
-
-        atomic.write_with(self.path, dump)
+        # No fsync: the ledger lives only as long as the run, and it is written at every allocation.
+        atomic.write_bytes(self.path, json.dumps(state, separators=(",", ":")).encode(), sync=False)
 
     def discard_partial_write(self) -> None:
         """Remove the temporary file of a writer that was killed between writing and renaming it
         (a SIGKILLed worker); under the lock, so no live writer's file is taken."""
         with self._locked():
-            atomic.temporary_name(self.path).unlink(missing_ok=True)
+            for tmp in atomic.temporaries(self.path):
+                tmp.unlink(missing_ok=True)
 
     def _device(self, state: dict[str, Any], device: int | str) -> dict[str, int]:
         try:
