@@ -116,15 +116,19 @@ def test_lazy_release_report_in_a_browser(lazy_release_run):
         cards = {c["attrs"]["data-variant"]: c for c in page.find("div", "card") if "data-variant" in c["attrs"]}
         assert list(cards) == ["without_fix", "with_fix"]
         svgs = []
+        widest = 0.0
         for v, card in cards.items():
             charts = page.find("svg", "chart", within=card)
             assert len(charts) == 1, f"{v}: no memory chart in its card"
             svgs.append(charts[0])
-            # the page's script ran and the memory line was laid out across most of the chart's width
+            # the page's script ran and laid the memory line out; the charts share one time axis, so a
+            # variant that finished sooner draws a shorter line, and the longest spans most of the chart
             drawn, box_width = int(charts[0]["attrs"]["data-drawn"]), int(charts[0]["attrs"]["data-box"].split(",")[2])
-            assert drawn > 0.5 * box_width, f"{v}: memory line {drawn} px wide in a {box_width} px chart"
+            assert drawn > 0.05 * box_width, f"{v}: memory line {drawn} px wide in a {box_width} px chart"
+            widest = max(widest, drawn / box_width)
             assert all(len(p["attrs"]["points"].split()) >= 8
                        for p in page.find("polyline", "memory", within=charts[0]))
+        assert widest > 0.5, "the longest variant's memory line spans most of the shared time axis"
         assert len(page.find("g", "failure", within=svgs[0])) == 7  # every engine after the first
         assert len(page.find("g", "failure", within=svgs[1])) == 0
         (left, top, width, _), (left2, top2, width2, _) = boxes(page, svgs)
