@@ -19,6 +19,7 @@ from harness import __version__
 from harness.errors import HarnessError, InputError
 
 EXIT_INTERRUPTED = 130
+EXIT_INFRASTRUCTURE = 3
 MAX_REPEAT = 10_000  # as a scenario's `repeat:` (scenario/schema.py)
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
 
@@ -32,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform,
-                             early_stop=not args.no_early_stop, allow=_allow_names(args))
+                             vllm_src=args.vllm_src, early_stop=not args.no_early_stop, allow=_allow_names(args))
     from harness.scenario import schema as scenario_mod
 
     sc = scenario_mod.load(scenario_path)  # loaded once: bad input fails before the progress display
@@ -57,7 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {result.run_dir}")
     if result.incomplete:
         return EXIT_INTERRUPTED
-    return int(report["exit_code"])
+    for line in result.problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
+        print(f"error: {line}", file=sys.stderr)
+    return EXIT_INFRASTRUCTURE if result.problems else int(report["exit_code"])
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -81,7 +84,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         preflight.check_inputs(sc)
         for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
             print(f"note: {note}", file=sys.stderr)
-        print(f"{path}: ok ({len(sc.steps)} steps, variants: {', '.join(v.name for v in sc.variants)})")
+        what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
+        print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
 
 
@@ -197,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+    p.add_argument("--vllm-src", metavar="DIR", help="the vLLM checkout of a pytest-suite scenario (overrides pytest.rootdir)")
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
                         "BUILDKITE_PARALLEL_JOB/_COUNT when set (--shard 1/1 runs everything)")

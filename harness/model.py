@@ -119,6 +119,8 @@ class StepResult:
     release_latency_s: float | None = None
     release_after_free_s: float | None = None  # lazy_release injected: the wait's lateness after the real release
     threshold_bytes: int | None = None
+    classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
+    builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
     log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
 
     def case_name(self, repeats: int) -> str:
@@ -148,3 +150,4 @@ class VariantResult:
     info: dict[str, Any] = field(default_factory=dict)  # platform, device, vllm_version...
     orphans: list[dict[str, Any]] = field(default_factory=list)
     exit_status: str = ""  # "ok", "timeout", "crash: SIGKILL", "interrupted"
+    problems: list[str] = field(default_factory=list)  # a pytest suite that could not be collected

@@ -10,6 +10,9 @@ import pytest
 from harness.bisect import envs
 from tests.bisect_fixtures import write_scenario
 
+# a test tree shaped like vLLM's own, run by tests/test_upstream_suite.py in its own pytest sessions
+collect_ignore = ["upstream_tree"]
+
 
 @pytest.fixture
 def work(tmp_path, monkeypatch) -> Path:

@@ -17,7 +17,7 @@ STAGES = [
     ("scenario", {"harness.scenario"}),
     ("sim", {"harness.sim"}),
     ("results", {"harness.results"}),
-    ("run", {"harness.run", "harness.backends", "harness.devicemodel"}),
+    ("run", {"harness.run", "harness.backends", "harness.devicemodel", "harness.upstream"}),
     ("report", {"harness.report"}),
     ("top", {"harness.ci", "harness.bisect", "harness.bundle", "harness.cli", "harness.__main__"}),
 ]

@@ -327,6 +327,8 @@ class ScenarioFile(pytest.File):
             sc = self.config.stash[_STATE].scenario(self.path)
         except HarnessError as e:
             raise self.CollectError(str(e)) from None
+        if sc.pytest is not None:  # its tests are known only once its own pytest session collects them
+            pytest.skip(f"{self.path.name} runs vLLM's own tests: `run.py {self.path.name} --vllm-src DIR`")
         backend = self.config.stash[_STATE].backend or sc.backend
         for v in sc.variants:
             for r in range(sc.repeat):

@@ -69,7 +69,9 @@ class Progress:
         kind = ev.get("event")
         if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
             self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
-        if kind == "step_start":
+        if kind == "collected":  # a pytest suite: the tests are known once collected
+            self.total = len(ev["tests"])
+        elif kind == "step_start":
             self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="", peak=None)
             self.state.setdefault("builds", []).append((ev["step"], []))
         elif kind == "phase_start":
@@ -98,9 +100,11 @@ class Progress:
     def _step_line(self, variant: str, repeat: int, ev: dict) -> None:
         self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
-        mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+        mark = "[green]PASS[/]" if ok else "[yellow]SKIP[/]" if ev["outcome"] == "skipped" else "[red]FAIL[/]"
         why = "" if ok else (f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
                              f"{_one_line(str(ev.get('message', '')))}{self._culprit(ev)}")
+        if ev["outcome"] == "skipped":  # a pytest suite's skipped test
+            why = f"  {_one_line(str(ev.get('message', '')))}"
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
         # the peak of the step's device-memory readings: what report.html's "peak" is, per step
         line = f" {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, peak {_gib(self.state.get('peak'))}){why}"

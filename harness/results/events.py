@@ -114,13 +114,21 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
             st.update(start=ev, t0=ev["t"])
         elif kind == "phase_start":
             st["current_phase"] = ev["phase"]
-        elif kind == "phase_end":
-            st["phases"][ev["phase"]] = round(ev["duration_s"], 6)
+        elif kind == "phase_end":  # summed: a pytest suite's test may build several engines
+            st["phases"][ev["phase"]] = round(st["phases"].get(ev["phase"], 0.0) + ev["duration_s"], 6)
+            if ev["phase"] == str(Phase.CONSTRUCT):  # what follows uses the engine (a test's body has no phase events)
+                st["current_phase"] = str(Phase.WORKLOAD)
         elif kind == "memory":
             st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
                                              [int(u) for u in ev.get("per_device") or []]))
+            if "build" in ev:
+                _build(st, ev)["memory"][ev["label"]] = ev["used_bytes"]
         elif kind == "action":
             st["actions"].append({k: ev[k] for k in ("name", "duration_s", "used_bytes", "ok", "error")})
+            if "build" in ev:
+                _build(st, ev)["actions"][ev["name"]] = ev["duration_s"]
+        elif kind in ("engine_start", "engine_end"):
+            _build(st, ev).update({k: v for k, v in ev.items() if k not in _EVENT_KEYS})
         elif kind == "threshold":
             st["threshold"] = ev["threshold_bytes"]
         elif kind == "step_end":
@@ -142,7 +150,7 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
                                           log_tail=log_slice(log, 0)))
                 broken_at = step["name"]
                 continue
-            results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why))
+            results.append(StepResult(step["name"], 0, Outcome.SKIPPED, message=why, classname=step.get("classname")))
             continue
         if "end" not in st:
             results.append(_unfinished(step, st, log, stopped, exit_description, st.get("current_phase")))
@@ -155,6 +163,15 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
     return info, results
 
 
+_EVENT_KEYS = frozenset({"t", "event", "variant", "repeat", "step", "index", "build"})
+
+
+def _build(st: dict, ev: dict) -> dict[str, Any]:
+    """One engine build of a test (events tagged ``build``), in build order."""
+    builds = st.setdefault("builds", {})
+    return builds.setdefault(ev["build"], {"build": ev["build"], "memory": {}, "actions": {}})
+
+
 def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, int | None]:
     """Where each started step's part of the log ends: where the next started step's begins (None: the end)."""
     starts = [(s["index"], by_index[s["index"]]["start"].get("log_offset", 0)) for s in plan_steps
@@ -164,7 +181,8 @@ def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, in
 
 def _base(step: dict, st: dict) -> dict[str, Any]:
     return {"step": step["name"], "repeat": 0, "phases": st["phases"], "memory": st["memory"],
-            "actions": st["actions"], "threshold_bytes": st.get("threshold")}
+            "actions": st["actions"], "threshold_bytes": st.get("threshold"), "classname": step.get("classname"),
+            "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 
 def _finished(step: dict, st: dict, log: Path) -> StepResult:
@@ -174,8 +192,10 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
                      expectations=[Expectation(**e) for e in end.get("expectations", [])],
                      release_latency_s=end.get("release_latency_s"),
                      release_after_free_s=end.get("release_after_free_s"), **_base(step, st))
+    if outcome is Outcome.SKIPPED:  # a pytest suite's skipped test
+        res.message = end.get("message", "")
     if outcome is Outcome.FAILED:
-        res.phase = Phase(end["phase"])
+        res.phase = Phase(end["phase"]) if end.get("phase") else None
         res.message = f"{end.get('error_type', 'Error')}: {end.get('message', '')}"
         res.traceback = end.get("traceback", "")
         res.log_tail = log_slice(log, st["start"].get("log_offset", 0), end.get("log_offset"))
@@ -197,7 +217,8 @@ def _unfinished(step: dict, st: dict, log: Path, stopped: str | None, exit_descr
     if stopped == "timeout":
         cls, msg = FailureClass.TIMEOUT, f"Timeout: step exceeded {step['timeout_s']:g} s in phase {phase}"
     elif stopped in _NOT_THE_STEPS_DOING:  # the run is marked incomplete instead
-        return StepResult(step["name"], 0, Outcome.SKIPPED, message=_NOT_THE_STEPS_DOING[stopped], log_tail=tail)
+        return StepResult(step["name"], 0, Outcome.SKIPPED, message=_NOT_THE_STEPS_DOING[stopped], log_tail=tail,
+                          classname=step.get("classname"))
     else:
         cls = FailureClass.CRASH
         msg = _with_signal_note(f"WorkerDied: the worker process died ({exit_description}) in phase {phase}")

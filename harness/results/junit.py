@@ -35,11 +35,31 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props[f"log_{fact}"] = str(count)
     for exp in res.expectations:
         props[f"expect_{exp.name}"] = "ok" if exp.ok else "failed"
+    for build in res.builds:  # a pytest suite's test: every engine it built, as engine<k>_...
+        props.update(build_properties(build))
+    return props
+
+
+def build_properties(build: dict[str, Any]) -> dict[str, str]:
+    pre = f"engine{build['build']}_"
+    props = {pre + k: str(build[k]) for k in ("via", "model", "torn_down_by") if build.get(k) is not None}
+    for k in ("construct_s", "release_latency_s"):
+        if build.get(k) is not None:
+            props[pre + k] = f"{build[k]:.6f}"
+    if build.get("error"):
+        props[pre + "error"] = build["error"]
+    if build.get("substitutions"):
+        props[pre + "substitution"] = "; ".join(build["substitutions"])
+    for label, used in build["memory"].items():
+        props[f"{pre}mem_{label}_bytes"] = str(used)
+    for name, seconds in build["actions"].items():
+        props[f"{pre}action_{name}_s"] = f"{seconds:.6f}"
     return props
 
 
 def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] | None = None) -> TestCase:
-    case = TestCase(res.case_name(repeats), classname=classname, time=round(res.duration_s, 6))
+    case = TestCase(res.case_name(repeats), classname=res.classname if res.classname is not None else classname,
+                    time=round(res.duration_s, 6))
     props = Properties()
     for name, value in {**case_properties(res), **(extra or {})}.items():
         props.add_property(Property(name, value))

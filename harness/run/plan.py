@@ -59,6 +59,7 @@ class RunPlan:
     steps: list[dict[str, Any]] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
     repeats: list[int] = field(default_factory=list)
+    pytest: dict[str, Any] | None = None  # a pytest suite's worker section (harness/upstream/planning.py)
     device_models: dict[str, device_settings.DeviceModel] = field(default_factory=dict)  # by variant
 
 
@@ -76,7 +77,8 @@ def detect_platform() -> str:
 
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
-          host_platform: str | None = None, steps: list[str] | None = None) -> RunPlan:
+          host_platform: str | None = None, steps: list[str] | None = None,
+          vllm_src: str | None = None) -> RunPlan:
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -115,6 +117,10 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
         plan.steps.append({"name": step.name, "index": len(plan.steps), "engine": engine,
                            "workload": _workload(step.workload), "expect": dict(step.expect),
                            "timeout_s": step.timeout_s})
+    if scenario.pytest is not None:
+        from harness.upstream import planning as upstream_planning
+
+        upstream_planning.extend(plan, vllm_src=vllm_src, model=model)
     if backend == "vllm" and host == "cpu":
         for k, v in CPU_REHEARSAL_ENV.items():
             if k not in os.environ:
@@ -232,6 +238,8 @@ def _workload(workload) -> dict | None:
 def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, ledger: Path,
                 devices: list[int] | None = None) -> dict[str, Any]:
     """The JSON document one worker runs (docs/architecture.md, "Worker plan")."""
+    from harness.upstream.planning import worker_section
+
     profile = plan.scenario.profiles[variant.profile]
     steps = [{**s, "engine": {**s["engine"], **variant.engine}} for s in plan.steps]
     model = plan.device_models.get(variant.name)
@@ -251,6 +259,7 @@ def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, l
         "devices": devices if devices is not None else list(range(plan.scenario.devices)),
         "events": str(events),
         "ledger": str(ledger),
+        "pytest": worker_section(plan, variant, Path(events).parent.parent),  # events are in <run>/logs/
         **extra,
     }
 

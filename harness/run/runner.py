@@ -58,6 +58,7 @@ class RunOptions:
     devices: list[int] | None = None
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
+    vllm_src: str | None = None  # a pytest suite's checkout, overriding pytest.rootdir
     steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
     early_stop: bool = True  # repeat: N stops once every candidate's verdict is decided (run/earlystop.py)
     allow: list[str] | None = None  # failure classes that do not fail the run (--allow), kept in run.json
@@ -71,6 +72,7 @@ class RunResult:
     plan: planning.RunPlan
     variants: dict[str, list[VariantResult]] = field(default_factory=dict)
     incomplete: bool = False
+    problems: list[str] = field(default_factory=list)  # a pytest suite that could not be collected
 
 
 def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
@@ -97,7 +99,8 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
         scenario = scenario_mod.load(scenario)
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
-                           model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps)
+                           model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
+                           vllm_src=opts.vllm_src)
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
@@ -133,6 +136,8 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
             result.variants[variant.name].append(vr)
             _write_variant(result, variant.name, meta)
             meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
+            result.problems.extend(vr.problems)
+            meta["problems"] = result.problems
             if vr.exit_status == "interrupted":
                 raise KeyboardInterrupt
             if vr.exit_status == "disk_full":
@@ -252,6 +257,10 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
     vr = WorkerExit(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans).result()
+    if wplan.get("pytest"):
+        from harness.upstream import results as upstream_results
+
+        vr.problems = upstream_results.problems(seen, variant.name, argv[0], wplan["pytest"]["args"], log_path)
     if opts.progress:
         opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
@@ -274,8 +283,15 @@ class WorkerExit:
 
     def result(self) -> VariantResult:
         desc = procs.exit_description(self.returncode)
-        info, steps = events.collect(self.events, self.plan["steps"], log=self.log, stopped=self.stopped,
+        planned, extra = self.plan["steps"], []
+        if self.plan.get("pytest"):  # the tests are known once the worker's pytest session has collected them
+            from harness.upstream import results as upstream_results
+
+            planned = upstream_results.planned_steps(self.events)
+            extra = upstream_results.extra_cases(self.events, self.log, desc)
+        info, steps = events.collect(self.events, planned, log=self.log, stopped=self.stopped,
                                      exit_description=desc)
+        steps = extra + steps
         for s in steps:
             s.repeat = self.repeat
         status = self.stopped or ("ok" if self.returncode == 0 else desc)

@@ -79,7 +79,7 @@ def _to_log(text: str | None = None) -> None:
         raise
 
 
-def _log_offset() -> int:
+def log_offset() -> int:
     """Byte offset in the variant's log (stdout and stderr go to one file), for per-step log tails."""
     _to_log()
     try:
@@ -114,7 +114,7 @@ class StepRunner:
                          per_device=[u for u, _ in readings], **beside)
         return readings
 
-    def _actions(self, step: dict, ctx: teardown.TeardownContext, actions: list[dict], held=None) -> None:
+    def run_actions(self, step: dict, ctx: teardown.TeardownContext, actions: list[dict], held=None) -> None:
         """Run actions in order, sampling memory after each; an injected lazy release happens
         just before the trailing waits (where ROCm's reclaim would still be pending)."""
         inject_at = len(actions)
@@ -169,27 +169,27 @@ class StepRunner:
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
                                        gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
-        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=_log_offset())
+        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
         failure: tuple[Phase, BaseException, str] | None = None
         expectations: list[dict] = []
         held = None
         phase = Phase.SETTLE
         try:
             if self.profile["before"]:
-                self._phase(step, phase, lambda: self._actions(step, ctx, self.profile["before"]))
+                self.in_phase(step, phase, lambda: self.run_actions(step, ctx, self.profile["before"]))
             baseline = self.sample(step, "before_construct")
             phase = Phase.CONSTRUCT
-            ctx.llm = self._phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
+            ctx.llm = self.in_phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
             self.events.emit("threshold", step=name, index=index,
                              threshold_bytes=sum(ctx.threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))
             if step.get("workload"):
                 phase = Phase.WORKLOAD
-                results = self._phase(step, phase, lambda: self._workload(ctx.llm, step["workload"]))
+                results = self.in_phase(step, phase, lambda: self._workload(ctx.llm, step["workload"]))
                 self.sample(step, "after_workload")
                 phase = Phase.EXPECT
-                checked = self._phase(step, phase, lambda: expect.evaluate(
+                checked = self.in_phase(step, phase, lambda: expect.evaluate(
                     step["expect"], results, SimpleNamespace(**step["workload"])))
                 expectations = [{"name": n, "ok": ok, "detail": d} for n, ok, d in checked]
                 failed = [e for e in expectations if not e["ok"]]
@@ -212,7 +212,7 @@ class StepRunner:
             _to_log(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}")
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
-                                  "release_latency_s": latency, "log_offset": _log_offset()}
+                                  "release_latency_s": latency, "log_offset": log_offset()}
         after_free = self._release_after_free(ctx) if held is not None else None
         self._lazy_releases = None
         if after_free is not None:
@@ -226,7 +226,7 @@ class StepRunner:
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
         ctx.started = time.monotonic()
         try:
-            self._phase(step, Phase.TEARDOWN, lambda: self._actions(step, ctx, self.profile["after"], held))
+            self.in_phase(step, Phase.TEARDOWN, lambda: self.run_actions(step, ctx, self.profile["after"], held))
         except Exception as e:
             if _disk_full(e):
                 raise
@@ -237,7 +237,7 @@ class StepRunner:
             ctx.llm = None  # whatever the profile did, the next step starts without this engine
         return None
 
-    def _phase(self, step: dict, phase: Phase, fn):
+    def in_phase(self, step: dict, phase: Phase, fn):
         self.events.emit("phase_start", step=step["name"], index=step["index"], phase=str(phase))
         start = time.monotonic()
         try:
@@ -259,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     lifeline.watch()  # a runner killed by SIGKILL must not leave this worker holding the device
     with open(argv[0], encoding="utf-8") as f:
         plan = json.load(f)
+    if plan.get("pytest"):  # vLLM's own test files instead of steps
+        from harness.upstream import suite
+
+        return suite.main(plan)
     events = Events(plan["events"], plan["variant"], plan["repeat"])
     backend = backends.load(plan)
     runner = StepRunner(plan, events, backend)

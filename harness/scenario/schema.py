@@ -20,6 +20,7 @@ from harness import multicast
 from harness.scenario import specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
+from harness.scenario import suite as suite_mod
 from harness.scenario.prompts import PROMPT_SETS
 from harness.scenario.specs import DEVICE_MODEL_KEYS, SimDevice
 
@@ -107,6 +108,7 @@ class Scenario:
     steps: tuple[Step, ...]
     sim: SimDevice
     version: int = SCENARIO_VERSION
+    pytest: suite_mod.PytestSuite | None = None  # upstream's test files instead of steps
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -206,7 +208,7 @@ def _suggest(word: str, valid) -> str:
 
 # ----------------------------------------------------------------------------- sections
 _TOP = ("version", "name", "description", "platform", "backend", "devices", "repeat", "timeouts",
-        "defaults", "variants", "baseline", "teardown_profiles", "steps", "sim")
+        "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim")
 
 
 def load(path: str | Path) -> Scenario:
@@ -217,7 +219,13 @@ def load(path: str | Path) -> Scenario:
         raise ctx.fail(None, "file is empty")
     if not isinstance(raw, dict):
         raise ctx.fail(None, f"expected a mapping of scenario keys (version, variants, steps...), got {_kind(raw)}")
-    ctx.mapping(raw, "", _TOP, required=("version", "steps", "variants"))
+    ctx.mapping(raw, "", _TOP, required=("version", "variants"))
+    if "steps" not in raw and "pytest" not in raw:
+        raise ctx.fail("steps", "required key is missing (or 'pytest:', to run vLLM's own test files)")
+    if "steps" in raw and "pytest" in raw:
+        raise ctx.fail("pytest", "a scenario has either 'steps:' (its own engine steps) or 'pytest:' "
+                                 "(vLLM's test files), not both")
+    suite = suite_mod.parse(ctx, raw["pytest"]) if "pytest" in raw else None
     version = ctx.number(raw["version"], "version", lo=1, hi=10**6, integer=True)
     if version > SCENARIO_VERSION:
         raise ctx.fail("version", f"version {version} is newer than this release understands "
@@ -245,10 +253,15 @@ def load(path: str | Path) -> Scenario:
         variants=variants,
         baseline=baseline,
         profiles=MappingProxyType(profiles),
-        steps=_steps(ctx, raw["steps"], timeouts, path.parent),
+        steps=_steps(ctx, raw["steps"], timeouts, path.parent) if suite is None else (),
         sim=_sim(ctx, raw.get("sim", {})),
         version=int(version),
+        pytest=suite,
     )
+    if suite is not None:
+        if scenario.backend != "vllm":
+            raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
+        return scenario  # inject.*.step names a test, known only once pytest has collected
     for v in variants:  # a fault aimed at a step that does not exist would never fire
         for kind, spec in v.inject.items():
             if isinstance(spec, dict) and "step" in spec:

@@ -1,0 +1,208 @@
+"""Engine builds of a pytest session: every ``vllm.LLM`` (and ``HfRunner`` model) a test builds,
+with device memory before and after construction and after each action of the variant's profile.
+
+The memory and action events are the worker's own (`StepRunner.sample`, `StepRunner.run_actions`,
+with the same labels as for YAML steps), tagged with the build's number within its test; the test
+a build belongs to is the one running when it was built (a module-scoped fixture's engine belongs to
+the first test that needed it, wherever it is torn down).
+
+Standard library only: this runs inside the variant's interpreter.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.model import Phase
+from harness.run import teardown
+from harness.upstream.hfhome import HubCache
+
+#: actions that need a vLLM engine; skipped for an HfRunner's model
+ENGINE_ONLY = frozenset({"engine_core_shutdown"})
+DEFAULT_UTIL = 0.9  # vllm.LLM's default gpu_memory_utilization
+
+
+class TaggedEvents:
+    """The worker's event stream, with the current build's number added to every event."""
+
+    def __init__(self, events: Any):
+        self._events = events
+        self.build: int | None = None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.build is not None:
+            fields.setdefault("build", self.build)
+        self._events.emit(event, **fields)
+
+
+@dataclass
+class Build:
+    step: dict  # {"name", "index"} of the test it belongs to
+    number: int
+    util: float
+    held: list | None = None  # readings right after construction
+    done: bool = False
+
+
+@dataclass
+class Recorder:
+    """Builds of the running test; what the replaced ``__init__``/``__exit__`` methods call."""
+
+    plan: dict
+    runner: Any  # harness.run.worker.StepRunner
+    events: TaggedEvents
+    test: dict | None = None  # the running test, as a step {"name", "index"}
+    builds: list[Build] = field(default_factory=list)
+    construct_errors: set[int] = field(default_factory=set)  # id() of exceptions construction raised
+    teardown_errors: set[int] = field(default_factory=set)
+    latency: float | None = None  # release latency of the test's last torn-down build
+    depth: int = 0
+    via: str | None = None  # set while a runner's __init__ builds its engine
+    _by_object: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
+
+    def __post_init__(self) -> None:
+        self.spec = self.plan["pytest"]
+        hub = self.spec.get("hub")
+        self.hub = HubCache(hub["root"], hub["source"], hub["min_positions"]) if hub else None
+
+    # ------------------------------------------------------------------ tests
+    def begin_test(self, step: dict) -> None:
+        self.test, self.builds, self.latency = step, [], None
+        self.construct_errors.clear()
+        self.teardown_errors.clear()
+
+    def end_test(self) -> None:
+        """Memory after the test for every build no runner tore down (an ``LLM(...)`` the test
+        built itself and let go, or one a fixture still holds)."""
+        for build in self.builds:
+            if not build.done:
+                self.events.build = build.number
+                self.runner.sample(build.step, "after_test")
+                self.events.emit("engine_end", step=build.step["name"], index=build.step["index"],
+                                 torn_down_by=None, release_latency_s=None)
+                self.events.build = None
+        self.test = None
+
+    def phase_of(self, exc: BaseException, when: str) -> str:
+        """Where a test's exception came from: an engine build, a teardown, or the test itself."""
+        seen, chain = set(), exc
+        while chain is not None and id(chain) not in seen:
+            seen.add(id(chain))
+            if id(chain) in self.construct_errors:
+                return str(Phase.CONSTRUCT)
+            if id(chain) in self.teardown_errors:
+                return str(Phase.TEARDOWN)
+            chain = chain.__cause__ or chain.__context__
+        if when == "teardown":
+            return str(Phase.TEARDOWN)
+        if when == "call":
+            return str(Phase.EXPECT if isinstance(exc, AssertionError) else Phase.WORKLOAD)
+        # a fixture failed in setup (one that builds an engine or loads a model, typically): the
+        # test could not be set up, which the classifier reads as a construction failure
+        return str(Phase.CONSTRUCT)
+
+    # ------------------------------------------------------------------ engine arguments
+    def seed(self, name: Any) -> str | None:
+        """Make a hub name resolve to the run's model; the substitution, or None."""
+        if self.hub is not None and isinstance(name, str) and self.hub.seed_name(name):
+            return f"model: {name} -> {self.hub.source} (the run's HF_HOME, no model hub here)"
+        return None
+
+    def engine_args(self, args: tuple, kwargs: dict) -> tuple[dict, list[str]]:
+        kwargs = dict(kwargs)
+        subs = []
+        for key, value in self.spec.get("engine", {}).items():
+            subs.append(f"{key}: {kwargs.get(key, '(default)')} -> {value} (the variant's engine:)")
+            kwargs[key] = value
+        for name in (kwargs.get("model", args[0] if args else None), kwargs.get("tokenizer")):
+            sub = self.seed(name)
+            if sub and sub not in subs:
+                subs.append(sub)
+        multiple, size = self.spec.get("block_multiple"), kwargs.get("block_size")
+        if multiple and isinstance(size, int) and not isinstance(size, bool) and size % multiple:
+            kwargs["block_size"] = -(-size // multiple) * multiple
+            subs.append(f"block_size: {size} -> {kwargs['block_size']} (vLLM on CPU: attention needs a "
+                        f"multiple of {multiple})")
+        return kwargs, subs
+
+    # ------------------------------------------------------------------ construction
+    def _context(self, util: float, llm: Any = None) -> teardown.TeardownContext:
+        r = self.runner
+        return teardown.TeardownContext(llm=llm, backend=r.backend, probe=r.probe, devices=r.devices,
+                                        gpu_memory_utilization=util,
+                                        scenario_dir=self.plan.get("scenario_dir", "."))
+
+    def construct(self, key: Any, via: str, model: Any, util: float, subs: list[str],
+                  build: Callable[[], None]) -> None:
+        """Run ``build()`` (the original ``__init__``) as one engine build of the running test."""
+        step = self.test
+        if step is None or self.depth:  # outside any test, or nested in a build already recorded
+            build()
+            return
+        for s in subs:
+            print(f"[harness] substituted {s}", flush=True)
+        rec = Build(step, len(self.builds), float(util or DEFAULT_UTIL))
+        self.builds.append(rec)
+        r, self.depth, self.events.build = self.runner, self.depth + 1, rec.number
+        started, error = time.monotonic(), None
+        try:
+            if self.plan["profile"]["before"]:
+                r.in_phase(step, Phase.SETTLE, lambda: r.run_actions(step, self._context(rec.util),
+                                                                      self.plan["profile"]["before"]))
+            baseline = r.sample(step, "before_construct")
+            r.in_phase(step, Phase.CONSTRUCT, build)
+            rec.held = r.sample(step, "after_construct")
+            self.events.emit("threshold", step=step["name"], index=step["index"],
+                             threshold_bytes=sum(self._context(rec.util).threshold_bytes("auto")),
+                             engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(rec.held, baseline)))
+            self._by_object[key] = rec
+        except BaseException as e:
+            self.construct_errors.add(id(e))
+            error = f"{type(e).__name__}: {e}"
+            rec.done = True
+            raise
+        finally:
+            self.events.emit("engine_start", step=step["name"], index=step["index"], via=via, model=str(model),
+                             substitutions=subs, construct_s=time.monotonic() - started, error=error)
+            self.depth -= 1
+            self.events.build = None
+
+    # ------------------------------------------------------------------ teardown
+    def teardown(self, owner: Any, attr: str, via: str) -> None:
+        """Upstream's ``__exit__`` replaced: the runner's reference (``self.llm``/``self.model``)
+        moves into a teardown context, then the profile's actions run on it, in order. No other
+        reference is kept here (not even an argument), or ``del_llm`` would free nothing."""
+        actions = [a for a in self.plan["profile"]["after"] if via != "HfRunner" or a["name"] not in ENGINE_ONLY]
+        ctx = self._context(DEFAULT_UTIL, owner.__dict__.pop(attr, None))
+        rec = self._by_object.pop(ctx.llm if via == "VllmRunner" else owner, None) if ctx.llm is not None else None
+        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_UTIL
+        step = rec.step if rec is not None else self.test
+        if step is None:  # built and torn down outside any test: nothing to record it in
+            try:
+                for action in actions:
+                    teardown.run_action(ctx, action)
+            finally:
+                ctx.llm = None
+            return
+        if rec is None:  # built before the harness could see it
+            rec = Build(step, len(self.builds), ctx.gpu_memory_utilization)
+            if step is self.test:
+                self.builds.append(rec)
+        r, self.events.build = self.runner, rec.number
+        ctx.started = time.monotonic()
+        try:
+            r.in_phase(step, Phase.TEARDOWN, lambda: r.run_actions(step, ctx, actions, rec.held))
+        except BaseException as e:
+            self.teardown_errors.add(id(e))
+            raise
+        finally:
+            ctx.llm = None  # whatever the profile did, nothing here keeps the engine
+            latency = ctx.released_at - ctx.started if ctx.released_at is not None else None
+            self.latency = latency if step is self.test else self.latency
+            self.events.emit("engine_end", step=step["name"], index=step["index"], torn_down_by=via,
+                             release_latency_s=latency)
+            self.events.build = None
+            rec.done = True

@@ -1,0 +1,76 @@
+"""The pytest-suite worker: one ``pytest.main`` session over upstream's test files, in the rootdir,
+inside the variant's interpreter, back-to-back as upstream's CI runs them, with `plugin` loaded.
+
+Nothing in the checkout is written: no bytecode, no ``.pytest_cache``. The harness's own pytest
+plugin (``teardown_harness``) is switched off in the session; it collects scenario files, not tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import backends
+from harness.run import worker
+
+
+def checkout_version(rootdir: str) -> str:
+    """The vLLM version of a checkout: its generated ``vllm/_version.py``, else ``git describe``."""
+    version_py = Path(rootdir) / "vllm" / "_version.py"
+    if version_py.is_file():
+        m = re.search(r"""(?:__version__|version)\s*(?::\s*str\s*)?=\s*['"]([^'"]+)['"]""",
+                      version_py.read_text(encoding="utf-8", errors="replace"))
+        if m:
+            return m.group(1)
+    if (Path(rootdir) / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", rootdir, "describe", "--tags", "--always"], capture_output=True,
+                                 text=True, timeout=30)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "unknown"
+
+
+def pytest_args(spec: dict[str, Any]) -> list[str]:
+    return ["--rootdir", spec["rootdir"], "-p", "no:cacheprovider", "-p", "no:teardown_harness", *spec["args"]]
+
+
+def main(plan: dict[str, Any]) -> int:
+    spec = plan["pytest"]
+    os.environ.update(spec["env"])  # before anything imports huggingface_hub, which reads HF_HOME once
+    if spec.get("hub"):
+        os.environ["HF_HOME"] = spec["hub"]["root"]
+    sys.dont_write_bytecode = True
+    events = worker.Events(plan["events"], plan["variant"], plan["repeat"])
+    backend = backends.load(plan)  # imports vllm
+    import pytest
+
+    from harness.upstream.builds import Recorder, TaggedEvents
+    from harness.upstream.patches import Patches
+    from harness.upstream.plugin import UpstreamPlugin
+
+    tagged = TaggedEvents(events)
+    runner = worker.StepRunner(plan, tagged, backend)
+    readings = runner.probe.read(runner.devices)
+    events.emit("worker_start", pid=os.getpid(), info={
+        **backend.info(), "devices": runner.devices, "total_bytes": sum(t for _, t in readings),
+        "rootdir": spec["rootdir"], "checkout_vllm_version": checkout_version(spec["rootdir"]),
+        "pytest_version": pytest.__version__, "python_executable": sys.executable})
+    recorder = Recorder(plan, runner, tagged)
+    plugin = UpstreamPlugin(recorder, Patches(recorder))
+    os.chdir(spec["rootdir"])
+    try:
+        code = pytest.main(pytest_args(spec), plugins=[plugin])
+    finally:
+        if runner.lazy:
+            runner.lazy.close()
+    events.emit("worker_end", pytest_exit=int(code))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as the step worker: vLLM's atexit hooks can hang; everything is written
