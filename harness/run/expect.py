@@ -49,6 +49,11 @@ def _indices(arg: Any, results: Results) -> list[int]:
     return list(range(len(results))) if arg is True else list(arg)
 
 
+def _first_difference(a: list, b: list) -> int | None:
+    """The index of the first completion whose tokens differ between two outputs, or None."""
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None)
+
+
 # --------------------------------------------------------------------------- checks
 def identical_runs(arg: Any, results: Results, workload: Any) -> list[str]:
     """Every run of a sampling set gives the same tokens (greedy, or seeded sampling)."""
@@ -56,12 +61,10 @@ def identical_runs(arg: Any, results: Results, workload: Any) -> list[str]:
     for i in _indices(arg, results):
         first = _tokens(results[i][0])
         for r, run in enumerate(results[i][1:], start=1):
-            other = _tokens(run)
-            for k, (a, b) in enumerate(zip(first, other)):
-                if a != b:
-                    fails.append(f"sampling[{i}] completion {k}: run 0 gave {_shown(results[i][0], k)}, "
-                                 f"run {r} gave {_shown(run, k)}")
-                    break
+            k = _first_difference(first, _tokens(run))
+            if k is not None:
+                fails.append(f"sampling[{i}] completion {k}: run 0 gave {_shown(results[i][0], k)}, "
+                             f"run {r} gave {_shown(run, k)}")
     return fails
 
 
@@ -80,12 +83,10 @@ def same_output(arg: Any, results: Results, workload: Any) -> list[str]:
     """The named sampling sets give identical outputs (top_k=1 is greedy; a seed fixes sampling)."""
     fails = []
     for i, j in [tuple(p) for p in arg]:
-        a, b = _tokens(results[i][0]), _tokens(results[j][0])
-        for k, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                fails.append(f"sampling[{i}] and sampling[{j}] differ at completion {k}: "
-                             f"{_shown(results[i][0], k)} vs {_shown(results[j][0], k)}")
-                break
+        k = _first_difference(_tokens(results[i][0]), _tokens(results[j][0]))
+        if k is not None:
+            fails.append(f"sampling[{i}] and sampling[{j}] differ at completion {k}: "
+                         f"{_shown(results[i][0], k)} vs {_shown(results[j][0], k)}")
     return fails
 
 
