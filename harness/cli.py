@@ -97,6 +97,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run directory")
     report = history.write_report(run_dir, allow=_allow(args))
+    if args.leaks:
+        console.print_leaks(report)
+        return 0
     console.summary_table(report)
     return int(report["exit_code"])
 
@@ -105,11 +108,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from harness.results import diff
 
     result = diff.diff_files(Path(args.baseline), Path(args.candidate))
+    limit = (args.wait_regression, args.wait_factor)
     if args.json:
-        print(json.dumps(diff.to_json(result), indent=2))
+        print(json.dumps(diff.to_json(result, *limit), indent=2))
     else:
-        print(diff.format_table(result))
-    regressed = result.counts[diff.Transition.REGRESSION]
+        print(diff.format_table(result, wait_limit=limit))
+    regressed = result.counts[diff.Transition.REGRESSION] or diff.slower_teardowns(result, *limit)
     return 1 if regressed and not args.no_fail else 0
 
 
@@ -166,6 +170,17 @@ def count(lo: int, hi: int):
     return parse
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is out of range (a finite number >= 0)")
+    return value
+
+
 def _allow_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow", action="append", metavar="CLASS,...",
                    help="failure classes that do not fail the run (e.g. assertion,timeout); "
@@ -220,13 +235,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")
     p.add_argument("run_dir")
     _allow_argument(p)
+    p.add_argument("--leaks", action="store_true",
+                   help="print the tests that left device memory behind (largest first) instead of the table")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diff", help="diff two JUnit files (any JUnit, pytest's too)")
     p.add_argument("baseline")
     p.add_argument("candidate")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--no-fail", action="store_true", help="exit 0 even when a case regressed (a report only)")
+    p.add_argument("--no-fail", action="store_true",
+                   help="exit 0 even when a case regressed or its teardown got slower (a report only)")
+    p.add_argument("--wait-regression", type=seconds, default=10.0, metavar="S",
+                   help="a case whose wait for memory (wait_s) grew by more than S seconds, and by more than "
+                        "--wait-factor, is a slower teardown: exit 1 (default: 10)")
+    p.add_argument("--wait-factor", type=seconds, default=2.0, metavar="F",
+                   help="... and to more than F times the baseline's wait (default: 2)")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("classify", help="print the failure class of a log or traceback")

@@ -122,6 +122,10 @@ class StepResult:
     classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
     builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
     log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
+    wait_s: float | None = None  # seconds in memory waits: its settle and teardown (and upstream's helpers)
+    live_engine_built_by: str = ""  # a wait that could never end: the steps that built the live engines
+    engine_followed: bool = False  # the worker followed its engines' lives (engine_freed_at means something)
+    engine_freed_at: float | None = None  # epoch seconds its (last) engine object was freed; None: never
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

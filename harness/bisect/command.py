@@ -27,7 +27,7 @@ DEFAULT_BUILD_TIMEOUT_S = 3600.0
 def _add_predicate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario")
     parser.add_argument("--variant", help="the variant to judge (default: the scenario's baseline)")
-    parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB",
+    parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB|wait>S",
                         help="what makes a revision bad (default: a vram_construction failure)")
     parser.add_argument("--out", default="results", help="results directory (default: results/)")
     select.add_arguments(parser)

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from harness.results import cost, leaks
 from harness.xmlsafe import printable
 
 GIB = 2**30
@@ -161,6 +162,23 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
     console.print(f"verdict: [bold {colour}]{shown(verdict)}[/]")
     for reason in summary.get("reasons", []):
         console.print(f"  - {printable(reason)}", markup=False)
+    for variant, c in (summary.get("teardown_cost") or {}).items():
+        if c.get("total_s"):  # a run that never waited has no cost to tell
+            console.print(f"teardown cost: {printable(cost.describe(variant, c, summary.get('baseline', '')))}",
+                          markup=False)
+    found = summary.get("leaks") or []
+    if found:
+        console.print(f"leaks: {len(found)} test(s) left memory behind (run.py report RUN_DIR --leaks)")
+
+
+def print_leaks(summary: dict[str, Any], console: Console | None = None) -> None:
+    """`run.py report RUN_DIR --leaks`: every test that left memory behind, largest first."""
+    console = console or Console(highlight=False)
+    found = summary.get("leaks") or []
+    if not found:
+        console.print("no leaks: every test gave back what it took", markup=False)
+    for leak in found:
+        console.print(printable(leaks.describe(leak)), markup=False)
 
 
 def plain_lines() -> bool:

@@ -11,6 +11,7 @@ import html
 import re
 from typing import Any
 
+from harness.report import costs
 from harness.xmlsafe import printable
 
 MAX_BYTES = 1_000_000  # under Buildkite's 1 MiB annotation limit, with room for the closing note
@@ -26,7 +27,7 @@ SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
 
 def render(summary: dict[str, Any]) -> str:
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _failures(summary), _listing("Substitutions", summary.get("substitutions")),
+             _transitions(summary), _failures(summary), _cost(summary), _leaks(summary), _listing("Substitutions", summary.get("substitutions")),
              _listing("Orphaned processes", summary.get("orphans"))]
     return _fit("\n".join(p for p in parts if p))
 
@@ -172,6 +173,21 @@ def _transitions(s: dict[str, Any]) -> str:
                 ["transition", "step", "baseline", "candidate", "message"], rows, MAX_TRANSITION_ROWS,
                 "transitions"))
     return "\n".join(out)
+
+
+def _cost(s: dict[str, Any]) -> str:
+    rows = costs.cost_rows(s)
+    if not rows:
+        return ""
+    return "### Teardown cost (seconds waiting for memory)\n\n" + _table(costs.COST_HEADER, rows, len(rows), "variants")
+
+
+def _leaks(s: dict[str, Any]) -> str:
+    rows = costs.leak_rows(s)
+    if not rows:
+        return ""
+    return (f"### Leaks\n\n_{costs.LEAKS_NOTE}._\n\n"
+            + _table(costs.LEAK_HEADER, rows, costs.MAX_LEAK_ROWS, "leaks"))
 
 
 def _listing(title: str, items: list | None) -> str:

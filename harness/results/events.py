@@ -129,6 +129,9 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
                 _build(st, ev)["actions"][ev["name"]] = ev["duration_s"]
         elif kind in ("engine_start", "engine_end"):
             _build(st, ev).update({k: v for k, v in ev.items() if k not in _EVENT_KEYS})
+        elif kind == "engine_freed":  # an engine of this step was freed, maybe during a later step
+            (_build(st, ev) if "build" in ev else st)["freed_at"] = ev.get("freed_at")
+            continue
         elif kind == "threshold":
             st["threshold"] = ev["threshold_bytes"]
         elif kind == "step_end":
@@ -185,13 +188,25 @@ def _base(step: dict, st: dict) -> dict[str, Any]:
             "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 
+def _freed_at(st: dict) -> float | None:
+    """When the step's engine object was freed (a test's: the last of its builds; None while one
+    still lived when the worker ended)."""
+    builds = [b for b in st.get("builds", {}).values() if "after_construct" in b["memory"]]
+    if not builds:
+        return st.get("freed_at")
+    times = [b.get("freed_at") for b in builds]
+    return None if any(t is None for t in times) else max(times)
+
+
 def _finished(step: dict, st: dict, log: Path) -> StepResult:
     end = st["end"]
     outcome = Outcome(end["outcome"])
     res = StepResult(outcome=outcome, duration_s=end["t"] - st["t0"],
                      expectations=[Expectation(**e) for e in end.get("expectations", [])],
                      release_latency_s=end.get("release_latency_s"),
-                     release_after_free_s=end.get("release_after_free_s"), **_base(step, st))
+                     release_after_free_s=end.get("release_after_free_s"), wait_s=end.get("wait_s"),
+                     live_engine_built_by=str(end.get("live_engine_built_by") or ""),
+                     engine_followed="wait_s" in end, engine_freed_at=_freed_at(st), **_base(step, st))
     if outcome is Outcome.SKIPPED:  # a pytest suite's skipped test
         res.message = end.get("message", "")
     if outcome is Outcome.FAILED:

@@ -22,6 +22,15 @@ class MemoryNotFreed(ValueError):
     """Raised by `wait_memory`; worded like upstream's wait_for_gpu_memory_to_clear."""
 
 
+class LiveEngineHolds(MemoryNotFreed):
+    """Raised by `wait_memory` as soon as the only memory left to wait for is held by engines that
+    are still alive in this process: no wait can end, so none is made."""
+
+    def __init__(self, message: str, built_by: list[str]):
+        super().__init__(message)
+        self.built_by = built_by
+
+
 @dataclass
 class TeardownContext:
     """What actions act on. ``llm`` is the only reference the worker keeps to the engine."""
@@ -34,6 +43,8 @@ class TeardownContext:
     scenario_dir: str = "."
     started: float = field(default_factory=time.monotonic)
     released_at: float | None = None  # monotonic time usage was first seen under the threshold
+    engines: Any = None  # run/engines.py's EngineRegistry: which engines of this process are alive
+    waited_s: float = 0.0  # seconds spent in wait_memory and sleep: the teardown's cost
 
     def used(self) -> list[tuple[int, int]]:
         return self.probe.read(self.devices)
@@ -94,25 +105,44 @@ def _empty_cache(ctx: TeardownContext, p: dict) -> None:
 
 def wait_memory(ctx: TeardownContext, p: dict) -> None:
     """Poll until every device is under the threshold. Polls every 50 ms (upstream: 5 s), so it
-    returns within about one poll of the memory actually being free."""
+    returns within about one poll of the memory actually being free. It stops at once, with
+    `LiveEngineHolds`, when what is left over the threshold is held by engines still alive in this
+    process (a fixture's, a global's): they give nothing back however long it waits."""
     threshold = p.get("threshold", "auto")
     timeout = float(p.get("timeout_s", 120.0))
     poll = float(p.get("poll_s", 0.05))
-    deadline = time.monotonic() + timeout
-    while True:
-        if ctx.is_free(threshold):
-            ctx.released_at = ctx.released_at or time.monotonic()
-            return
-        if time.monotonic() >= deadline:
-            used = ", ".join(f"{u / 2**30:.2f} GiB" for u, _ in ctx.used())
-            raise MemoryNotFreed(
-                f"Memory of devices {list(ctx.devices)} not free after {timeout:g} seconds "
-                f"(used: {used}; threshold: {threshold})")
-        time.sleep(poll)
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        while True:
+            readings = ctx.used()
+            ceilings = ctx.threshold_bytes(threshold, readings)
+            if ctx.is_free(threshold, readings):
+                ctx.released_at = ctx.released_at or time.monotonic()
+                return
+            used = ", ".join(f"{u / 2**30:.2f} GiB" for u, _ in readings)
+            live = ctx.engines.blocking(readings, ceilings) if ctx.engines is not None else []
+            if live:
+                names = list(dict.fromkeys(e.built_by for e in live))
+                raise LiveEngineHolds(
+                    f"Memory of devices {list(ctx.devices)} can never be freed by waiting: held by a live "
+                    f"engine built by {', '.join(names)} (still referenced; used: {used}; threshold: "
+                    f"{threshold}; gave up after {time.monotonic() - start:.2f} of {timeout:g} seconds)", names)
+            if time.monotonic() >= deadline:
+                raise MemoryNotFreed(
+                    f"Memory of devices {list(ctx.devices)} not free after {timeout:g} seconds "
+                    f"(used: {used}; threshold: {threshold})")
+            time.sleep(poll)
+    finally:
+        ctx.waited_s += time.monotonic() - start
 
 
 def _sleep(ctx: TeardownContext, p: dict) -> None:
-    time.sleep(float(p.get("seconds", 1.0)))
+    start = time.monotonic()
+    try:
+        time.sleep(float(p.get("seconds", 1.0)))
+    finally:
+        ctx.waited_s += time.monotonic() - start
 
 
 def _call(ctx: TeardownContext, p: dict) -> None:

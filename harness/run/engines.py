@@ -1,0 +1,86 @@
+"""Which engines of this process are still alive, who built them, and when the dead ones were freed.
+
+The worker registers every engine build (a YAML step's `vllm.LLM`, an upstream test's, an
+`HfRunner` model) with a weak reference to the object and a `weakref.finalize` on it. That is all
+it takes to tell the two ways memory can still be held after a teardown:
+
+- the object still exists: something still refers to it (a module- or session-scoped fixture, a
+  global, a frozen reference cycle), and no wait can ever bring its memory back;
+- it was freed at a known moment, and the device has not given the memory back yet (ROCm's lazy
+  reclaim, the modelled device's release delay): a wait will end.
+
+Finalizers run inside the garbage collector, possibly while the worker is writing an event, so they
+only note the time; `drain()` hands the notes out at a safe point. Standard library only.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+TOLERANCE_BYTES = 64 << 20  # allocator noise between two readings of an idle device
+
+
+@dataclass
+class Engine:
+    built_by: str  # the step or test that built it
+    index: int  # that step's index in the worker's plan
+    build: int | None  # its build number within the test (pytest suites), None for a YAML step
+    engine_bytes: list[int]  # per device: what its construction took
+    ref: Any = field(repr=False, default=None)  # weakref.ref to the object
+    freed_at: float | None = None  # epoch seconds when the object was freed
+
+    @property
+    def alive(self) -> bool:
+        return self.freed_at is None and self.ref is not None and self.ref() is not None
+
+
+class EngineRegistry:
+    def __init__(self) -> None:
+        self.engines: list[Engine] = []
+        self._freed: list[Engine] = []  # noted by finalizers, not yet drained
+
+    def register(self, obj: Any, built_by: str, index: int, build: int | None,
+                 engine_bytes: Sequence[int]) -> Engine:
+        engine = Engine(built_by, index, build, [max(0, int(b)) for b in engine_bytes])
+        try:
+            engine.ref = weakref.ref(obj)
+            weakref.finalize(obj, self._gone, engine).atexit = False
+        except TypeError:  # an object without weak references: its life cannot be followed
+            engine.ref = None
+            return engine
+        self.engines.append(engine)
+        return engine
+
+    def _gone(self, engine: Engine) -> None:
+        """Runs inside the garbage collector: no I/O, no locks."""
+        engine.freed_at = time.time()
+        self._freed.append(engine)
+
+    def drain(self) -> list[Engine]:
+        """Engines freed since the last call (for their `engine_freed` events)."""
+        out = []
+        while self._freed:
+            out.append(self._freed.pop(0))
+        return out
+
+    def live(self) -> list[Engine]:
+        return [e for e in self.engines if e.alive]
+
+    def blocking(self, readings: Sequence[tuple[int, int]], ceilings: Sequence[int]) -> list[Engine]:
+        """The live engines a wait for ``ceilings`` is waiting on in vain: every device over its
+        ceiling would be under it but for what live engines hold, so nothing left to release can
+        end the wait. Empty while memory is still pending release, or nothing live holds any."""
+        live = self.live()
+        if not live:
+            return []
+        over = [i for i, ((used, _), ceiling) in enumerate(zip(readings, ceilings)) if used > ceiling]
+        if not over:
+            return []
+        for i in over:
+            held = sum(e.engine_bytes[i] if i < len(e.engine_bytes) else 0 for e in live)
+            if held == 0 or readings[i][0] - held > ceilings[i] + TOLERANCE_BYTES:
+                return []
+        return [e for e in live if any(i < len(e.engine_bytes) and e.engine_bytes[i] for i in over)]
