@@ -143,6 +143,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_trend(args: argparse.Namespace) -> int:
     from harness.ci import history
 
+    if args.json and not args.flaky:
+        raise InputError("trend: --json goes with --flaky (the nightly table has --html)")
+    if args.flaky:
+        from harness.ci import flaky
+
+        flaky.run_flaky(Path(args.out), history.scenario_name(args.scenario), args.nights, args.min_runs, args.json)
+        return 0
+
     history.run_trend(Path(args.out), history.scenario_name(args.scenario), args.nights, args.recent,
                       Path(args.html) if args.html else None)
     return 0
@@ -262,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recent", type=count(1, 100_000), default=3,
                    help="flag steps that failed in the last K nights after passing before (default: 3)")
     p.add_argument("--html", help="also write the trend as an HTML page with charts")
+    p.add_argument("--flaky", action="store_true",
+                   help="rank tests by flip rate (outcome changes between runs of the same code revision) and "
+                        "failure rate instead")
+    p.add_argument("--json", action="store_true", help="with --flaky: machine-readable output")
+    p.add_argument("--min-runs", type=count(2, 100_000), default=5,
+                   help="with --flaky: runs of one revision a test needs to be ranked (default: 5)")
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
     p.set_defaults(func=cmd_trend)
 

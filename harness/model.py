@@ -126,6 +126,7 @@ class StepResult:
     live_engine_built_by: str = ""  # a wait that could never end: the steps that built the live engines
     engine_followed: bool = False  # the worker followed its engines' lives (engine_freed_at means something)
     engine_freed_at: float | None = None  # epoch seconds its (last) engine object was freed; None: never
+    ended_at: float | None = None  # epoch seconds of its end (readings after it: a fixture's later teardown)
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

@@ -163,7 +163,7 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
     for reason in summary.get("reasons", []):
         console.print(f"  - {printable(reason)}", markup=False)
     for variant, c in (summary.get("teardown_cost") or {}).items():
-        if c.get("total_s"):  # a run that never waited has no cost to tell
+        if c.get("total_s", 0) >= 0.05:  # a variant that never waited has no cost to tell
             console.print(f"teardown cost: {printable(cost.describe(variant, c, summary.get('baseline', '')))}",
                           markup=False)
     found = summary.get("leaks") or []
@@ -178,7 +178,7 @@ def print_leaks(summary: dict[str, Any], console: Console | None = None) -> None
     if not found:
         console.print("no leaks: every test gave back what it took", markup=False)
     for leak in found:
-        console.print(printable(leaks.describe(leak)), markup=False)
+        console.print(printable(leaks.describe(leak)), markup=False, soft_wrap=True)
 
 
 def plain_lines() -> bool:

@@ -206,7 +206,8 @@ def _finished(step: dict, st: dict, log: Path) -> StepResult:
                      release_latency_s=end.get("release_latency_s"),
                      release_after_free_s=end.get("release_after_free_s"), wait_s=end.get("wait_s"),
                      live_engine_built_by=str(end.get("live_engine_built_by") or ""),
-                     engine_followed="wait_s" in end, engine_freed_at=_freed_at(st), **_base(step, st))
+                     engine_followed="wait_s" in end, engine_freed_at=_freed_at(st), ended_at=end["t"],
+                     **_base(step, st))
     if outcome is Outcome.SKIPPED:  # a pytest suite's skipped test
         res.message = end.get("message", "")
     if outcome is Outcome.FAILED:

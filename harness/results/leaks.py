@@ -20,8 +20,11 @@ _DEV = re.compile(r"^residue_bytes_dev(\d+)$")
 
 
 def properties(res: StepResult) -> dict[str, str]:
-    """A step's residue and the moments the leak and culprit statuses are judged at."""
+    """A step's residue and the moments the leak and culprit statuses are judged at. Its residue is
+    judged at its end: readings of its engines taken later (a module-scoped fixture's teardown in a
+    later test) are not its own test's."""
     props: dict[str, str] = {}
+    own = [m for m in res.memory if res.ended_at is None or m.t <= res.ended_at]
     if res.engine_followed and any(m.label == "after_construct" for m in res.memory):
         props["engine_freed_at"] = "" if res.engine_freed_at is None else f"{res.engine_freed_at:.6f}"
     start = next((m for m in res.memory if m.label == "before_construct"), None)
@@ -29,9 +32,9 @@ def properties(res: StepResult) -> dict[str, str]:
         props["construct_at"] = f"{start.t:.6f}"
     elif res.memory:  # a construction that was waited for and never began: judged at the last reading
         props["construct_at"] = f"{res.memory[-1].t:.6f}"
-    if start is None or not any(m.label == "after_construct" for m in res.memory):
+    if start is None or not any(m.label == "after_construct" for m in own):
         return props
-    end = res.memory[-1]
+    end = own[-1]
     props["residue_bytes"] = str(max(0, end.used_bytes - start.used_bytes))
     props["residue_at"] = f"{end.t:.6f}"
     if len(start.per_device) > 1 and len(end.per_device) == len(start.per_device):

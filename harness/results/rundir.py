@@ -33,6 +33,7 @@ class EngineBuild:
     device_name: str = ""
     python: str = ""
     harness_version: str = ""
+    checkout_ref: str = ""  # a pytest suite's checkout: the commit it was at
 
 
 @dataclass(frozen=True)
@@ -148,4 +149,4 @@ def _build(props: dict[str, str], info: dict[str, Any]) -> EngineBuild:
         vllm_commit=str(info.get("vllm_commit") or props.get("vllm_commit") or commit_of(version)),
         torch_version=props.get("torch_version", ""), platform=props.get("platform", ""),
         device_name=props.get("device_name", ""), python=props.get("python", ""),
-        harness_version=props.get("harness_version", ""))
+        harness_version=props.get("harness_version", ""), checkout_ref=str(info.get("checkout_ref") or ""))

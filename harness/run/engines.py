@@ -31,6 +31,7 @@ class Engine:
     engine_bytes: list[int]  # per device: what its construction took
     ref: Any = field(repr=False, default=None)  # weakref.ref to the object
     freed_at: float | None = None  # epoch seconds when the object was freed
+    shut_down: bool = False  # its engine core was shut down by a teardown action: it holds nothing
 
     @property
     def alive(self) -> bool:
@@ -69,15 +70,23 @@ class EngineRegistry:
     def live(self) -> list[Engine]:
         return [e for e in self.engines if e.alive]
 
-    def blocking(self, readings: Sequence[tuple[int, int]], ceilings: Sequence[int]) -> list[Engine]:
+    def shut_down(self, obj: Any) -> None:
+        """``obj``'s engine core was shut down: its memory is given back though the object lives."""
+        for e in self.engines:
+            if e.ref is not None and e.ref() is obj:
+                e.shut_down = True
+
+    def blocking(self, readings: Sequence[tuple[int, int]], ceilings: Sequence[int],
+                 pending: Sequence[int] | None = None) -> list[Engine]:
         """The live engines a wait for ``ceilings`` is waiting on in vain: every device over its
         ceiling would be under it but for what live engines hold, so nothing left to release can
-        end the wait. Empty while memory is still pending release, or nothing live holds any."""
-        live = self.live()
+        end the wait. Empty while memory is still pending release (``pending``: per device, where
+        the device tells: the simulated and the modelled one), or nothing live holds any."""
+        live = [e for e in self.live() if not e.shut_down]
         if not live:
             return []
         over = [i for i, ((used, _), ceiling) in enumerate(zip(readings, ceilings)) if used > ceiling]
-        if not over:
+        if not over or (pending is not None and any(pending[i] for i in over if i < len(pending))):
             return []
         for i in over:
             held = sum(e.engine_bytes[i] if i < len(e.engine_bytes) else 0 for e in live)

@@ -75,6 +75,8 @@ class ActionSpec:
 def _engine_core_shutdown(ctx: TeardownContext, p: dict) -> None:
     if ctx.llm is not None:
         ctx.llm.llm_engine.engine_core.shutdown()
+        if ctx.engines is not None:  # an LLM kept alive after this holds no memory: no wait is in vain
+            ctx.engines.shut_down(ctx.llm)
 
 
 def _del_llm(ctx: TeardownContext, p: dict) -> None:
@@ -121,7 +123,9 @@ def wait_memory(ctx: TeardownContext, p: dict) -> None:
                 ctx.released_at = ctx.released_at or time.monotonic()
                 return
             used = ", ".join(f"{u / 2**30:.2f} GiB" for u, _ in readings)
-            live = ctx.engines.blocking(readings, ceilings) if ctx.engines is not None else []
+            pending = getattr(ctx.probe, "pending", None)
+            live = ctx.engines.blocking(readings, ceilings, pending(ctx.devices) if pending else None) \
+                if ctx.engines is not None else []
             if live:
                 names = list(dict.fromkeys(e.built_by for e in live))
                 raise LiveEngineHolds(
