@@ -234,3 +234,71 @@ def test_fail_on_wait_judges_the_wait_and_refuses_nonsense():
     verdict, reason = judge([case("a", 1.0), case("b", 31.5)], FailOn.parse("wait>30"))
     assert verdict is StepVerdict.BAD and reason == "step 'b' waited 31.50 s for memory (limit 30 s)"
     assert judge([case("a", 29.0)], FailOn.parse("wait>30"))[0] is StepVerdict.GOOD
+
+
+# --------------------------------------------------------------------------- bisect --fail-on wait>S
+def test_bisect_fail_on_wait_finds_the_commit_that_added_the_slow_wait(work, capsys):
+    """fakeengine's teardown waits for the memory; at commit 2 its wait polls every 31 s instead
+    of every 50 ms, so each teardown waits 31 s for a release that took 0.5 s."""
+    from tests.bisect_fixtures import GOOD_TEARDOWN, RECIPE_ARGS, commit_files, engine_files, git, main
+
+    slow = GOOD_TEARDOWN.replace('{"timeout_s": 20}', '{"timeout_s": 60, "poll_s": 31}')
+    assert slow != GOOD_TEARDOWN
+    repo = work / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    shas = []
+    for i in range(3):
+        files = {**engine_files(f"0.{i}", False), "fakeengine/teardown.py": slow if i == 2 else GOOD_TEARDOWN}
+        shas.append(commit_files(repo, files, f"commit {i}" + (": poll the memory every 31 s" if i == 2 else "")))
+    rc = main(["bisect", "scenario/fakeengine.yaml", "--out", "results", "--repo", "repo", "--good", shas[0],
+               "--bad", shas[-1], "--step", "first", "--fail-on", "wait>30", *RECIPE_ARGS])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert rc == 0, text
+    assert f"first bad revision: {shas[2][:10]} commit 2: poll the memory every 31 s" in text
+    assert "waited 3" in text and "for memory (limit 30 s)" in text
+
+
+# --------------------------------------------------------------------------- upstream's own wait helpers
+def test_upstream_wait_helpers_are_timed_and_a_timeout_with_a_live_engine_names_it():
+    import types
+
+    from harness.upstream.builds import Recorder, TaggedEvents
+    from harness.upstream.patches import Patches
+
+    emitted = []
+    sink = SimpleNamespace(emit=lambda event, **fields: emitted.append((event, fields)))
+    engines = EngineRegistry()
+    runner = SimpleNamespace(engines=engines, probe=FakeProbe(lambda: 20 * GIB), devices=[0])
+    rec = Recorder({"pytest": {}, "profile": {"before": [], "after": []}}, runner, TaggedEvents(sink))
+    rec.begin_test({"name": "test_b", "index": 1})
+
+    def wait_for_gpu_memory_to_clear(devices, threshold_bytes, timeout_s=0.2):  # upstream's, as it fails
+        time.sleep(timeout_s)
+        raise ValueError(f"Memory of devices {devices} not free after {timeout_s} seconds")
+
+    utils, conftest = types.ModuleType("tests.utils"), types.ModuleType("conftest")
+    utils.wait_for_gpu_memory_to_clear = conftest.wait_for_gpu_memory_to_clear = wait_for_gpu_memory_to_clear
+    patches = Patches(rec)
+    patches.wait_helpers(utils)
+    patches.wait_helpers(conftest)
+    patches.wait_helpers(conftest)  # seen twice: wrapped once
+    assert utils.wait_for_gpu_memory_to_clear is conftest.wait_for_gpu_memory_to_clear
+    assert utils.wait_for_gpu_memory_to_clear is not wait_for_gpu_memory_to_clear
+
+    with pytest.raises(ValueError) as err:  # nothing alive: upstream's own error, its time counted
+        conftest.wait_for_gpu_memory_to_clear([0], 1)
+    assert not isinstance(err.value, teardown.LiveEngineHolds) and 0.2 <= rec.wait_s < 2
+    kept = Engine()  # a module fixture's engine
+    engines.register(kept, "test_a", 0, 0, [19 * GIB])
+    with pytest.raises(teardown.LiveEngineHolds) as err:
+        utils.wait_for_gpu_memory_to_clear([0], 1)
+    assert isinstance(err.value, ValueError) and "live engine built by test_a" in str(err.value)
+    assert "not free after 0.2 seconds" in str(err.value) and rec.live_built_by == ["test_a"]
+    assert 0.4 <= rec.wait_s < 4
+    actions = [f for e, f in emitted if e == "action"]
+    assert [a["name"] for a in actions] == ["wait_for_gpu_memory_to_clear"] * 2 and not actions[1]["ok"]
+    patches.undo()
+    assert utils.wait_for_gpu_memory_to_clear is wait_for_gpu_memory_to_clear
+    assert conftest.wait_for_gpu_memory_to_clear is wait_for_gpu_memory_to_clear

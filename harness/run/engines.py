@@ -82,7 +82,9 @@ class EngineRegistry:
         ceiling would be under it but for what live engines hold, so nothing left to release can
         end the wait. Empty while memory is still pending release (``pending``: per device, where
         the device tells: the simulated and the modelled one), or nothing live holds any."""
-        live = [e for e in self.live() if not e.shut_down]
+        # where the device tells what is on its way back, a live object whose memory was given back
+        # shows as pending; elsewhere an engine core shut down by the teardown is taken at its word
+        live = [e for e in self.live() if pending is not None or not e.shut_down]
         if not live:
             return []
         over = [i for i, ((used, _), ceiling) in enumerate(zip(readings, ceilings)) if used > ceiling]
