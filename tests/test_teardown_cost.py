@@ -109,14 +109,14 @@ def test_an_engine_whose_core_was_shut_down_does_not_block_a_wait():
 
 
 # --------------------------------------------------------------------------- live engines, end to end
-LIVE = """\
-version: 1
-name: live
-platform: rocm
-backend: sim
-sim: {construct_s: 0.05, release_delay_s: 0.3}
-timeouts: {step: 300, worker_start: 30}
-defaults: {gpu_memory_utilization: 0.3}
+def sim_header(name: str, release_delay_s: float) -> str:
+    """A simulated MI250 GCD (64 GiB) whose engines take 0.3 of it: two fit."""
+    return (f"version: 1\nname: {name}\nplatform: rocm\nbackend: sim\n"
+            f"sim: {{construct_s: 0.05, release_delay_s: {release_delay_s}}}\n"
+            "timeouts: {step: 300, worker_start: 30}\ndefaults: {gpu_memory_utilization: 0.3}\n")
+
+
+LIVE = sim_header("live", 0.3) + """\
 teardown_profiles:
   frozen_settle:            # the engine stays alive in a frozen reference cycle
     before: [{wait_memory: {threshold: 0.1, timeout_s: 240}}]
@@ -148,14 +148,7 @@ def test_a_settle_wait_on_a_live_engine_fails_fast_as_teardown_error_naming_its_
 
 
 # --------------------------------------------------------------------------- leaks before they fail
-LEAKY = """\
-version: 1
-name: leaky
-platform: rocm
-backend: sim
-sim: {construct_s: 0.05, release_delay_s: 2}
-timeouts: {step: 30, worker_start: 30}
-defaults: {gpu_memory_utilization: 0.3}   # two engines fit: nothing fails
+LEAKY = sim_header("leaky", 2) + """\
 variants:
   bare: {profile: bare}
   legacy: {profile: legacy}
