@@ -108,6 +108,32 @@ def test_an_engine_whose_core_was_shut_down_does_not_block_a_wait():
     assert weakref.ref(llm)() is llm and engines.live()
 
 
+def test_an_engine_with_an_enginecore_process_is_gone_when_that_process_has_exited():
+    """vLLM's default on a GPU: the EngineCore is a child process; the object freed is not enough."""
+    import subprocess
+    import sys
+
+    from harness.run import engines as engine_life
+
+    before = engine_life.children()
+    core = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        registry = EngineRegistry()
+        obj = Engine()
+        registry.register(obj, "first", 0, None, [GIB], sorted(engine_life.children() - before))
+        assert registry.engines[0].pids == (core.pid,)
+        del obj
+        assert registry.drain() == [] and registry.live() == []  # freed, its process still running
+        seen = registry.engines[0].seen_running_at
+        core.kill()
+        core.wait()
+        (gone,) = registry.drain()
+        assert gone.built_by == "first" and gone.freed_at >= seen >= gone.object_freed_at
+    finally:
+        core.kill()
+        core.wait()
+
+
 # --------------------------------------------------------------------------- live engines, end to end
 def sim_header(name: str, release_delay_s: float) -> str:
     """A simulated MI250 GCD (64 GiB) whose engines take 0.3 of it: two fit."""

@@ -19,6 +19,7 @@ from typing import Any
 from harness import atomic, backends
 from harness.run import expect
 from harness.run import faults
+from harness.run import engines
 from harness.run.engines import EngineRegistry
 from harness.run import lifeline
 from harness.run import teardown
@@ -110,10 +111,12 @@ class StepRunner:
                                         gpu_memory_utilization=util, engines=self.engines,
                                         scenario_dir=self.plan.get("scenario_dir", "."))
 
-    def register(self, obj: Any, step: dict, build: int | None, baseline, held) -> None:
-        """Follow an engine's life (run/engines.py): who built it, what it took, when it is freed."""
+    def register(self, obj: Any, step: dict, build: int | None, baseline, held, kids: set[int]) -> None:
+        """Follow an engine's life (run/engines.py): who built it, what it took, when it is gone;
+        ``kids``: this process's children before it was built (the new ones are its EngineCore)."""
         self.engines.register(obj, step["name"], step["index"], build,
-                              [max(0, h - b) for (h, _), (b, _) in zip(held, baseline)])
+                              [max(0, h - b) for (h, _), (b, _) in zip(held, baseline)],
+                              sorted(engines.children() - kids))
 
     def report_freed(self) -> None:
         """An `engine_freed` event for every engine freed since the last call (finalizers only
@@ -199,9 +202,10 @@ class StepRunner:
                 self.in_phase(step, phase, lambda: self.run_actions(step, ctx, self.profile["before"]))
             baseline = self.sample(step, "before_construct")
             phase = Phase.CONSTRUCT
+            kids = engines.children()
             ctx.llm = self.in_phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
-            self.register(ctx.llm, step, None, baseline, held)
+            self.register(ctx.llm, step, None, baseline, held, kids)
             self.events.emit("threshold", step=name, index=index,
                              threshold_bytes=sum(ctx.threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))

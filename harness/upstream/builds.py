@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.model import Phase
-from harness.run import teardown
+from harness.run import engines, teardown
 from harness.upstream.hfhome import HubCache
 
 #: actions that need a vLLM engine; skipped for an HfRunner's model
@@ -181,10 +181,11 @@ class Recorder:
                 finally:
                     self._waited(settle, sys.exc_info()[1])
             baseline = r.sample(step, "before_construct")
+            kids = engines.children()
             r.in_phase(step, Phase.CONSTRUCT, build)
             rec.held = r.sample(step, "after_construct")
             r.register(getattr(key, "model", key) if via == "HfRunner" else key, step, rec.number, baseline,
-                       rec.held)
+                       rec.held, kids)
             self.events.emit("threshold", step=step["name"], index=step["index"],
                              threshold_bytes=sum(self._context(rec.util).threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(rec.held, baseline)))
