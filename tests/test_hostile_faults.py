@@ -84,7 +84,7 @@ def test_kill_9_of_the_runner_stops_the_worker_and_its_processes(tmp_path):
 
 WATCHED = textwrap.dedent('''\
     import json, os, subprocess, sys, time
-    from harness.run import lifeline
+    from harness.worker import lifeline
     lifeline.watch()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     print(json.dumps({"worker": os.getpid(), "child": child.pid}), flush=True)

@@ -16,7 +16,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from harness.ci import history
+from harness.results import history
 from harness.report import markdown
 from harness import xmlsafe
 from harness.results.junitread import read_cases

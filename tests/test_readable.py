@@ -11,7 +11,8 @@ from rich.console import Console
 from harness import cli
 from harness.model import Outcome, StepResult, VariantResult
 from harness.report import console, html, markdown
-from harness.run import expect, runner
+from harness.run import runner
+from harness.worker import expect
 from tests.sim_scenarios import bare_vs_fixed
 
 GIB = 2**30
@@ -82,9 +83,9 @@ def test_a_rehearsal_says_so(tmp_path, monkeypatch):
     result = runner.run(path, runner.RunOptions(out=tmp_path / "out", announce=said.append))
     assert said[0].startswith("rehearsal: this machine has no rocm; every step runs for real on cpu")
     assert json.loads((result.run_dir / "run.json").read_text())["rehearsal"] is True
-    from harness.report import summary
+    from harness import pipeline
 
-    data = summary.write(result.run_dir)
+    data = pipeline.report(result.run_dir, record_history=False)
     assert "**rehearsal**" in (result.run_dir / "report.md").read_text() and data["rehearsal"] is True
 
 

@@ -23,8 +23,10 @@ _COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
 
 
 @dataclass(frozen=True)
-class EngineBuild:
-    """The engine a variant ran: what its JUnit suite and its worker's own report say."""
+class Versions:
+    """What a variant ran on: its vLLM, torch and Python versions, platform and device, as its JUnit
+    suite and its worker's own report say (not to be confused with an engine build, one
+    ``vllm.LLM`` construction)."""
 
     vllm_version: str = ""
     vllm_commit: str = ""
@@ -40,7 +42,7 @@ class VariantResults:
     name: str
     cases: list[Case]  # file order; each with its properties and log tail
     properties: dict[str, str]  # the suite's properties
-    build: EngineBuild
+    versions: Versions
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def read(run_dir: Path) -> RunResults:
     events = run_events(run_dir)
     info = worker_info(events)
     for v, f in files.items():
-        variants[v] = VariantResults(v, f.cases, f.properties, _build(f.properties, info.get(v, {})))
+        variants[v] = VariantResults(v, f.cases, f.properties, _versions(f.properties, info.get(v, {})))
     return RunResults(run_dir, run, variants, missing, events)
 
 
@@ -141,9 +143,9 @@ def commit_of(version: str) -> str:
     return m.group(1) if m else ""
 
 
-def _build(props: dict[str, str], info: dict[str, Any]) -> EngineBuild:
+def _versions(props: dict[str, str], info: dict[str, Any]) -> Versions:
     version = props.get("vllm_version") or str(info.get("vllm_version") or "")
-    return EngineBuild(
+    return Versions(
         vllm_version=version,
         vllm_commit=str(info.get("vllm_commit") or props.get("vllm_commit") or commit_of(version)),
         torch_version=props.get("torch_version", ""), platform=props.get("platform", ""),

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from harness import __version__, atomic, backends
+from harness.device import LEDGER_ENV
 from harness.results import events
 from harness.results import junit
 from harness.run import earlystop
 from harness.run import engineargs
+from harness.run import kinds
 from harness.run import plan as planning
 from harness.run import preflight
 from harness.run import procs
@@ -94,15 +96,29 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 
 
 def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunResult:
-    """Run a loaded scenario (its callers loaded and checked it already; a path is loaded here)."""
+    """Plan and execute a scenario (its callers loaded and checked it already; a path is loaded here)."""
     if not isinstance(scenario, scenario_mod.Scenario):
         scenario = scenario_mod.load(scenario)
+    return execute(plan(scenario, opts), opts)
+
+
+def plan(scenario: scenario_mod.Scenario, opts: RunOptions) -> planning.RunPlan:
+    """Check the scenario against this machine (preflight), then plan its workers; engine keys a
+    variant's own vLLM does not know are noted on stderr."""
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
                            vllm_src=opts.vllm_src)
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
+    return rplan
+
+
+def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
+    """Every (variant, repeat) of ``opts`` (all, or a shard's) in its own worker, into a new run
+    directory: run.json first, each variant's JUnit file after each of its workers, the merged
+    events at the end. Ctrl-C and a full disk leave what was written and mark the run incomplete."""
+    scenario = rplan.scenario
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
     early = _early_stop(rplan, opts)
@@ -126,7 +142,7 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
     if opts.allow:
         meta["allow"] = sorted(opts.allow)
     atomic.write_json(run_dir / "run.json", meta)
-    ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
+    ledger = Path(os.environ.get(LEDGER_ENV) or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None
     try:
@@ -257,10 +273,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
     vr = WorkerExit(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans).result()
-    if wplan.get("pytest"):
-        from harness.upstream import results as upstream_results
-
-        vr.problems = upstream_results.problems(seen, variant.name, argv[0], wplan["pytest"]["args"], log_path)
+    vr.problems = kinds.of_plan(wplan).problems(seen, variant.name, argv[0], wplan, log_path)
     if opts.progress:
         opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
@@ -283,12 +296,9 @@ class WorkerExit:
 
     def result(self) -> VariantResult:
         desc = procs.exit_description(self.returncode)
-        planned, extra = self.plan["steps"], []
-        if self.plan.get("pytest"):  # the tests are known once the worker's pytest session has collected them
-            from harness.upstream import results as upstream_results
-
-            planned = upstream_results.planned_steps(self.events)
-            extra = upstream_results.extra_cases(self.events, self.log, desc)
+        kind = kinds.of_plan(self.plan)
+        planned = kind.planned_steps(self.plan, self.events)
+        extra = kind.extra_cases(self.events, self.log, desc)
         info, steps = events.collect(self.events, planned, log=self.log, stopped=self.stopped,
                                      exit_description=desc)
         steps = extra + steps

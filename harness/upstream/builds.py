@@ -16,13 +16,13 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.model import Phase
-from harness.run import teardown
+from harness.worker import teardown
 from harness.upstream.hfhome import HubCache
 
 #: actions that need a vLLM engine; skipped for an HfRunner's model
 ENGINE_ONLY = frozenset({"engine_core_shutdown"})
-DEFAULT_UTIL = 0.9  # vllm.LLM's default gpu_memory_utilization
 
 
 class TaggedEvents:
@@ -52,7 +52,7 @@ class Recorder:
     """Builds of the running test; what the replaced ``__init__``/``__exit__`` methods call."""
 
     plan: dict
-    runner: Any  # harness.run.worker.StepRunner
+    runner: Any  # harness.worker.steps.StepRunner
     events: TaggedEvents
     test: dict | None = None  # the running test, as a step {"name", "index"}
     builds: list[Build] = field(default_factory=list)
@@ -144,7 +144,7 @@ class Recorder:
             return
         for s in subs:
             print(f"[harness] substituted {s}", flush=True)
-        rec = Build(step, len(self.builds), float(util or DEFAULT_UTIL))
+        rec = Build(step, len(self.builds), float(util or DEFAULT_GPU_MEMORY_UTILIZATION))
         self.builds.append(rec)
         r, self.depth, self.events.build = self.runner, self.depth + 1, rec.number
         started, error = time.monotonic(), None
@@ -176,9 +176,9 @@ class Recorder:
         moves into a teardown context, then the profile's actions run on it, in order. No other
         reference is kept here (not even an argument), or ``del_llm`` would free nothing."""
         actions = [a for a in self.plan["profile"]["after"] if via != "HfRunner" or a["name"] not in ENGINE_ONLY]
-        ctx = self._context(DEFAULT_UTIL, owner.__dict__.pop(attr, None))
+        ctx = self._context(DEFAULT_GPU_MEMORY_UTILIZATION, owner.__dict__.pop(attr, None))
         rec = self._by_object.pop(ctx.llm if via == "VllmRunner" else owner, None) if ctx.llm is not None else None
-        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_UTIL
+        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_GPU_MEMORY_UTILIZATION
         step = rec.step if rec is not None else self.test
         if step is None:  # built and torn down outside any test: nothing to record it in
             try:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from harness.model import Outcome
-from harness.run.worker import log_offset
+from harness.worker.stream import log_offset
 from harness.upstream.builds import Recorder
 from harness.upstream.hfhome import looks_like_hub_id
 from harness.upstream.patches import RUNNERS, Patches
