@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from harness import events as vocab
 from harness.xmlsafe import printable
 
 GIB = 2**30
@@ -69,19 +70,19 @@ class Progress:
         kind = ev.get("event")
         if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
             self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
-        if kind == "collected":  # a pytest suite: the tests are known once collected
+        if kind == vocab.COLLECTED:  # a pytest suite: the tests are known once collected
             self.total = len(ev["tests"])
-        elif kind == "step_start":
+        elif kind == vocab.STEP_START:
             self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="", peak=None)
             self.state.setdefault("builds", []).append((ev["step"], []))
-        elif kind == "phase_start":
+        elif kind == vocab.PHASE_START:
             self.state["phase"] = ev["phase"]
-        elif kind == "memory":
+        elif kind == vocab.MEMORY:
             self.state["used"] = ev["used_bytes"]
             self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
             if self.state.get("builds"):
                 self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
-        elif kind == "step_end":
+        elif kind == vocab.STEP_END:
             self._step_line(variant, repeat, ev)
         if self._live is not None:
             self._live.refresh()

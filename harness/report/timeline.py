@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness import events as vocab
 from harness.results.rundir import run_events
 
 DEFAULT_UTIL = 0.9  # vLLM's default gpu_memory_utilization
@@ -160,13 +161,13 @@ def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: di
         t = ev["t"] + shift
         last_t = max(last_t, t)
         kind = ev.get("event")
-        if kind == "worker_start":
+        if kind == vocab.WORKER_START:
             total = (ev.get("info") or {}).get("total_bytes") or total
             continue
         if "index" not in ev:
             continue
         index = int(ev["index"])
-        if kind == "step_start":
+        if kind == vocab.STEP_START:
             pos_of[index] = len(tl.steps)
             tl.steps.append(StepMark(len(tl.steps), index, str(ev.get("step", "")), repeat, t, t, "unfinished",
                                      "", "", None, None))
@@ -176,23 +177,23 @@ def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: di
             continue
         st = tl.steps[pos]
         st.end = max(st.end, t)
-        if kind == "memory":
+        if kind == vocab.MEMORY:
             total = ev.get("total_bytes") or total
             tl.points.append(Point(t, int(ev.get("used_bytes") or 0), str(ev.get("label", "")), pos))
-        elif kind == "phase_start":
+        elif kind == vocab.PHASE_START:
             open_phase[(pos, ev.get("phase", ""))] = t
             st.phase = str(ev.get("phase", ""))
-        elif kind == "phase_end":
+        elif kind == vocab.PHASE_END:
             phase = str(ev.get("phase", ""))
             start = open_phase.pop((pos, phase), t - float(ev.get("duration_s") or 0.0))
             tl.spans.append(Span(start, t, phase, pos))
-        elif kind == "action":
+        elif kind == vocab.ACTION:
             used = ev.get("used_bytes")
             tl.actions.append(ActionMark(t, None if used is None else int(used), str(ev.get("name", "")),
                                          bool(ev.get("ok", True)), str(ev.get("error") or ""), pos))
-        elif kind == "threshold":
+        elif kind == vocab.THRESHOLD:
             threshold_ev[pos] = int(ev.get("threshold_bytes") or 0)
-        elif kind == "step_end":
+        elif kind == vocab.STEP_END:
             st.outcome = str(ev.get("outcome", ""))
             if st.outcome == "failed":
                 st.phase = str(ev.get("phase") or st.phase)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import boundedread
+from harness import events as vocab
+from harness import RUN_VERSION, boundedread
 from harness.errors import InputError
 from harness.results import junitread
 from harness.results.events import read_events
@@ -88,8 +89,8 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     run = read_json(path)
     if not isinstance(run, dict):
         raise InputError(f"{path}: expected a JSON object")
-    if run.get("version") != 1:
-        raise InputError(f"{path}: version: unsupported {run.get('version')!r}, this release reads 1")
+    if run.get("version") != RUN_VERSION:
+        raise InputError(f"{path}: version: unsupported {run.get('version')!r}, this release reads {RUN_VERSION}")
     variants = run.get("variants")
     if not isinstance(variants, list) or not all(isinstance(v, str) and v for v in variants):
         raise InputError(f"{path}: variants: expected a list of variant names")
@@ -131,7 +132,7 @@ def worker_info(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """variant -> the worker's own report (vLLM version and commit), from its first worker_start."""
     out: dict[str, dict[str, Any]] = {}
     for ev in events:
-        if ev.get("event") == "worker_start":
+        if ev.get("event") == vocab.WORKER_START:
             info = ev.get("info")
             out.setdefault(str(ev.get("variant")), info if isinstance(info, dict) else {})
     return out

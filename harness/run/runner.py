@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from harness import __version__, atomic, backends
+from harness import RUN_VERSION, __version__, atomic, backends
+from harness import events as vocab
 from harness.device import LEDGER_ENV
 from harness.results import events
 from harness.results import junit
@@ -198,7 +199,7 @@ def _now() -> str:
 def _run_meta(rplan: planning.RunPlan, run_dir: Path, matrix) -> dict[str, Any]:
     sc = rplan.scenario
     return {
-        "version": 1, "scenario": sc.name, "scenario_path": str(sc.path), "run_id": run_dir.name,
+        "version": RUN_VERSION, "scenario": sc.name, "scenario_path": str(sc.path), "run_id": run_dir.name,
         "baseline": sc.baseline, "variants": [v.name for v in rplan.variants if any(v is m[0] for m in matrix)],
         "profiles": {v.name: v.profile for v in rplan.variants},
         "repeat": len(rplan.repeats), "matrix": [[v.name, r] for v, r in matrix],
@@ -226,6 +227,8 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
 
 def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, ledger: Path,
                opts: RunOptions) -> VariantResult:
+    """One worker: its plan written, the subprocess started and watched through its events (each
+    step's deadline), stopped and swept of leftover processes, its events turned into results."""
     stem = f"{variant.name}-r{repeat}"
     logs = run_dir / "logs"
     ev_path, log_path, plan_path = logs / f"{stem}.events.jsonl", logs / f"{stem}.log", logs / f"{stem}.plan.json"
@@ -241,15 +244,12 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     stopped: str | None = None
     with open(log_path, "ab") as log:
         proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT), lifeline=True)
-    deadline = time.monotonic() + timeouts.worker_start
+    deadline = Deadline(timeouts.worker_start)
     try:
         while True:
             for ev in tail.read():
                 seen.append(ev)
-                if ev["event"] == "step_start":
-                    deadline = time.monotonic() + float(ev["timeout_s"])
-                elif ev["event"] in ("step_end", "worker_start"):
-                    deadline = time.monotonic() + timeouts.worker_start
+                vocab.dispatch(deadline, ev)
                 if opts.progress:
                     opts.progress(variant.name, repeat, ev)
             if proc.poll() is not None:
@@ -257,7 +257,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
                 if proc.returncode == EXIT_DISK_FULL:
                     stopped = "disk_full"
                 break
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 stopped = "timeout"
                 break
             time.sleep(0.05)
@@ -279,6 +279,27 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     if interrupted:
         vr.exit_status = "interrupted"  # the caller writes this variant, then stops the run
     return vr
+
+
+class Deadline:
+    """The wall-clock deadline of a worker, moved by its events: a step's own ``timeout_s`` while
+    it runs, the worker-start timeout before its first step and between steps."""
+
+    def __init__(self, between_steps_s: float):
+        self.between_steps_s = between_steps_s
+        self.at = time.monotonic() + between_steps_s
+
+    def passed(self) -> bool:
+        """Whether the worker has run past it."""
+        return time.monotonic() > self.at
+
+    def on_step_start(self, ev: dict[str, Any]) -> None:
+        self.at = time.monotonic() + float(ev["timeout_s"])
+
+    def on_step_end(self, ev: dict[str, Any]) -> None:
+        self.at = time.monotonic() + self.between_steps_s
+
+    on_worker_start = on_step_end
 
 
 @dataclass

@@ -16,6 +16,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from harness import events as vocab
 from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.model import Phase
 from harness.worker import teardown
@@ -81,7 +82,7 @@ class Recorder:
             if not build.done:
                 self.events.build = build.number
                 self.runner.sample(build.step, "after_test")
-                self.events.emit("engine_end", step=build.step["name"], index=build.step["index"],
+                self.events.emit(vocab.ENGINE_END, step=build.step["name"], index=build.step["index"],
                                  torn_down_by=None, release_latency_s=None)
                 self.events.build = None
         self.test = None
@@ -155,7 +156,7 @@ class Recorder:
             baseline = r.sample(step, "before_construct")
             r.in_phase(step, Phase.CONSTRUCT, build)
             rec.held = r.sample(step, "after_construct")
-            self.events.emit("threshold", step=step["name"], index=step["index"],
+            self.events.emit(vocab.THRESHOLD, step=step["name"], index=step["index"],
                              threshold_bytes=sum(self._context(rec.util).threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(rec.held, baseline)))
             self._by_object[key] = rec
@@ -165,7 +166,7 @@ class Recorder:
             rec.done = True
             raise
         finally:
-            self.events.emit("engine_start", step=step["name"], index=step["index"], via=via, model=str(model),
+            self.events.emit(vocab.ENGINE_START, step=step["name"], index=step["index"], via=via, model=str(model),
                              substitutions=subs, construct_s=time.monotonic() - started, error=error)
             self.depth -= 1
             self.events.build = None
@@ -202,7 +203,7 @@ class Recorder:
             ctx.llm = None  # whatever the profile did, nothing here keeps the engine
             latency = ctx.released_at - ctx.started if ctx.released_at is not None else None
             self.latency = latency if step is self.test else self.latency
-            self.events.emit("engine_end", step=step["name"], index=step["index"], torn_down_by=via,
+            self.events.emit(vocab.ENGINE_END, step=step["name"], index=step["index"], torn_down_by=via,
                              release_latency_s=latency)
             self.events.build = None
             rec.done = True

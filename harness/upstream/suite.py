@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness import events as vocab
 from harness import backends
 from harness.worker.steps import StepRunner
 from harness.worker.stream import Events
@@ -60,7 +61,7 @@ def main(plan: dict[str, Any]) -> int:
     tagged = TaggedEvents(events)
     runner = StepRunner(plan, tagged, backend)
     readings = runner.probe.read(runner.devices)
-    events.emit("worker_start", pid=os.getpid(), info={
+    events.emit(vocab.WORKER_START, pid=os.getpid(), info={
         **backend.info(), "devices": runner.devices, "total_bytes": sum(t for _, t in readings),
         "rootdir": spec["rootdir"], "checkout_vllm_version": checkout_version(spec["rootdir"]),
         "pytest_version": pytest.__version__, "python_executable": sys.executable})
@@ -72,7 +73,7 @@ def main(plan: dict[str, Any]) -> int:
     finally:
         if runner.lazy:
             runner.lazy.close()
-    events.emit("worker_end", pytest_exit=int(code))
+    events.emit(vocab.WORKER_END, pytest_exit=int(code))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # as the step worker: vLLM's atexit hooks can hang; everything is written

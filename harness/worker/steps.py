@@ -15,6 +15,7 @@ import traceback
 from types import SimpleNamespace
 from typing import Any
 
+from harness import events as vocab
 from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION, Backend
 from harness.model import EXIT_DISK_FULL, Outcome, Phase
 from harness.worker import expect, faults, teardown
@@ -47,7 +48,7 @@ class StepRunner:
         host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
         if host is not None:
             beside["host_used_bytes"] = host.read(self.devices[:1])[0][0]
-        self.events.emit("memory", step=step["name"], index=step["index"], label=label,
+        self.events.emit(vocab.MEMORY, step=step["name"], index=step["index"], label=label,
                          used_bytes=sum(u for u, _ in readings), total_bytes=sum(t for _, t in readings),
                          per_device=[u for u, _ in readings], **beside)
         return readings
@@ -73,7 +74,7 @@ class StepRunner:
             readings = self.sample(step, f"after_{action['name']}")
             if ctx.released_at is None and ctx.is_free(readings=readings):
                 ctx.released_at = time.monotonic()
-            self.events.emit("action", step=step["name"], index=step["index"], name=action["name"],
+            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name=action["name"],
                              duration_s=time.monotonic() - start, used_bytes=sum(u for u, _ in readings),
                              ok=error is None, error=f"{type(error).__name__}: {_text(error)}" if error else "")
             if error is not None:
@@ -107,7 +108,7 @@ class StepRunner:
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
                                        gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
-        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
+        self.events.emit(vocab.STEP_START, step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
         failure: tuple[Phase, BaseException, str] | None = None
         expectations: list[dict] = []
         held = None
@@ -119,7 +120,7 @@ class StepRunner:
             phase = Phase.CONSTRUCT
             ctx.llm = self.in_phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
-            self.events.emit("threshold", step=name, index=index,
+            self.events.emit(vocab.THRESHOLD, step=name, index=index,
                              threshold_bytes=sum(ctx.threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))
             if step.get("workload"):
@@ -159,7 +160,7 @@ class StepRunner:
             phase, exc, tb = failure
             fields.update(outcome=str(Outcome.FAILED), phase=str(phase), error_type=type(exc).__name__,
                           message=_text(exc), traceback=tb)
-        self.events.emit("step_end", step=name, index=index, **fields)
+        self.events.emit(vocab.STEP_END, step=name, index=index, **fields)
 
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
         ctx.started = time.monotonic()
@@ -176,14 +177,14 @@ class StepRunner:
         return None
 
     def in_phase(self, step: dict, phase: Phase, fn):
-        self.events.emit("phase_start", step=step["name"], index=step["index"], phase=str(phase))
+        self.events.emit(vocab.PHASE_START, step=step["name"], index=step["index"], phase=str(phase))
         start = time.monotonic()
         try:
             # injected faults fire inside the phase, so a hang or crash is reported in the right one
             faults.at(self.plan.get("inject", {}), step["name"], str(phase), self.plan["repeat"])
             return fn()
         finally:
-            self.events.emit("phase_end", step=step["name"], index=step["index"], phase=str(phase),
+            self.events.emit(vocab.PHASE_END, step=step["name"], index=step["index"], phase=str(phase),
                              duration_s=time.monotonic() - start)
 
     def _workload(self, llm: Any, workload: dict) -> expect.Results:
@@ -198,12 +199,12 @@ def main(plan: dict[str, Any], backend: Backend) -> int:
     events = Events(plan["events"], plan["variant"], plan["repeat"])
     runner = StepRunner(plan, events, backend)
     readings = runner.probe.read(runner.devices)
-    events.emit("worker_start", pid=os.getpid(), info={**backend.info(), "devices": runner.devices,
+    events.emit(vocab.WORKER_START, pid=os.getpid(), info={**backend.info(), "devices": runner.devices,
                                                       "total_bytes": sum(t for _, t in readings)})
     try:
         for step in plan["steps"]:
             runner.run(step)
-        events.emit("worker_end")
+        events.emit(vocab.WORKER_END)
     except Exception as e:
         if not disk_full(e):
             raise
