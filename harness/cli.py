@@ -273,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(error: BaseException) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
-    from harness.xmlsafe import printable
+    from harness.xmlsafe import one_line, printable
 
-    return printable(" ".join(str(error).splitlines()))
+    return printable(one_line(str(error)))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

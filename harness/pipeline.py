@@ -24,7 +24,7 @@ from harness.ci import shard as shards
 from harness.errors import InputError
 from harness.model import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED
 from harness.report import console
-from harness.report import summary as reports
+from harness.report import files as report_files
 from harness.report import trend as trend_views
 from harness.results import history, rundir
 from harness.results.rundir import RunResults
@@ -107,7 +107,7 @@ def decide(run: Run) -> int | None:
 
 def render(run: Run) -> int | None:
     """summary.json, report.md, report.html, then the console table."""
-    reports.write(run.run_dir, run.summary)
+    report_files.write(run.run_dir, run.summary)
     return None
 
 

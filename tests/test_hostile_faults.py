@@ -288,7 +288,7 @@ def test_ctrl_c_while_the_harness_imports_exits_130_quietly():
 def test_a_search_in_which_every_revision_was_skipped_has_no_verdict():
     b = search.Bisection(4)
     while (i := b.next()) is not None:
-        b.record(i, search.Verdict.SKIP)
+        b.record(i, search.Behaviour.SKIP)
     assert b.result().status is search.Status.NO_VERDICT
 
 

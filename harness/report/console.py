@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import events as vocab
-from harness.xmlsafe import printable
+from harness.xmlsafe import one_line, printable
 
 GIB = 2**30
 
@@ -127,10 +127,9 @@ class Progress:
         return f" — {found.describe()}" if found else ""
 
 
-def _one_line(text: str, limit: int = 2000) -> str:
+def _one_line(text: str) -> str:
     """A message on one line, whole unless it is very long (report.md and the JUnit keep it all)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "… (see report.md)"
+    return one_line(text, 2000, "… (see report.md)")
 
 
 def summary_table(summary: dict[str, Any], console: Console | None = None) -> None:

@@ -3,17 +3,13 @@ and the culprit line of a VRAM failure. Rendering only: everything comes from su
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from harness.report.markdown import SHOWN_TRANSITIONS, culprit_text
+from harness.report.svg import esc
 
 CSS = (".culprit{font-size:.85em;margin-top:2px;overflow-wrap:anywhere}"
        "table.transitions td.message{max-width:60ch;overflow-wrap:anywhere}")
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def culprit(cell: dict[str, Any] | None) -> str:

@@ -5,7 +5,7 @@
         <variant>.xml         JUnit, rewritten after every worker
         events.jsonl          every worker's events, in order
         logs/<variant>-r<N>.log / .events.jsonl / .plan.json
-        report.md, summary.json (report/summary.py)
+        report.md, summary.json, report.html (report/files.py)
 
 The runner watches each step's wall-clock deadline through the event stream: a hung step is stopped
 (the worker's whole process group), a dead worker is a `crash`, and the run goes on. Ctrl-C stops
