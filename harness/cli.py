@@ -291,4 +291,4 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         print(f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
               file=sys.stderr)
-        return 3
+        return EXIT_INFRASTRUCTURE

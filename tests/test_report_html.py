@@ -14,7 +14,7 @@ from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestS
 from rich.console import Console
 
 from harness import cli, pipeline
-from harness.results import history
+from harness.results import history, rundir
 from harness.model import FailureClass, Outcome, StepResult
 from harness.report import console, html, timeline
 from tests import sim_scenarios
@@ -144,7 +144,7 @@ def test_report_html_shows_verdict_table_and_both_timelines(mini_run):
 
 
 def test_timeline_from_events_marks_failures_and_threshold(mini_run):
-    tls = timeline.from_run_dir(mini_run, ["without_fix", "with_fix"])
+    tls = timeline.from_results(rundir.read(mini_run), ["without_fix", "with_fix"])
     bad, good = tls["without_fix"], tls["with_fix"]
     threshold = round((1 - 0.92) * 64 * GIB)
     for tl in (bad, good):

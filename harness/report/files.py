@@ -29,7 +29,7 @@ def write(run_dir: Path, summary: RunSummary) -> RunSummary:
     except OSError as e:
         raise InfrastructureError(f"{run_dir}: cannot write the report: {e.strerror or e}") from None
     try:
-        atomic.write_text(run_dir / "report.html", html.render(summary, run_dir))
+        atomic.write_text(run_dir / "report.html", html.render(summary))
     except Exception as e:  # noqa: BLE001 - a broken picture must not cost the verdict
         print(f"warning: {run_dir / 'report.html'} not written: {type(e).__name__}: {e}", file=sys.stderr)
     return summary

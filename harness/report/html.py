@@ -11,10 +11,8 @@ text from the run is escaped.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
-from harness.results import rundir
 from harness.results.junitread import Case
 from harness.results.summary import RunSummary
 from harness.results.verdict import step_of
@@ -102,18 +100,20 @@ def page(title: str, body: str, css: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- the run report
-def render(summary: RunSummary | dict[str, Any], run_dir: Path) -> str:
-    """The page of a run. A summary loaded back from summary.json (no parsed results attached) has
-    its run directory read again for the cases and log tails."""
-    run_dir = Path(run_dir)
-    results = getattr(summary, "results", None) or rundir.read(run_dir)
+def render(summary: RunSummary) -> str:
+    """The page of a run, from its summary and the parsed run directory it was decided from
+    (``summary.results``: the cases, log tails and events); reads no file."""
+    results = summary.results
+    if results is None:
+        raise ValueError("report.html is rendered from a freshly decided summary (summary.results)")
+    run_dir = results.run_dir
     variants = list(summary.get("variants", []))
     parsed = {v: results.variants.get(v) for v in variants}
     cases = {v: r.cases if r else [] for v, r in parsed.items()}
     suite = next((r.properties for r in parsed.values() if r and r.properties), {})
     repeats = int(summary.get("repeat") or 1)
     ran = {v: {_step_repeat(c, repeats): c.time for c in cases[v]} for v in variants}
-    tls = timelines.from_run_dir(run_dir, variants, ran, results.events)
+    tls = timelines.from_results(results, variants, ran)
     for v in variants:
         if v not in tls and cases.get(v):
             tls[v] = timelines.from_cases(v, cases[v])

@@ -19,16 +19,12 @@ ending at the last event seconds earlier.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from harness import events as vocab
-from harness.results.rundir import run_events
+from harness.results.rundir import RunResults
 
-DEFAULT_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 _PHASES = ("settle", "construct", "workload", "expect", "teardown")
 
 
@@ -95,37 +91,16 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- from events
-def from_run_dir(run_dir: Path, variants: Iterable[str],
-                 ran: dict[str, dict[tuple[str, int], float]] | None = None,
-                 events: list[dict[str, Any]] | None = None) -> dict[str, Timeline]:
-    """One timeline per variant that has events; variants without events are left out.
-    ``ran``: variant -> (step, repeat) -> seconds the step ran, from JUnit; ``events``: the run's
-    events when already read (results/rundir.py)."""
-    run_dir = Path(run_dir)
-    if events is None:
-        events = run_events(run_dir)
+def from_results(results: RunResults, variants: Iterable[str],
+                 ran: dict[str, dict[tuple[str, int], float]] | None = None) -> dict[str, Timeline]:
+    """One timeline per variant that has events, from a run directory read once (results/rundir.py);
+    variants without events are left out. ``ran``: variant -> (step, repeat) -> seconds the step
+    ran, from JUnit."""
     out = {}
     for v in variants:
-        mine = [e for e in events if e.get("variant") == v]
+        mine = [e for e in results.events if e.get("variant") == v]
         if mine:
-            out[v] = from_events(v, mine, _plan_utils(run_dir, v), (ran or {}).get(v))
-    return out
-
-
-def _plan_utils(run_dir: Path, variant: str) -> dict[int, dict[int, float]]:
-    """repeat -> step index -> gpu_memory_utilization, from the worker plans."""
-    out: dict[int, dict[int, float]] = {}
-    for path in (run_dir / "logs").glob(f"{variant}-r*.plan.json"):
-        m = re.fullmatch(re.escape(variant) + r"-r(\d+)\.plan\.json", path.name)
-        if not m:
-            continue
-        try:
-            plan = json.loads(path.read_text(encoding="utf-8"))
-            out[int(m.group(1))] = {
-                int(s["index"]): float(s.get("engine", {}).get("gpu_memory_utilization") or DEFAULT_UTIL)
-                for s in plan.get("steps", [])}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue
+            out[v] = from_events(v, mine, results.utilizations.get(v, {}), (ran or {}).get(v))
     return out
 
 

@@ -25,7 +25,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from harness import RESULT_VERSION, boundedread
 from harness.errors import InputError

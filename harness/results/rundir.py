@@ -14,6 +14,7 @@ from typing import Any
 
 from harness import events as vocab
 from harness import RUN_VERSION, boundedread
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.errors import InputError
 from harness.results import junitread
 from harness.results.events import read_events
@@ -53,6 +54,8 @@ class RunResults:
     variants: dict[str, VariantResults]  # only variants that have a JUnit file, in run.json's order
     missing: list[str]  # variants of an incomplete run without a JUnit file
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every well-formed event
+    #: variant -> repeat -> step index -> gpu_memory_utilization, from the worker plans
+    utilizations: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def cases(self) -> dict[str, list[Case]]:
@@ -60,6 +63,8 @@ class RunResults:
 
 
 def read(run_dir: Path) -> RunResults:
+    """A run directory, every file parsed once: run.json (checked), each variant's JUnit file, the
+    events and the worker plans' utilisations. A variant of an incomplete run may lack its file."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     variants: dict[str, VariantResults] = {}
@@ -79,7 +84,25 @@ def read(run_dir: Path) -> RunResults:
     info = worker_info(events)
     for v, f in files.items():
         variants[v] = VariantResults(v, f.cases, f.properties, _versions(f.properties, info.get(v, {})))
-    return RunResults(run_dir, run, variants, missing, events)
+    return RunResults(run_dir, run, variants, missing, events,
+                      {v: plan_utilizations(run_dir, v) for v in run["variants"]})
+
+
+def plan_utilizations(run_dir: Path, variant: str) -> dict[int, dict[int, float]]:
+    """repeat -> step index -> gpu_memory_utilization, from the variant's worker plans."""
+    out: dict[int, dict[int, float]] = {}
+    for path in (run_dir / "logs").glob(f"{variant}-r*.plan.json"):
+        m = re.fullmatch(re.escape(variant) + r"-r(\d+)\.plan\.json", path.name)
+        if not m:
+            continue
+        try:
+            plan = json.loads(path.read_text(encoding="utf-8"))
+            out[int(m.group(1))] = {
+                int(s["index"]): float(s.get("engine", {}).get("gpu_memory_utilization") or DEFAULT_GPU_MEMORY_UTILIZATION)
+                for s in plan.get("steps", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return out
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
