@@ -72,6 +72,9 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
           vllm_src: str | None = None) -> RunPlan:
+    """The run's plan: the variants and repeats to run, each step's engine arguments as this
+    machine will really get them, and every substitution made to get there (a rehearsal's model and
+    platform, the CPU's engine arguments, the suite kind's own, the modelled device)."""
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -255,6 +258,8 @@ def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, l
 
 def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
                base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one worker: the caller's (or ``base``), the plan's and the variant's
+    variables, multicast kept off, the run's ledger and token, the modelled device's settings."""
     env = dict(os.environ if base is None else base)
     env.update(plan.engine_env)
     env.update(variant.env)
@@ -276,5 +281,6 @@ def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
 
 
 def interpreter(variant: Variant) -> str:
+    """The Python that runs a variant's workers (its own vLLM build, or this one)."""
     return variant.python or sys.executable
 

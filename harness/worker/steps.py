@@ -28,6 +28,9 @@ class ExpectationFailed(AssertionError):
 
 
 class StepRunner:
+    """Runs steps with one backend and probe, streaming their events (also a pytest suite's engine
+    builds, through harness/upstream/builds.py)."""
+
     def __init__(self, plan: dict[str, Any], events: Events, backend: Any):
         self.plan, self.events, self.backend = plan, events, backend
         self.probe = backend.probe()
@@ -43,6 +46,7 @@ class StepRunner:
 
     # ------------------------------------------------------------------ memory
     def sample(self, step: dict, label: str) -> list[tuple[int, int]]:
+        """Read device memory and emit it as a ``memory`` event labelled ``label``."""
         readings = self.probe.read(self.devices)
         beside = {}
         host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
@@ -104,6 +108,8 @@ class StepRunner:
 
     # ------------------------------------------------------------------ one step
     def run(self, step: dict) -> None:
+        """One step: [settle] -> construct -> workload -> expect -> teardown, its events emitted;
+        a failure of the step is its ``step_end``, never an exception (a full disk is)."""
         name, index = step["name"], step["index"]
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
@@ -177,6 +183,7 @@ class StepRunner:
         return None
 
     def in_phase(self, step: dict, phase: Phase, fn):
+        """``fn()`` inside ``phase``, between its ``phase_start`` and ``phase_end`` events."""
         self.events.emit(vocab.PHASE_START, step=step["name"], index=step["index"], phase=str(phase))
         start = time.monotonic()
         try:
