@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 
+from tests.fixtures import run_summary
 from harness.results import stats
 from harness.errors import InputError
 from harness.results.junitread import Case
@@ -393,7 +394,7 @@ def test_markdown_escapes_cells_and_truncates_long_tables(tmp_path):
 
 def test_markdown_stays_under_the_annotation_limit():
     reasons = ["x" * 1500] * 2000  # 3 MB of reasons
-    md = markdown.render({"verdict": "regression", "reasons": reasons, "variants": [], "cases": []})
+    md = markdown.render(run_summary({"verdict": "regression", "reasons": reasons, "variants": [], "cases": []}))
     assert len(md.encode()) <= markdown.MAX_BYTES
     assert md.rstrip().endswith("see summary.json._")
 

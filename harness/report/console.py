@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import events as vocab
+from harness.results.summary import RunSummary
 from harness.xmlsafe import one_line, printable
 
 GIB = 2**30
@@ -132,34 +133,33 @@ def _one_line(text: str) -> str:
     return one_line(text, 2000, "… (see report.md)")
 
 
-def summary_table(summary: dict[str, Any], console: Console | None = None) -> None:
+def summary_table(summary: RunSummary, console: Console | None = None) -> None:
     """Steps x variants with outcome and class, then the verdict and its reasons."""
     console = console or Console(highlight=False)
-    variants = summary.get("variants", [])
-    table = Table(title=shown(f"{summary.get('scenario', '')} — {summary.get('run_id', '')}"), show_lines=False)
+    variants = summary.variants
+    table = Table(title=shown(f"{summary.scenario or ''} — {summary.run_id or ''}"), show_lines=False)
     table.add_column("step")
     for v in variants:
         table.add_column(shown(v))
-    for row in summary.get("cases", []):
+    for row in summary.cases:
         cells = []
         for v in variants:
-            cell = row.get("variants", {}).get(v)
+            cell = row.variants.get(v)
             if not cell:
                 cells.append("-")
-            elif cell.get("outcome") == "passed":
+            elif cell.outcome == "passed":
                 cells.append("[green]passed[/]")
-            elif cell.get("outcome") == "skipped":
+            elif cell.outcome == "skipped":
                 cells.append("[yellow]skipped[/]")
             else:
-                cells.append(f"[red]{shown(cell.get('failure_class', 'failed'))}[/]")
-        table.add_row(shown(row.get("step", row.get("name", ""))), *cells)
+                cells.append(f"[red]{shown(cell.failure_class)}[/]")
+        table.add_row(shown(row.step), *cells)
     console.print(table)
-    verdict = summary.get("verdict", "")
-    colour = "green" if summary.get("exit_code", 1) == 0 else "red"
-    if summary.get("incomplete"):
+    colour = "green" if summary.exit_code == 0 else "red"
+    if summary.incomplete:
         console.print("[yellow bold]INCOMPLETE[/]: the run was interrupted; partial results only")
-    console.print(f"verdict: [bold {colour}]{shown(verdict)}[/]")
-    for reason in summary.get("reasons", []):
+    console.print(f"verdict: [bold {colour}]{shown(summary.verdict)}[/]")
+    for reason in summary.reasons:
         console.print(f"  - {printable(reason)}", markup=False)
 
 
