@@ -206,7 +206,7 @@ class SimRunnerHooks(LedgerRunnerHooks):
         probe = SimBackend({"sim": {k: getattr(sim, k) for k in sim.__dataclass_fields__}, "ledger": str(ledger),
                             "devices": devices, "inject": {}, "platform": rplan.platform}).probe()
         deadline = time.monotonic() + rplan.scenario.timeouts.worker_start
-        baseline = sim.baseline_gib * 2**30
+        baseline = sim.baseline_gib * GIB
         while time.monotonic() < deadline:
             if all(used <= baseline + (64 << 20) for used, _ in probe.read(devices)):
                 return

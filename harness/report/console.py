@@ -16,11 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from harness.device import GIB
 from harness import events as vocab
 from harness.results.summary import RunSummary
 from harness.xmlsafe import one_line, printable
 
-GIB = 2**30
 
 
 def shown(text: Any) -> str:

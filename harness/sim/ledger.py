@@ -62,7 +62,7 @@ class Ledger:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Ledger | None:
-        """The run's ledger named by HARNESS_SIM_LEDGER, or None outside a sim run."""
+        """The run's ledger named by $HARNESS_SIM_LEDGER (harness.device.LEDGER_ENV), or None outside a sim run."""
         path = (os.environ if env is None else env).get(ENV)
         return cls(path) if path else None
 
