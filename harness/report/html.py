@@ -92,6 +92,7 @@ document.querySelectorAll("svg.chart").forEach(function (svg) {
 
 
 def page(title: str, body: str, css: str = "") -> str:
+    """A self-contained HTML page (report.html, trend.html) around ``body``."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<meta name=\"color-scheme\" content=\"light\">"

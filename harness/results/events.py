@@ -83,6 +83,7 @@ def merge_files(run_dir: Path, pairs: Iterable[tuple[str, int]]) -> None:
 
 
 def log_slice(log: Path, start: int, end: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:
+    """The variant's log from byte ``start`` to ``end`` (its end), at most its last ``limit`` bytes."""
     try:
         with open(log, "rb") as f:
             f.seek(0, 2)
@@ -142,6 +143,7 @@ class _Steps:
         self.by_index: dict[int, dict[str, Any]] = {}
 
     def add(self, ev: dict[str, Any]) -> None:
+        """One event, handed to its ``on_<name>`` handler under its step."""
         if ev.get("event") == vocab.WORKER_START:
             self.info = ev.get("info", {})
             return

@@ -106,6 +106,7 @@ def plan_utilizations(run_dir: Path, variant: str) -> dict[int, dict[int, float]
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """run.json of a run directory, checked: its version and the keys the readers rely on."""
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory: no run.json")

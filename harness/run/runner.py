@@ -316,6 +316,7 @@ class WorkerExit:
     orphans: list[dict]  # processes left behind, found by procs.sweep
 
     def result(self) -> VariantResult:
+        """The variant's results of this worker: its suite kind's planned steps and extra cases."""
         desc = procs.exit_description(self.returncode)
         kind = kinds.of_plan(self.plan)
         planned = kind.planned_steps(self.plan, self.events)

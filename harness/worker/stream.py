@@ -29,6 +29,7 @@ class Events:
         self._base = {"variant": variant, "repeat": repeat}
 
     def emit(self, event: str, **fields: Any) -> None:
+        """One event (a name of harness/events.py) with its payload, written and flushed."""
         try:
             self._f.write(json.dumps({"t": time.time(), "event": event, **self._base, **fields}, default=str) + "\n")
             self._f.flush()
