@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.ci import flaky, history
+from harness.results import flaky, history
 
 
 def rec(i: int, failed: set[str], *, version: str = "0.22.0", checkout: str | None = None,

@@ -14,8 +14,8 @@ import pytest
 from harness import cli
 from harness.bisect.predicate import FailOn, StepVerdict, judge
 from harness.results.junitread import read_cases
-from harness.run import teardown
-from harness.run.engines import EngineRegistry
+from harness.worker import teardown
+from harness.worker.engines import EngineRegistry
 from tests.sim_scenarios import lazy_release
 
 GIB = 2**30
@@ -113,7 +113,7 @@ def test_an_engine_with_an_enginecore_process_is_gone_when_that_process_has_exit
     import subprocess
     import sys
 
-    from harness.run import engines as engine_life
+    from harness.worker import engines as engine_life
 
     before = engine_life.children()
     core = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.device import GIB
 from harness.run import procs
 from harness.run.engineargs import UnknownEngineArgument
 from harness.run import runner
@@ -34,7 +35,6 @@ from harness.results import cost
 from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
 
-GIB = 2**30
 
 
 class StepVerdict(str, enum.Enum):

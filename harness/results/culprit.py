@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from harness.device import GIB
 from harness.model import FailureClass, Outcome
 from harness.results.freed import status as freed_status
 from harness.results.freed import time_of
@@ -60,7 +61,7 @@ class Culprit:
 
     def describe(self) -> str:
         """One line for people: "culprit: s1 (held 58.88 GiB after del_llm, ...; never freed)"."""
-        held = ", ".join(f"{b / 2**30:.2f} GiB after {a}" for a, b in self.held_bytes_after.items()) or "no teardown readings"
+        held = ", ".join(f"{b / GIB:.2f} GiB after {a}" for a, b in self.held_bytes_after.items()) or "no teardown readings"
         if self.freed_after is None:
             freed = "still held after its worker's last step"
         else:
@@ -218,7 +219,7 @@ def format_residue(changes: list[dict[str, Any]]) -> str:
     if not changes:
         return ""
     def gib(b):
-        return "-" if b is None else f"{b / 2**30:.2f} GiB"
+        return "-" if b is None else f"{b / GIB:.2f} GiB"
     lines = ["residue changed (device memory still held after the step's last teardown action):"]
     lines += [f"  {c['case']}: {gib(c['baseline_bytes'])} -> {gib(c['candidate_bytes'])}" for c in changes]
     return "\n".join(lines) + "\n"

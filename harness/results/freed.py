@@ -1,6 +1,6 @@
 """Leak or slow reclaim: was the engine still referenced, or freed and not yet given back?
 
-The worker follows every engine object's life (run/engines.py) and records when it was freed
+The worker follows every engine object's life (worker/engines.py) and records when it was freed
 (JUnit `engine_freed_at`: epoch seconds, empty when it still lived at the end of the worker). Memory
 still held at a moment is then one of two things, and the fixes differ:
 

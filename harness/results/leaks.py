@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from harness.device import GIB
 from harness.model import StepResult
 from harness.results import culprit, freed
 
@@ -91,5 +92,5 @@ def from_cases(cases: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
 def describe(leak: dict[str, Any]) -> str:
     """One line: "with_fix / test_greedy: 19.20 GiB left on device 0 (still referenced)"."""
     status = f" ({leak['status']})" if leak.get("status") else ""
-    return (f"{leak['variant']} / {leak['test']}: {leak['residue_bytes'] / 2**30:.2f} GiB left on device "
+    return (f"{leak['variant']} / {leak['test']}: {leak['residue_bytes'] / GIB:.2f} GiB left on device "
             f"{leak['device']}{status}")

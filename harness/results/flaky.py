@@ -83,29 +83,3 @@ def flaky(records: list[dict[str, Any]], scenario: str | None = None, nights: in
     return sorted(out, key=lambda f: (not f.enough, -(f.flip_rate or 0.0), -(f.failure_rate or 0.0),
                                       f.scenario, f.variant, f.test))
 
-
-def run_flaky(out: Any, scenario: str | None = None, nights: int = 14, min_runs: int = DEFAULT_MIN_RUNS,
-              as_json: bool = False, warn: Any = None, console: Any = None) -> list[FlakyTest]:
-    """`trend --flaky`: read the history of results directory ``out``, print the ranking (or JSON)."""
-    import json
-    from pathlib import Path
-
-    from harness.ci import history
-    from harness.errors import InputError
-    from harness.report import trend as views
-
-    path = history.history_path(Path(out))
-    if not path.exists():
-        raise InputError(f"{path}: no history yet (every finished run appends to it)")
-    records, warnings = history.load(path)
-    for w in warnings:
-        (warn or history._stderr)(f"warning: {w}")
-    tests = flaky(records, scenario, nights, min_runs)
-    if not tests:
-        known = sorted({str(r["scenario"]) for r in records})
-        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
-    if as_json:
-        print(json.dumps({"version": 1, "min_runs": min_runs, "tests": [t.to_json() for t in tests]}, indent=2))
-    else:
-        views.print_flaky(tests, min_runs, console)
-    return tests

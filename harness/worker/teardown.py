@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from harness.device import GIB
 from harness.scenario import specs
 
 
@@ -43,7 +44,7 @@ class TeardownContext:
     scenario_dir: str = "."
     started: float = field(default_factory=time.monotonic)
     released_at: float | None = None  # monotonic time usage was first seen under the threshold
-    engines: Any = None  # run/engines.py's EngineRegistry: which engines of this process are alive
+    engines: Any = None  # worker/engines.py's EngineRegistry: which engines of this process are alive
     waited_s: float = 0.0  # seconds spent in wait_memory and sleep: the teardown's cost
 
     def used(self) -> list[tuple[int, int]]:
@@ -122,7 +123,7 @@ def wait_memory(ctx: TeardownContext, p: dict) -> None:
             if ctx.is_free(threshold, readings):
                 ctx.released_at = ctx.released_at or time.monotonic()
                 return
-            used = ", ".join(f"{u / 2**30:.2f} GiB" for u, _ in readings)
+            used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in readings)
             pending = getattr(ctx.probe, "pending", None)
             live = ctx.engines.blocking(readings, ceilings, pending(ctx.devices) if pending else None) \
                 if ctx.engines is not None else []
