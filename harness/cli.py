@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError, InputError
+from harness.errors import HarnessError, InputError, ScenarioError
 
 EXIT_INTERRUPTED = 130
 EXIT_INFRASTRUCTURE = 3
@@ -79,14 +79,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
+    if args.profiles:
+        _print_profiles()
+    elif not args.scenarios:
+        raise InputError("validate: name one or more scenario files (or --profiles)")
     for path in args.scenarios:
         sc = scenario_mod.load(path)
         preflight.check_inputs(sc)
+        _check_checkouts(sc)
         for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
             print(f"note: {note}", file=sys.stderr)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
+
+
+def _print_profiles() -> None:
+    """The built-in teardown profiles, their actions, and the upstream code each reproduces."""
+    from harness.scenario.profiles import BUILTIN_PROFILES, PROFILE_SOURCES
+
+    def spell(actions) -> str:
+        return ", ".join(a.name + (f" {dict(a.params)}" if a.params else "") for a in actions) or "-"
+
+    for name, prof in BUILTIN_PROFILES.items():
+        print(f"{name}: {PROFILE_SOURCES[name]}")
+        print(f"    after: {spell(prof.after)}" + (f"\n    before: {spell(prof.before)}" if prof.before else ""))
+
+
+def _check_checkouts(sc) -> None:
+    """A pytest suite's variant refs, where its rootdir is on this machine (a ref that does not
+    resolve is exit 2 here as in a run)."""
+    from types import SimpleNamespace
+
+    from harness.upstream import planning
+
+    if sc.pytest is None or not any(v.ref or v.rootdir for v in sc.variants):
+        return
+    try:
+        root = planning.resolve_rootdir(sc)
+    except ScenarioError as e:
+        print(f"note: {e}; the variants' ref/rootdir were not checked", file=sys.stderr)
+        return
+    planning.variant_checkouts(SimpleNamespace(scenario=sc, variants=sc.variants), root, sc.pytest.args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -214,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("validate", help="check scenario files only (exit 0 or 2)")
-    p.add_argument("scenarios", nargs="+")
+    p.add_argument("scenarios", nargs="*")
+    p.add_argument("--profiles", action="store_true",
+                   help="print the built-in teardown profiles and the upstream code each reproduces")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")

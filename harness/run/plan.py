@@ -78,7 +78,7 @@ def detect_platform() -> str:
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
-          vllm_src: str | None = None) -> RunPlan:
+          vllm_src: str | None = None, checkout_ref: str | None = None) -> RunPlan:
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -120,7 +120,7 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
     if scenario.pytest is not None:
         from harness.upstream import planning as upstream_planning
 
-        upstream_planning.extend(plan, vllm_src=vllm_src, model=model)
+        upstream_planning.extend(plan, vllm_src=vllm_src, model=model, checkout_ref=checkout_ref)
     if backend == "vllm" and host == "cpu":
         for k, v in CPU_REHEARSAL_ENV.items():
             if k not in os.environ:
