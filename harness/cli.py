@@ -82,7 +82,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.profiles:
         _print_profiles()
     elif not args.scenarios:
-        raise InputError("validate: name one or more scenario files (or --profiles)")
+        raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
         sc = scenario_mod.load(path)
         preflight.check_inputs(sc)

@@ -106,11 +106,13 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
 
 def suite_args(scenario: Path) -> list[str] | None:
-    """A pytest suite's ``pytest.args`` (None for a steps scenario); the scenario is loaded already."""
-    from harness.scenario import schema
+    """A pytest suite's ``pytest.args`` (None for a steps scenario), read from the YAML as it is:
+    loading the scenario may need a `call:` target that only the revision under test has."""
+    from harness.scenario import yamlsafe
 
-    sc = schema.load(scenario)
-    return list(sc.pytest.args) if sc.pytest is not None else None
+    raw = yamlsafe.load(scenario)
+    block = raw.get("pytest") if isinstance(raw, dict) else None
+    return [str(a) for a in block.get("args") or []] if isinstance(block, dict) else None
 
 
 def make_source(args: argparse.Namespace, terms, scenario: Path | None = None):
@@ -240,13 +242,12 @@ def _checked_out(scenario: Path, vllm_src: str | None) -> tuple[str | None, str 
     from harness.scenario import schema
     from harness.upstream import checkout, planning
 
-    sc = schema.load(scenario)
-    if sc.pytest is None:
+    if suite_args(scenario) is None:
         if vllm_src:
             raise ScenarioError(scenario, "pytest", "--vllm-src names the checkout of a pytest suite; this "
                                                     "scenario has steps")
         return None, None
-    root = planning.resolve_rootdir(sc, vllm_src)
+    root = planning.resolve_rootdir(schema.load(scenario), vllm_src)
     try:
         return str(root), checkout.resolve(root, "HEAD").sha
     except (checkout.NotARepository, checkout.NoSuchRevision):
