@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
     shas = make_repo(repo)
     make_dirty(repo)
     before = state(repo)
-    path = scenario(root, base=shas[0], head=shas[-1], args="[tests/samplers/test_pair.py, -v]")
+    path = scenario(root, base=shas[0], head=shas[-1])
     mp = pytest.MonkeyPatch()
     mp.setenv("UPSTREAM_REPO", str(repo))
     try:

@@ -8,68 +8,18 @@ from pathlib import Path
 
 from tests.bisect_fixtures import commit_files, git
 
-PYPROJECT = '[tool.pytest.ini_options]\nmarkers = ["skip_global_cleanup"]\n'
-
-CONFTEST = '''"""Shaped like vLLM's tests/conftest.py: VllmRunner, cleanup_fixture, example_prompts."""
-
-import pytest
-
-from vllm import LLM, SamplingParams
-from vllm.distributed import cleanup_dist_env_and_memory
-
-HELD = []  # engines whose test is over
-
-
-class VllmRunner:
-    def __init__(self, model_name, seed=0, max_model_len=1024, dtype="auto", block_size=16,
-                 enforce_eager=True, **kwargs):
-        self.llm = LLM(model=model_name, seed=seed, max_model_len=max_model_len, dtype=dtype,
-                       block_size=block_size, enforce_eager=enforce_eager, **kwargs)
-
-    def generate_greedy(self, prompts, max_tokens):
-        outputs = self.llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens))
-        return [(list(o.outputs[0].token_ids), o.outputs[0].text) for o in outputs]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc_value, traceback):
-EXIT
-
-
-@pytest.fixture(scope="session")
-def vllm_runner():
-    return VllmRunner
-
-
-@pytest.fixture()
-def should_do_global_cleanup_after_test(request) -> bool:
-    return not request.node.get_closest_marker("skip_global_cleanup")
-
-
-@pytest.fixture(autouse=True)
-def cleanup_fixture(should_do_global_cleanup_after_test: bool):
-    yield
-    if should_do_global_cleanup_after_test:
-        cleanup_dist_env_and_memory()
-
-
-@pytest.fixture
-def example_prompts():
-    return ["Hello, my name is", "The capital of France is"]
-'''
-
-#: the bug: the runner's engine outlives its test
-KEEPS = '''        HELD.append(self.llm)
-        del self.llm
-        cleanup_dist_env_and_memory()'''
-#: upstream's own at 9aaf83ef
-FREES = '''        try:
+TREE = Path(__file__).parent / "upstream_tree"
+#: upstream's VllmRunner.__exit__ at 9aaf83ef, as tests/upstream_tree has it
+FREES = """        try:
             self.llm.llm_engine.engine_core.shutdown()
         except Exception:
             pass
         del self.llm
-        cleanup_dist_env_and_memory()'''
+        cleanup_dist_env_and_memory()"""
+#: the bug: the runner's engine outlives its test
+KEEPS = """        HELD.append(self.llm)
+        del self.llm
+        cleanup_dist_env_and_memory()"""
 
 TESTS = '''import pytest
 
@@ -78,7 +28,7 @@ TESTS = '''import pytest
 def test_greedy(vllm_runner, example_prompts, seed):
     with vllm_runner("facebook/opt-125m", seed=seed, dtype="float32", max_model_len=256) as vllm_model:
         outputs = vllm_model.generate_greedy(example_prompts, 4)
-    assert [len(ids) for ids, _ in outputs] == [4, 4]
+    assert all(len(ids) == 4 for ids, _ in outputs)
 '''
 
 #: (message, fixed from here on) of each commit; the fix lands at FIXED_AT
@@ -88,9 +38,13 @@ FIXED_AT = 3
 
 
 def tree(fixed: bool, i: int) -> dict[str, str]:
-    return {"pyproject.toml": PYPROJECT, "tests/__init__.py": "", "tests/samplers/__init__.py": "",
-            "tests/conftest.py": CONFTEST.replace("EXIT", FREES if fixed else KEEPS),
-            "tests/samplers/test_pair.py": TESTS, "README.md": f"revision {i}\n",
+    """tests/upstream_tree with test_pair.py; before the fix its runner keeps the engine."""
+    files = {str(p.relative_to(TREE)): p.read_text(encoding="utf-8") for p in TREE.rglob("*")
+             if p.is_file() and "__pycache__" not in p.parts}
+    conftest = files["tests/conftest.py"]
+    assert FREES in conftest
+    files["tests/conftest.py"] = conftest.replace(FREES, FREES if fixed else KEEPS) + "\n\nHELD = []\n"
+    return {**files, "tests/samplers/test_pair.py": TESTS, "README.md": f"revision {i}\n",
             "vllm/__init__.py": "raise ImportError('a source tree without its kernels: never imported')\n"}
 
 
@@ -119,7 +73,7 @@ def state(repo: Path) -> dict[str, str]:
 
 
 def scenario(folder: Path, *, base: str = "${BASE_REF}", head: str = "${HEAD_REF}", release_delay_s: float = 0,
-             args: str = "[tests/samplers, -v]") -> Path:
+             args: str = "[tests/samplers/test_pair.py, -v]") -> Path:
     """Two `native` variants at two refs of ${UPSTREAM_REPO}, in-process engines on a modelled device."""
     env = '{VLLM_ENABLE_V1_MULTIPROCESSING: "0", VLLM_CPU_KVCACHE_SPACE: "1"}'
     inject = f"{{device_model: {{total_gib: 16, release_delay_s: {release_delay_s}}}}}"
