@@ -134,3 +134,14 @@ def test_killing_the_runner_leaves_the_checkout_as_it_was(tmp_path, repo):
     proc.wait()
     assert list((tmp_path / "r").glob("*/*/checkouts/pr_base/tests/conftest.py"))
     assert state(path) == before
+
+
+def test_bisect_step_runs_the_checkout_git_bisect_checked_out(tmp_path, repo, monkeypatch):
+    from harness.bisect import command
+
+    path, shas = repo
+    monkeypatch.setenv("UPSTREAM_REPO", str(tmp_path / "elsewhere"))
+    sc = scenario(tmp_path, base=shas[0], head=shas[-1])
+    # --vllm-src wins over pytest.rootdir; HEAD is the revision, which every variant then runs
+    assert command._checked_out(sc, str(path)) == (str(path), shas[-1])
+    assert command._checked_out(_steps(tmp_path, "{profile: legacy}"), None) == (None, None)
