@@ -171,7 +171,7 @@ class Recorder:
             self.events.build = None
 
     # ------------------------------------------------------------------ teardown
-    def _build_of(self, owner: Any, attr: str, via: str, util: float | None = None) -> Build | None:
+    def _build_of(self, owner: Any, attr: str, via: str) -> Build | None:
         """The build a runner holds (None outside any test); one made before the harness saw it
         gets a number now."""
         engine = owner.__dict__.get(attr)
@@ -179,7 +179,7 @@ class Recorder:
         del engine  # a teardown must find nothing here that keeps the engine
         step = rec.step if rec is not None else self.test
         if rec is None and step is not None:
-            rec = Build(step, len(self.builds), util or DEFAULT_UTIL)
+            rec = Build(step, len(self.builds), DEFAULT_UTIL)
             self.builds.append(rec)
         return rec
 

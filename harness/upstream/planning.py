@@ -72,7 +72,8 @@ def variant_checkouts(rplan, root: Path, args) -> dict[str, dict[str, str]]:
         try:
             rev = checkout.resolve(base, ref)
         except checkout.NotARepository as e:
-            raise ScenarioError(sc.path, f"{key}.rootdir" if v.rootdir else "pytest.rootdir", f"{e} ({key}.ref)") from None
+            where = f"{key}.rootdir" if v.rootdir else "pytest.rootdir"
+            raise ScenarioError(sc.path, where, f"{e} ({key}.ref)") from None
         except checkout.NoSuchRevision as e:
             raise ScenarioError(sc.path, f"{key}.ref", str(e)) from None
         lacking = checkout.missing(rev, args)
