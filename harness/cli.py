@@ -81,8 +81,6 @@ def _print_profiles() -> None:
 def _check_checkouts(sc) -> None:
     """A pytest suite's variant refs, where its rootdir is on this machine (a ref that does not
     resolve is exit 2 here as in a run)."""
-    from types import SimpleNamespace
-
     from harness.upstream import planning
 
     if sc.pytest is None or not any(v.ref or v.rootdir for v in sc.variants):
@@ -92,7 +90,7 @@ def _check_checkouts(sc) -> None:
     except ScenarioError as e:
         print(f"note: {e}; the variants' ref/rootdir were not checked", file=sys.stderr)
         return
-    planning.variant_checkouts(SimpleNamespace(scenario=sc, variants=sc.variants), root, sc.pytest.args)
+    planning.variant_checkouts(sc, root, sc.pytest.args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
