@@ -52,15 +52,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if partial:
         print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
-        return EXIT_INTERRUPTED if result.incomplete else 0
-    report = history.write_report(result.run_dir)  # with run.json's --allow
+        _say_problems(result.problems)
+        return EXIT_INTERRUPTED if result.incomplete else EXIT_INFRASTRUCTURE if result.problems else 0
+    # with run.json's --allow; a Ctrl-C while it is written does not leave the run without it
+    report, interrupted = runner.shielded(lambda: history.write_report(result.run_dir))
     console.summary_table(report)
     print(f"results: {result.run_dir}")
-    if result.incomplete:
+    if result.incomplete or interrupted:
         return EXIT_INTERRUPTED
-    for line in result.problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
+    _say_problems(result.problems)
+    return int(report["exit_code"])  # summary.json's, as `report` and `merge` give it (3 for a problem)
+
+
+def _say_problems(problems: list[str]) -> None:
+    for line in problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
         print(f"error: {line}", file=sys.stderr)
-    return EXIT_INFRASTRUCTURE if result.problems else int(report["exit_code"])
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -82,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.scenarios:
         sc = scenario_mod.load(path)
         preflight.check_inputs(sc)
-        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
+        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM (backend: vllm)
             print(f"note: {note}", file=sys.stderr)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")

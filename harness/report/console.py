@@ -81,6 +81,8 @@ class Progress:
             self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
             if self.state.get("builds"):
                 self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
+                if "build" in ev:  # a pytest suite's test: its engine builds' readings
+                    self.state.setdefault("tests", set()).add(ev["step"])
         elif kind == "step_end":
             self._step_line(variant, repeat, ev)
         if self._live is not None:
@@ -121,7 +123,9 @@ class Progress:
                                      str(ev.get("traceback", "")), "")
         if cls is not FailureClass.VRAM_CONSTRUCTION:
             return ""
-        builds = [culprit.Build(name, tuple(readings)) for name, readings in self.state.get("builds", [])]
+        tests = self.state.get("tests", set())
+        builds = [culprit.Build(name, culprit.step_readings(readings, name in tests))
+                  for name, readings in self.state.get("builds", [])]
         found = culprit.find(builds, len(builds) - 1) if builds else None
         return f" — {found.describe()}" if found else ""
 
@@ -140,12 +144,16 @@ def summary_table(summary: dict[str, Any], console: Console | None = None) -> No
     table.add_column("step")
     for v in variants:
         table.add_column(shown(v))
+    unproven = {(v, c.get("classname"), c.get("step")) for v, t in (summary.get("transitions") or {}).items()
+                for c in t.get("cases", []) if c.get("transition") == "not proven"}
     for row in summary.get("cases", []):
         cells = []
         for v in variants:
             cell = row.get("variants", {}).get(v)
             if not cell:
                 cells.append("-")
+            elif (v, row.get("classname"), row.get("step")) in unproven:  # passed, but built no engine
+                cells.append("[yellow]not proven[/]")
             elif cell.get("outcome") == "passed":
                 cells.append("[green]passed[/]")
             elif cell.get("outcome") == "skipped":
