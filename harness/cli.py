@@ -82,14 +82,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.errors import ScenarioError, ScenarioErrors
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
     for path in args.scenarios:
-        sc = scenario_mod.load(path)
-        preflight.check_inputs(sc)
-        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM (backend: vllm)
-            print(f"note: {note}", file=sys.stderr)
+        sc = scenario_mod.load(path)  # every mistake of the file's schema at once
+        problems: list[ScenarioError] = []
+        for check in (preflight.check_inputs, engineargs.check):  # this machine; each variant's own vLLM
+            try:
+                for note in check(sc) or ():
+                    print(f"note: {note}", file=sys.stderr)
+            except ScenarioError as e:
+                problems += getattr(e, "errors", [e])
+        if problems:
+            raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
@@ -206,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="replace every step's model")
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
-                   help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+                   help="refuse (exit 3: this machine cannot run the job) instead of rehearsing when it lacks the "
+                        "scenario's platform")
     p.add_argument("--vllm-src", metavar="DIR", help="the vLLM checkout of a pytest-suite scenario (overrides pytest.rootdir)")
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
@@ -303,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
     from harness.xmlsafe import printable
 
@@ -316,7 +324,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        for line in e.lines():
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:
