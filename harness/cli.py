@@ -282,6 +282,10 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # a CI agent's SIGTERM ends the run like Ctrl-C: children stopped, results kept
 
@@ -304,7 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
-            return int(e.code or 0)
+            code = int(e.code or 0)
+            if code and _subcommand(argv) == "bisect-step":  # `git bisect run` would read 2 as "bad"
+                from harness.bisect.command import EXIT_ABORT
+
+                print(f"error: a usage error stops the bisection (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+                return EXIT_ABORT
+            return code
         return _dispatch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -187,6 +187,28 @@ def test_git_bisect_run_with_bisect_step(work):
     assert f"{shas[3]} is the first bad commit" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("mistake", [["--fail-onn", "any"], ["--fail-on", "anything"], ["--variant"]],
+                         ids=["unknown option", "bad value", "missing value"])
+def test_a_typo_under_git_bisect_run_aborts_the_bisection_instead_of_blaming_commit_1(work, mistake):
+    """`git bisect run` reads exit 1..127 (but 125) as "bad": argparse's usage error (2) would mark
+    every commit bad and name the first one. bisect-step exits 128 for it, which aborts the bisection."""
+    shas = make_engine_repo(work / "repo", 4, first_bad=3)
+    repo = work / "repo"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(repo), os.environ.get("PYTHONPATH", "")])}
+    git(repo, "bisect", "start", shas[-1], shas[0])
+    try:
+        done = subprocess.run(["git", "bisect", "run", *entry_argv(), "bisect-step",
+                               str(work / "scenario" / "fakeengine.yaml"), "--out", str(work / "results"), *mistake],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        log = subprocess.run(["git", "bisect", "log"], cwd=repo, capture_output=True, text=True).stdout
+    finally:
+        git(repo, "bisect", "reset")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "is the first bad commit" not in output, output
+    assert "aborting: exit 128" in output, output
+    assert "# bad: " not in log and "# good: " not in log, log  # no revision was judged
+
+
 def test_a_mistake_in_the_options_stops_the_bisection_rather_than_skipping_every_revision(work, capsys):
     shas = make_engine_repo(work / "repo", 3, first_bad=1)
     rc, out = bisect(capsys, "--repo", "repo", "--good", shas[0], "--bad", shas[-1], *RECIPE_ARGS,
