@@ -206,7 +206,7 @@ def test_a_typo_under_git_bisect_run_aborts_the_bisection_instead_of_blaming_com
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "is the first bad commit" not in output, output
     assert "aborting: exit 128" in output, output
-    assert "# bad: " not in log and "# good: " not in log, log  # no revision was judged
+    assert "git bisect bad" not in log and "git bisect good" not in log, log  # no revision was judged
 
 
 def test_a_mistake_in_the_options_stops_the_bisection_rather_than_skipping_every_revision(work, capsys):
