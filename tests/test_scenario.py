@@ -145,3 +145,23 @@ def test_validate_reports_every_problem_with_this_machine_in_one_pass_too(tmp_pa
     assert len(lines) == 2, lines
     assert "variants.b.python: interpreter '/no/such/python' does not exist" in lines[0]
     assert "defaults.model: model path './nowhere' does not exist" in lines[1]
+
+
+def test_one_mistake_is_one_line_however_much_depends_on_it(tmp_path, capsys):
+    """A typo'd required key is not also "missing"; a wrong variant or step is still there to be
+    named by the baseline and by a fault aimed at it."""
+    from harness import cli
+
+    cases = {
+        "varaints: {a: {profile: legacy}}\nsteps: [{name: s1}]": "varaints: unknown key; did you mean 'variants'?",
+        "variants: {a: {profile: legacyy}}\nbaseline: a\nsteps: [{name: s1}]": "variants.a.profile:",
+        ("variants: {a: {profile: legacy, inject: {crash: {step: s1, phase: workload}}}}\n"
+         "steps: [{name: s1, workload: {prompts: [hi], sampling: [{temperature: -1}]}}]"):
+            "steps[0].workload.sampling[0].temperature: -1 is out of range",
+    }
+    for body, said in cases.items():
+        path = tmp_path / "s.yaml"
+        path.write_text("version: 1\nbackend: sim\n" + body + "\n")
+        assert cli.main(["validate", str(path)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and said in lines[0], lines

@@ -149,10 +149,8 @@ def load(path: str | Path) -> Scenario:
     path = Path(path)
     raw = yamlsafe.load(path)
     ctx = _Ctx(path)
-    try:
+    with ctx.part():  # a mistake the rest of the file cannot be checked past ends it here
         scenario = _scenario(ctx, path, raw)
-    except ScenarioError as e:  # a mistake the rest of the file cannot be checked past
-        ctx.errors.append(e)
     ctx.done()
     return scenario
 
@@ -208,12 +206,13 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         if scenario.backend != "vllm":
             raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
         return scenario  # inject.*.step names a test, known only once pytest has collected
+    named = tuple(b["name"] for b in raw["steps"] if isinstance(b, dict) and isinstance(b.get("name"), str)) \
+        if isinstance(raw["steps"], list) else ()  # a step that is wrong is still there to be named
     for v in variants:  # a fault aimed at a step that does not exist would never fire
         for kind_, spec in v.inject.items():
             if isinstance(spec, dict) and "step" in spec:
                 with ctx.part():
-                    ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind_}.step",
-                               tuple(s.name for s in scenario.steps))
+                    ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind_}.step", named)
     return scenario
 
 
