@@ -202,7 +202,7 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         steps=_steps(ctx, raw["steps"], got["timeouts"], path.parent) if "steps" in raw else (),
         sim=got["sim"], version=int(version), pytest=suite,
     )
-    if suite is not None:
+    if "pytest" in raw:
         if scenario.backend != "vllm":
             raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
         return scenario  # inject.*.step names a test, known only once pytest has collected
