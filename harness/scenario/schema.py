@@ -146,6 +146,8 @@ _TOP = ("version", "name", "description", "platform", "backend", "devices", "rep
 
 
 def load(path: str | Path) -> Scenario:
+    """The scenario file at ``path``, safely parsed and checked into a frozen `Scenario`;
+    `ScenarioError` naming the file and the key path of the first problem."""
     path = Path(path)
     raw = yamlsafe.load(path)
     ctx = _Ctx(path)
@@ -594,4 +596,3 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg
     return out
-
