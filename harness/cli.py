@@ -48,6 +48,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.errors import ScenarioError, ScenarioErrors
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
@@ -56,11 +57,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     elif not args.scenarios:
         raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
-        sc = scenario_mod.load(path)
-        preflight.check_inputs(sc)
-        _check_checkouts(sc)
-        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
-            print(f"note: {note}", file=sys.stderr)
+        sc = scenario_mod.load(path)  # every mistake of the file's schema at once
+        problems: list[ScenarioError] = []
+        for check in (preflight.check_inputs, _check_checkouts, engineargs.check):  # this machine; each variant's own vLLM
+            try:
+                for note in check(sc) or ():
+                    print(f"note: {note}", file=sys.stderr)
+            except ScenarioError as e:
+                problems += getattr(e, "errors", [e])
+        if problems:
+            raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
@@ -206,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="replace every step's model")
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
-                   help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+                   help="refuse (exit 3: this machine cannot run the job) instead of rehearsing when it lacks the "
+                        "scenario's platform")
     p.add_argument("--vllm-src", metavar="DIR", help="the vLLM checkout of a pytest-suite scenario (overrides pytest.rootdir)")
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
@@ -276,6 +283,10 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # a CI agent's SIGTERM ends the run like Ctrl-C: children stopped, results kept
 
@@ -298,14 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
-            return int(e.code or 0)
+            code = int(e.code or 0)
+            if code and _subcommand(argv) == "bisect-step":  # `git bisect run` would read 2 as "bad"
+                from harness.bisect.command import EXIT_ABORT
+
+                print(f"error: a usage error stops the bisection (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+                return EXIT_ABORT
+            return code
         return _dispatch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
     from harness.xmlsafe import one_line, printable
 
@@ -318,7 +335,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        for line in e.lines():
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:

@@ -214,7 +214,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     """One verdict in the current environment (or --python): 0 good, 1 bad, 125 skip.
 
     A broken scenario or option must stop `git bisect run` rather than mark revisions bad
-    (it reads 1..127 as bad), so such errors exit 128 here, not 2."""
+    (it reads 1..127 as bad), so such errors exit 128 here, not 2: argparse's usage errors too
+    (cli.main), and a bug of the harness."""
     from harness.bisect.predicate import FailOn, run_once
 
     try:
@@ -229,6 +230,9 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         return 125
     except HarnessError as e:
         print(f"error: {e} (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+        return EXIT_ABORT
+    except Exception as e:  # a bug of the harness says nothing about the revision either
+        print(f"internal error: {type(e).__name__}: {e} (aborting: exit {EXIT_ABORT})", file=sys.stderr)
         return EXIT_ABORT
     print(f"{judgement.verdict}: {judgement.reason}")
     if judgement.junit:

@@ -151,9 +151,19 @@ def from_cases(cases: Iterable[Any], repeats: int = 1) -> dict[tuple[str, str], 
     return out
 
 
+def step_readings(samples: Iterable[tuple[str, int]], builds: bool) -> tuple[tuple[str, int], ...]:
+    """A step's readings as its JUnit properties keep them (``mem_<label>_bytes``), so the console, the
+    JUnit file and summary.json name the same culprit. A pytest suite's test (``builds``) may build
+    several engines (an HfRunner's model, then vLLM's): one reading per label, the last build's value
+    in the label's first place; mixing the builds' sequences would read the first build's teardown
+    as the engine's."""
+    samples = tuple(samples)
+    return tuple(dict(samples).items()) if builds else samples
+
+
 def from_steps(steps: Iterable[Any]) -> dict[int, Culprit]:
     """Culprits within one worker's step results (harness.model.StepResult), by position."""
-    builds = [Build(s.step, tuple((m.label, m.used_bytes) for m in s.memory),
+    builds = [Build(s.step, step_readings(((m.label, m.used_bytes) for m in s.memory), bool(s.builds)),
                     s.outcome is Outcome.FAILED and s.failure_class is FailureClass.VRAM_CONSTRUCTION)
               for s in steps]
     return find_all(builds)

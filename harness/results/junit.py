@@ -13,7 +13,7 @@ from harness.model import Outcome, StepResult, VariantResult
 
 
 def case_properties(res: StepResult) -> dict[str, str]:
-    props: dict[str, str] = {"failure_class": str(res.failure_class)}
+    props: dict[str, str] = {"failure_class": str(res.failure_class), "engines_built": str(res.engines_built())}
     if res.phase is not None:
         props["phase"] = str(res.phase)
     for phase, seconds in res.phases.items():
