@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError, InputError
+from harness.errors import HarnessError, InputError, ScenarioError
 from harness.model import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED
 MAX_REPEAT = 10_000  # as a scenario's `repeat:` (scenario/schema.py)
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
@@ -48,17 +48,55 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.errors import ScenarioError, ScenarioErrors
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
+    if args.profiles:
+        _print_profiles()
+    elif not args.scenarios:
+        raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
-        sc = scenario_mod.load(path)
-        preflight.check_inputs(sc)
-        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
-            print(f"note: {note}", file=sys.stderr)
+        sc = scenario_mod.load(path)  # every mistake of the file's schema at once
+        problems: list[ScenarioError] = []
+        for check in (preflight.check_inputs, _check_checkouts, engineargs.check):  # this machine; each variant's own vLLM
+            try:
+                for note in check(sc) or ():
+                    print(f"note: {note}", file=sys.stderr)
+            except ScenarioError as e:
+                problems += getattr(e, "errors", [e])
+        if problems:
+            raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
+
+
+def _print_profiles() -> None:
+    """The built-in teardown profiles, their actions, and the upstream code each reproduces."""
+    from harness.scenario.profiles import BUILTIN_PROFILES, PROFILE_SOURCES
+
+    def spell(actions) -> str:
+        return ", ".join(a.name + (f" {dict(a.params)}" if a.params else "") for a in actions) or "-"
+
+    for name, prof in BUILTIN_PROFILES.items():
+        print(f"{name}: {PROFILE_SOURCES[name]}")
+        print(f"    after: {spell(prof.after)}" + (f"\n    before: {spell(prof.before)}" if prof.before else ""))
+
+
+def _check_checkouts(sc) -> None:
+    """A pytest suite's variant refs, where its rootdir is on this machine (a ref that does not
+    resolve is exit 2 here as in a run)."""
+    from harness.upstream import planning
+
+    if sc.pytest is None or not any(v.ref or v.rootdir for v in sc.variants):
+        return
+    try:
+        root = planning.resolve_rootdir(sc)
+    except ScenarioError as e:
+        print(f"note: {e}; the variants' ref/rootdir were not checked", file=sys.stderr)
+        return
+    planning.variant_checkouts(sc, root, sc.pytest.args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -194,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="replace every step's model")
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
-                   help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+                   help="refuse (exit 3: this machine cannot run the job) instead of rehearsing when it lacks the "
+                        "scenario's platform")
     p.add_argument("--vllm-src", metavar="DIR", help="the vLLM checkout of a pytest-suite scenario (overrides pytest.rootdir)")
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
@@ -208,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("validate", help="check scenario files only (exit 0 or 2)")
-    p.add_argument("scenarios", nargs="+")
+    p.add_argument("scenarios", nargs="*")
+    p.add_argument("--profiles", action="store_true",
+                   help="print the built-in teardown profiles and the upstream code each reproduces")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")
@@ -276,6 +317,10 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # a CI agent's SIGTERM ends the run like Ctrl-C: children stopped, results kept
 
@@ -298,14 +343,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
-            return int(e.code or 0)
+            code = int(e.code or 0)
+            if code and _subcommand(argv) == "bisect-step":  # `git bisect run` would read 2 as "bad"
+                from harness.bisect.command import EXIT_ABORT
+
+                print(f"error: a usage error stops the bisection (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+                return EXIT_ABORT
+            return code
         return _dispatch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
     from harness.xmlsafe import one_line, printable
 
@@ -318,7 +369,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        for line in e.lines():
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:

@@ -69,6 +69,7 @@ class Phase(str, enum.Enum):
 class Verdict(str, enum.Enum):
     FIX_CONFIRMED = "fix confirmed"
     NOT_REPRODUCED = "not reproduced"
+    NOT_PROVEN = "not proven"  # the baseline's VRAM failures passed with the fix without building an engine
     BASELINE_BROKEN = "baseline broken"  # the baseline failed for reasons other than the leak
     FIX_INSUFFICIENT = "fix insufficient"
     REGRESSION = "regression"
@@ -132,6 +133,13 @@ class StepResult:
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step
+
+    def engines_built(self) -> int:
+        """Engines this step (a pytest suite's test: its builds) really built: those with an
+        ``after_construct`` reading. A pass that built none is no evidence about memory."""
+        if self.builds:
+            return sum("after_construct" in b.get("memory", {}) for b in self.builds)
+        return int(any(m.label == "after_construct" for m in self.memory))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -91,7 +91,8 @@ def execute(run: Run) -> int | None:
     if run.partial:
         print(f"results: {run.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
-        return EXIT_INTERRUPTED if run.result.incomplete else 0
+        _say_problems(run.result.problems)
+        return EXIT_INTERRUPTED if run.result.incomplete else EXIT_INFRASTRUCTURE if run.result.problems else 0
     return None
 
 
@@ -139,17 +140,25 @@ def run_stages(run: Run, stages=STAGES) -> int | None:
 
 # --------------------------------------------------------------------------- entry points
 def run_scenario(run: Run) -> int:
-    """`run.py SCENARIO.yaml`: every stage, then the verdict on the console; the exit code."""
-    code = run_stages(run)
+    """`run.py SCENARIO.yaml`: every stage, then the verdict on the console; the exit code, which is
+    summary.json's (as `report` and `merge` give it: 3 for a collection problem) unless the run was
+    interrupted (130)."""
+    code = run_stages(run, STAGES[:STAGES.index(read)])
     if code is not None:
         return code
+    # a Ctrl-C while the reports are written does not leave the run directory without them
+    _, interrupted = runner.shielded(lambda: run_stages(run, REPORT_STAGES))
     console.summary_table(run.summary)
     print(f"results: {run.run_dir}")
-    if run.result.incomplete:
+    if run.result.incomplete or interrupted:
         return EXIT_INTERRUPTED
-    for line in run.result.problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
+    _say_problems(run.result.problems)
+    return run.summary.exit_code
+
+
+def _say_problems(problems: list[str]) -> None:
+    for line in problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
         print(f"error: {line}", file=sys.stderr)
-    return EXIT_INFRASTRUCTURE if run.result.problems else run.summary.exit_code
 
 
 def summary_of(run_dir: Path, allow: frozenset | None = None) -> RunSummary:

@@ -22,10 +22,10 @@ MAX_STEP_ROWS = 500
 MAX_TRANSITION_ROWS = 200
 MAX_CELL = 400  # a message cut short says less than a long cell
 
-STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "baseline broken": "FAIL",
+STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "not proven": "FAIL", "baseline broken": "FAIL",
           "fix insufficient": "FAIL", "regression": "FAIL"}
 #: The transitions a reviewer acts on; the rest are in summary.json.
-SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
+SHOWN_TRANSITIONS = ("regression", "still failing", "not proven", "fixed")
 
 
 def render(summary: RunSummary) -> str:

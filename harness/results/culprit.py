@@ -169,13 +169,23 @@ def _case_build(c: Any) -> Build:
                  time_of(props, "construct_at"))
 
 
+def step_readings(samples: Iterable[tuple[str, int]], builds: bool) -> tuple[tuple[str, int], ...]:
+    """A step's readings as its JUnit properties keep them (``mem_<label>_bytes``), so the console, the
+    JUnit file and summary.json name the same culprit. A pytest suite's test (``builds``) may build
+    several engines (an HfRunner's model, then vLLM's): one reading per label, the last build's value
+    in the label's first place; mixing the builds' sequences would read the first build's teardown
+    as the engine's."""
+    samples = tuple(samples)
+    return tuple(dict(samples).items()) if builds else samples
+
+
 def from_steps(steps: Iterable[Any]) -> dict[int, Culprit]:
     """Culprits within one worker's step results (harness.model.StepResult), by position."""
     builds = []
     for s in steps:
         start = next((m.t for m in s.memory if m.label == "before_construct"), None)
         at = start if start is not None else (s.memory[-1].t if s.memory else None)
-        builds.append(Build(s.step, tuple((m.label, m.used_bytes) for m in s.memory),
+        builds.append(Build(s.step, step_readings(((m.label, m.used_bytes) for m in s.memory), bool(s.builds)),
                             s.outcome is Outcome.FAILED and s.failure_class is FailureClass.VRAM_CONSTRUCTION,
                             s.engine_followed, s.engine_freed_at, at))
     return find_all(builds)

@@ -18,6 +18,7 @@ class Transition(str, enum.Enum):
     REGRESSION = "regression"  # passed in the baseline, fails in the candidate
     STILL_FAILING = "still failing"
     FIXED = "fixed"
+    NOT_PROVEN = "not proven"  # failed in the baseline, passed in the candidate without building an engine
     NEW = "new"  # only in the candidate
     GONE = "gone"  # only in the baseline
     SKIPPED = "skipped"  # skipped on either side: nothing to compare
@@ -66,7 +67,9 @@ def transition(base: Case | None, cand: Case | None) -> Transition:
     if Outcome.SKIPPED in (base.outcome, cand.outcome):
         return Transition.SKIPPED
     if base.failed:
-        return Transition.STILL_FAILING if cand.failed else Transition.FIXED
+        if cand.failed:
+            return Transition.STILL_FAILING
+        return Transition.NOT_PROVEN if cand.engines_built == 0 else Transition.FIXED
     return Transition.REGRESSION if cand.failed else Transition.UNCHANGED
 
 

@@ -13,7 +13,7 @@ from harness.model import Outcome, StepResult, VariantResult
 
 
 def case_properties(res: StepResult) -> dict[str, str]:
-    props: dict[str, str] = {"failure_class": str(res.failure_class)}
+    props: dict[str, str] = {"failure_class": str(res.failure_class), "engines_built": str(res.engines_built())}
     if res.phase is not None:
         props["phase"] = str(res.phase)
     for phase, seconds in res.phases.items():
@@ -81,7 +81,7 @@ def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] |
 
 
 def write_variant(path: Path, scenario: str, results: list[VariantResult], repeats: int,
-                  suite_props: dict[str, Any]) -> None:
+                  suite_props: dict[str, Any], case_props: dict[str, str] | None = None) -> None:
     """All repeats of one variant into one suite; written to a temporary name, then renamed."""
     suite = TestSuite(results[0].variant if results else path.stem)
     for name, value in suite_props.items():
@@ -91,7 +91,8 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
     cases = []
     for vr in results:
         found = culprit.from_steps(vr.steps)  # a VRAM failure names the engine that held the memory
-        cases += [_case(scenario, res, repeats, culprit.properties(found[i]) if i in found else None)
+        cases += [_case(scenario, res, repeats, {**(case_props or {}),
+                                                 **(culprit.properties(found[i]) if i in found else {})})
                   for i, res in enumerate(vr.steps)]
     suite.add_testcases(cases)
     xml = JUnitXml()

@@ -79,7 +79,7 @@ def read(run_dir: Path) -> RunResults:
             missing.append(v)
         else:
             raise InputError(f"{path}: missing JUnit file for variant {v!r}")
-    if not files:
+    if not files and not run.get("incomplete"):  # an interrupted run may end before any worker wrote one
         raise InputError(f"{run_dir} is not a run directory: no JUnit file for any of {', '.join(run['variants'])}")
     events = run_events(run_dir)
     info = worker_info(events)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import RESULT_VERSION
-from harness.errors import InputError
+from harness.errors import InfrastructureError, InputError
 from harness.results import cost, culprit, gate, leaks
 from harness.results import diff as diffs
 from harness.results.rundir import RunResults, read_json
@@ -277,10 +277,14 @@ def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary
     report = evaluate(results.cases, baseline, repeats, incomplete, alpha=alpha, allow=allow)
     culprits = {v: culprit.from_cases(cs, repeats) for v, cs in results.cases.items()}
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in results.missing] + report.reasons
+    problems = [str(p) for p in run.get("problems") or [] if p] if isinstance(run.get("problems"), list) else []
+    reasons = [f"did not run as asked: {p}" for p in problems] + reasons
+    # a pytest suite that could not be collected is the machine's problem, as `run` says it: exit 3
+    exit_code = InfrastructureError.exit_code if problems else report.exit_code
     return RunSummary(
         version=RESULT_VERSION, **{k: run.get(k) for k in PASSTHROUGH}, baseline=baseline,
         variants=list(run["variants"]), repeat=repeats, incomplete=incomplete,
-        verdict=report.verdict.value, exit_code=report.exit_code, reasons=reasons,
+        verdict=report.verdict.value, exit_code=exit_code, reasons=reasons,
         candidates={name: Candidate(c.verdict.value, c.exit_code, c.reasons, c.vram_failures,
                                     c.regressions, c.fisher_p, c.not_allowed)
                     for name, c in report.candidates.items()},

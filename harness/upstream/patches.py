@@ -5,8 +5,9 @@
   load once per process), so the class attribute is replaced: the last resort, undone at the end.
 - ``VllmRunner.__exit__`` / ``HfRunner.__exit__`` (on the classes in the checkout's
   ``tests/conftest.py``, so tests that import a runner directly are covered too): the variant's
-  teardown profile instead of upstream's sequence; their ``__init__`` is wrapped only to record the
-  build (``HfRunner``'s model is built there) and to seed the model name.
+  teardown profile instead of upstream's sequence; under ``native``, upstream's own ``__exit__``,
+  wrapped only to record the memory once it has returned. Their ``__init__`` is wrapped only to
+  record the build (``HfRunner``'s model is built there) and to seed the model name.
 
 Upstream's own memory-wait helpers (`WAIT_HELPERS`, found by name in the checkout's
 ``tests/utils.py`` and wherever a conftest or test module imported them) are wrapped, not replaced:
@@ -33,8 +34,8 @@ WAIT_HELPERS = ("wait_for_gpu_memory_to_clear", "wait_for_rocm_memory_to_settle"
 
 
 class Patches:
-    def __init__(self, recorder: Recorder):
-        self.recorder = recorder
+    def __init__(self, recorder: Recorder, native: bool = False):
+        self.recorder, self.native = recorder, native
         self._mp = pytest.MonkeyPatch()
         self.patched: list[str] = []
         self._wrapped: dict[int, Any] = {}  # id(original helper) -> its wrapper, shared by every module
@@ -82,9 +83,10 @@ class Patches:
         self._replace(cls, "__init__", __init__)
 
     def runner(self, cls: type) -> None:
-        """Replace one of upstream's runner classes' ``__exit__`` with the profile."""
+        """Replace one of upstream's runner classes' ``__exit__`` with the profile (``native``: wrap it)."""
         rec, name = self.recorder, cls.__name__
-        init = cls.__init__
+        init, original_exit = cls.__init__, cls.__exit__
+        attr = "llm" if name == "VllmRunner" else "model"
         if name == "VllmRunner":
             @functools.wraps(init)
             def __init__(runner, *args, **kwargs):
@@ -93,9 +95,6 @@ class Patches:
                     init(runner, *args, **kwargs)
                 finally:
                     rec.via = None
-
-            def __exit__(runner, exc_type, exc, tb):
-                rec.teardown(runner, "llm", "VllmRunner")
         else:
             @functools.wraps(init)
             def __init__(runner, model_name=None, *args, **kwargs):
@@ -103,8 +102,13 @@ class Patches:
                 rec.construct(runner, "HfRunner", model_name, None, [sub] if sub else [],
                               lambda: init(runner, model_name, *args, **kwargs))
 
+        if self.native:
+            @functools.wraps(original_exit)
             def __exit__(runner, exc_type, exc, tb):
-                rec.teardown(runner, "model", "HfRunner")
+                return rec.observe_exit(runner, attr, name, lambda: original_exit(runner, exc_type, exc, tb))
+        else:
+            def __exit__(runner, exc_type, exc, tb):
+                rec.teardown(runner, attr, name)
         self._replace(cls, "__init__", __init__)
         self._replace(cls, "__exit__", __exit__)
 
