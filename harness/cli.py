@@ -128,11 +128,18 @@ def _allow(args: argparse.Namespace):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from harness.results import classify
+    from harness.xmlsafe import printable
 
-    path = Path(args.logfile)
-    if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
-        raise InputError(f"{path}: empty file, nothing to classify")
-    print(classify.classify_file(path))
+    if args.logfile == "-":
+        cls, line = classify.explain_stream(sys.stdin.buffer)
+    else:
+        path = Path(args.logfile)
+        if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
+            raise InputError(f"{path}: empty file, nothing to classify")
+        cls, line = classify.explain_file(path)
+    print(cls)  # stdout holds the class alone, for scripts; why, for people, on stderr
+    print(f"matched: {printable(line)[:500]}" if line else "matched: no failure and no test summary in the text",
+          file=sys.stderr)
     return 0
 
 
@@ -229,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fail", action="store_true", help="exit 0 even when a case regressed (a report only)")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("classify", help="print the failure class of a log or traceback")
-    p.add_argument("logfile")
+    p = sub.add_parser("classify", help="print the failure class of a log or traceback, and the line that decided it")
+    p.add_argument("logfile", help="a log file, or - for standard input")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("trend", help="pass rate and release latency per night, from results/history.jsonl")

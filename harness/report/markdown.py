@@ -26,7 +26,8 @@ SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
 
 def render(summary: dict[str, Any]) -> str:
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _failures(summary), _listing("Substitutions", summary.get("substitutions")),
+             _culprits(summary), _transitions(summary), _failures(summary),
+             _listing("Substitutions", summary.get("substitutions")),
              _listing("Orphaned processes", summary.get("orphans"))]
     return _fit("\n".join(p for p in parts if p))
 
@@ -53,10 +54,18 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
     return "\n".join(lines) + "\n"
 
 
+def verdict_words(s: dict[str, Any]) -> str:
+    """The verdict as every headline says it: a rehearsal (the machine lacked the scenario's
+    platform) says so right beside it, not in the small print."""
+    return f"{s.get('verdict', '')} (rehearsal)" if s.get("rehearsal") else str(s.get("verdict", ""))
+
+
 def _title(s: dict[str, Any]) -> str:
     verdict = s.get("verdict", "")
     status = "FAIL" if s.get("exit_code") else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
-    lines = [f"## {_cell(s.get('scenario') or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.get('exit_code'))})\n"]
+    rehearsal = " — rehearsal" if s.get("rehearsal") else ""
+    lines = [f"## {_cell(s.get('scenario') or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.get('exit_code'))})"
+             f"{rehearsal}\n"]
     if s.get("incomplete"):
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
     facts = [f"run {_code(s.get('run_id'))}", f"baseline {_code(s.get('baseline'))}",
@@ -131,11 +140,15 @@ def _side(side: dict[str, Any] | None) -> str:
 
 def _message(c: dict[str, Any]) -> str:
     """The failure worth reading: the candidate's when it fails, else what the baseline failed with;
-    a VRAM failure's culprit after it."""
+    a VRAM failure with a culprit points at the Culprits table, which says its message once."""
     for side in (c["candidate"], c["baseline"]):
         if side and side["outcome"] == "failed":
-            return side["message"] + (f" — {culprit_text(side['culprit'])}" if side.get("culprit") else "")
+            return _see_culprit(side) or side["message"]
     return ""
+
+
+def _see_culprit(cell: dict[str, Any]) -> str:
+    return f"culprit {cell['culprit']['step']}: see Culprits" if cell.get("culprit") else ""
 
 
 def culprit_text(c: dict[str, Any]) -> str:
@@ -143,6 +156,32 @@ def culprit_text(c: dict[str, Any]) -> str:
     from harness.results.culprit import Culprit
 
     return Culprit.from_dict(c).describe()
+
+
+def culprit_groups(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The VRAM failures of each variant grouped by culprit, in step order: {variant, culprit (the
+    first victim's entry), message (the first victim's), victims: [step, ...]}. One leak fails every
+    construction after it with the same text; a reader needs it once, then who it hit."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in s.get("cases", []):
+        for v, cell in (row.get("variants") or {}).items():
+            found = (cell or {}).get("culprit")
+            if found:
+                group = groups.setdefault((v, found["step"]), {"variant": v, "culprit": found,
+                                                                "message": cell.get("message", ""), "victims": []})
+                group["victims"].append(row["step"])
+    return list(groups.values())
+
+
+def _culprits(s: dict[str, Any]) -> str:
+    rows = [[g["variant"], culprit_text(g["culprit"]),
+             f"{len(g['victims'])}: {', '.join(g['victims'])}", g["message"]] for g in culprit_groups(s)]
+    if not rows:
+        return ""
+    return ("### Culprits\n\nEach engine whose memory was still held when later engines failed to start "
+            "(`vram_construction`), the constructions it failed, and their message once.\n\n"
+            + _table(["variant", "culprit", "failed constructions", "message"],
+                     rows, MAX_TRANSITION_ROWS, "culprits"))
 
 
 def _failures(s: dict[str, Any]) -> str:
@@ -154,11 +193,10 @@ def _failures(s: dict[str, Any]) -> str:
     for row in s.get("cases", []):
         for v, cell in row["variants"].items():
             if cell["outcome"] == "failed":
-                culprit = culprit_text(cell["culprit"]) if cell.get("culprit") else ""
-                rows.append([v, row["step"], cell["failure_class"], cell["message"], culprit])
+                rows.append([v, row["step"], cell["failure_class"], _see_culprit(cell) or cell["message"]])
     if not rows:
         return ""
-    return "### Failures\n\n" + _table(["variant", "step", "class", "message", "culprit"], rows,
+    return "### Failures\n\n" + _table(["variant", "step", "class", "message"], rows,
                                         MAX_TRANSITION_ROWS, "failures")
 
 
