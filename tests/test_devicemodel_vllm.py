@@ -32,11 +32,14 @@ defaults: {model: "builtin:tiny-llama", dtype: float32, enforce_eager: true, max
 """
 INPROC = '{VLLM_ENABLE_V1_MULTIPROCESSING: "0", VLLM_CPU_KVCACHE_SPACE: "1"}'
 CLAIM = 0.9 * 16 * GIB  # gpu_memory_utilization x total_gib of the device below
+# The main job's reclaim delay: `legacy` builds its next engine (and fails its startup check) within
+# about 2 s of the teardown, so 8 s leaves a wide margin, and `fixed` waits it out twice.
+RELEASE_S = 8
 
 DELAY = HEAD + f"""
 variants:
-  legacy: {{profile: legacy, env: {INPROC}, inject: {{device_model: {{total_gib: 16, release_delay_s: 15}}}}}}
-  fixed: {{profile: fixed, env: {INPROC}, inject: {{device_model: {{total_gib: 16, release_delay_s: 15}}}}}}
+  legacy: {{profile: legacy, env: {INPROC}, inject: {{device_model: {{total_gib: 16, release_delay_s: {RELEASE_S}}}}}}}
+  fixed: {{profile: fixed, env: {INPROC}, inject: {{device_model: {{total_gib: 16, release_delay_s: {RELEASE_S}}}}}}}
 steps:
   - name: first
     workload: {{prompts: ["The capital of France is"], sampling: [{{temperature: 0.0, max_tokens: 4}}]}}
@@ -79,9 +82,23 @@ steps:
   - name: second
 """
 
+# Each run holds its engine until the other run's engine is built too (a file per run in one folder):
+# the two engines are alive at once however the two processes' start-ups are skewed.
+BARRIER = '''
+import os
+import time
+from pathlib import Path
+
+
+def both_built(ctx, folder):
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 600
+    while len(os.listdir(folder)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+'''
 TOGETHER = HEAD + f"""
 teardown_profiles:
-  hold: [{{sleep: {{seconds: 15}}}}, del_llm, gc_collect]
+  hold: [{{call: {{target: "barrier:both_built", kwargs: {{folder: FOLDER}}}}}}, del_llm, gc_collect]
 variants:
   one: {{profile: hold, env: {INPROC}, inject: {{device_model: {{total_gib: 16, release_delay_s: 0}}}}}}
 steps:
@@ -130,7 +147,7 @@ def test_legacy_fails_from_the_second_engine_fixed_waits_for_the_reclaim(delay_r
     assert float(props["mem_after_cleanup_dist_env_bytes"]) >= CLAIM
     fixed_props = _props(fixed["first"])
     assert float(fixed_props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
-    assert float(fixed_props["action_wait_memory_s"]) > 5  # waited out (most of) the 15 s reclaim
+    assert float(fixed_props["action_wait_memory_s"]) > RELEASE_S / 2  # waited out (most of) the reclaim
     memory = [json.loads(line) for line in (rd / "events.jsonl").read_text().splitlines()
               if '"memory"' in line]
     assert memory and all(e["host_used_bytes"] > 0 for e in memory if e["event"] == "memory")
@@ -181,7 +198,9 @@ def test_a_killed_engine_core_is_released_after_the_delay_and_the_next_engine_bu
 def test_two_runs_at_once_do_not_share_a_device(tmp_path):
     """Each run has its own ledger: two engines claiming 90 % of a 16 GiB device both build."""
     scenario = tmp_path / "dm_together.yaml"
-    scenario.write_text(TOGETHER.replace("NAME", "dm_together"))
+    (tmp_path / "barrier.py").write_text(BARRIER)
+    (tmp_path / "built").mkdir()
+    scenario.write_text(TOGETHER.replace("NAME", "dm_together").replace("FOLDER", json.dumps(str(tmp_path / "built"))))
     procs = [subprocess.Popen([sys.executable, "run.py", str(scenario), "--out", str(tmp_path / f"out{i}")],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in (0, 1)]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
