@@ -9,10 +9,12 @@ import re
 
 from rich.console import Console
 
+from tests.fixtures import run_summary
 from harness import cli
 from harness.model import Outcome, StepResult, VariantResult
 from harness.report import console, html, markdown
-from harness.run import expect, runner
+from harness.run import runner
+from harness.worker import expect
 from tests.sim_scenarios import bare_vs_fixed
 
 GIB = 2**30
@@ -70,7 +72,7 @@ def test_a_single_variant_report_shows_its_failure_messages():
                "cases": [{"classname": "one", "step": "s1", "variants": {"only": {
                    "outcome": "failed", "failure_class": "assertion", "message": "lengths: 3 tokens < min_tokens 8",
                    "runs": 1, "failed": 1, "vram": {"k": 0, "n": 1, "rate": 0, "low": 0, "high": 1}}}}]}
-    md = markdown.render(summary)
+    md = markdown.render(run_summary(summary))
     # report.md escapes HTML (Buildkite and GitHub render it): the "<" shows as "<" once rendered
     assert "### Failures" in md and "lengths: 3 tokens &lt; min_tokens 8" in md
 
@@ -91,10 +93,37 @@ def test_a_rehearsal_says_so(tmp_path, monkeypatch):
     result = runner.run(path, runner.RunOptions(out=tmp_path / "out", announce=said.append))
     assert said[0].startswith("rehearsal: this machine has no rocm; every step runs for real on cpu")
     assert json.loads((result.run_dir / "run.json").read_text())["rehearsal"] is True
-    from harness.report import summary
+    from harness import pipeline
 
-    data = summary.write(result.run_dir)
-    assert "**rehearsal**" in (result.run_dir / "report.md").read_text() and data["rehearsal"] is True
+    data = pipeline.report(result.run_dir, record_history=False)
+    md = (result.run_dir / "report.md").read_text()
+    assert "**rehearsal**" in md and data["rehearsal"] is True
+    # where the verdict is, not only in the small print: report.md's title, report.html's headline
+    assert md.splitlines()[0].endswith(") — rehearsal")
+    assert "— not reproduced (rehearsal)</h1>" in (result.run_dir / "report.html").read_text()
+    buf = io.StringIO()
+    console.summary_table(data, Console(file=buf, width=200))
+    assert "verdict: not reproduced (rehearsal: this machine lacks the scenario's platform)" in buf.getvalue()
+
+
+def test_one_culprits_message_is_said_once_with_its_victims():
+    held = {"step": "a", "held_bytes_after": {"del_llm": 57 * GIB}, "freed_after": None}
+    msg = "ValueError: Free memory on device cuda:0 (5.90/64.00 GiB) on startup is less than desired"
+    vram = {"outcome": "failed", "failure_class": "vram_construction", "message": msg, "culprit": held}
+    summary = run_summary({
+        "scenario": "s", "variants": ["without_fix", "with_fix"], "baseline": "without_fix",
+        "cases": [{"step": "a", "variants": {"without_fix": {}, "with_fix": {}}}] +
+                 [{"step": v, "variants": {"without_fix": vram, "with_fix": {}}} for v in ("b", "c", "d")],
+        "transitions": {"with_fix": {"cases": [{"step": v, "transition": "fixed", "baseline": vram, "candidate": {}}
+                                               for v in ("b", "c", "d")]}}})
+    md = markdown.render(summary)
+    assert md.count("Free memory on device") == 1 and md.count("held 57.00 GiB after del_llm") == 1
+    assert "| without_fix | culprit: a (held 57.00 GiB after del_llm; still held after its worker's last step) " \
+           "| 3: b, c, d |" in md
+    assert md.count("culprit a: see Culprits") == 3  # each transition points at it
+    buf = io.StringIO()
+    console.summary_table(summary, Console(file=buf, width=300))
+    assert buf.getvalue().count("culprit: a (held") == 1 and "it failed 3 construction(s): b, c, d" in buf.getvalue()
 
 
 def test_each_chart_has_its_own_time_scale_and_a_cpu_chart_fits_its_trace():
@@ -106,12 +135,12 @@ def test_each_chart_has_its_own_time_scale_and_a_cpu_chart_fits_its_trace():
                                          timeline.Point(seconds, GIB, "after_del_llm", 0)])
 
     tls = {"a": tl("a", 10.0), "b": tl("b", 2.0)}
-    cpu = html._charts({"platform": "cpu", "baseline": "a"}, ["a", "b"], tls, {}, {}, 1)
+    cpu = html._charts(run_summary({"platform": "cpu", "baseline": "a"}), ["a", "b"], tls, {}, {}, 1)
     assert "its own variant's run (a 10.0 s, b 2.0 s)" in cpu and "memory axes fit the trace" in cpu
     chart_a, chart_b = re.findall(r"<svg.*?</svg>", cpu)
     assert ">10</text>" in chart_a and ">2</text>" in chart_b and ">10</text>" not in chart_b
     assert ">24</text>" not in cpu  # not host RAM's size
-    gpu = html._charts({"platform": "rocm", "baseline": "a"}, ["a", "b"], tls, {}, {}, 1)
+    gpu = html._charts(run_summary({"platform": "rocm", "baseline": "a"}), ["a", "b"], tls, {}, {}, 1)
     assert ">24</text>" in gpu and "fit the trace" not in gpu  # a device: its size is the scale
 
 

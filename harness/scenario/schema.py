@@ -212,6 +212,8 @@ _TOP = ("version", "name", "description", "platform", "backend", "devices", "rep
 
 
 def load(path: str | Path) -> Scenario:
+    """The scenario file at ``path``, safely parsed and checked into a frozen `Scenario`;
+    `ScenarioError` naming the file and the key path of the first problem."""
     path = Path(path)
     raw = yamlsafe.load(path)
     ctx = _Ctx(path)
@@ -589,6 +591,7 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
 
 
 def load_many(paths: list[str]) -> list[Scenario]:
+    """Every scenario of ``paths``, in order."""
     return [load(p) for p in paths]
 
 

@@ -1,5 +1,7 @@
-"""Device-memory probes behind one interface: NVML, amdsmi, torch, host memory (psutil), the
-modelled device (harness/devicemodel/probe.py), simulated (harness/backends/sim.py).
+"""Device-memory probes behind one interface (`harness.device.Probe`): NVML, amdsmi, torch, host
+memory (psutil). The modelled device's (harness/devicemodel/probe.py) and the simulated one's
+(harness/backends/sim.py) implement the same contract above this layer; `harness.backends.PROBES`
+names them all.
 
 Imported by the worker, so only the standard library at module level; each probe imports its
 library when it is chosen.
@@ -9,18 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Protocol, Sequence
+from typing import Callable, Sequence
+
+from harness.device import Probe
 
 VISIBLE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
-
-
-class Probe(Protocol):
-    name: str
-
-    def read(self, devices: Sequence[int]) -> list[tuple[int, int]]:
-        """(used_bytes, total_bytes) per logical device index."""
-
-    def device_name(self, device: int) -> str: ...
 
 
 def visible_devices(env: dict[str, str] | None = None) -> list[str] | None:
@@ -171,13 +166,6 @@ class HostProbe:
         return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def _device_model() -> Probe:
-    """The modelled device of a run under harness.devicemodel (its ledger, host memory beside it)."""
-    from harness.devicemodel.probe import DeviceModelProbe
-
-    return DeviceModelProbe()
-
-
 def _first_working(*factories):
     errors = []
     for factory in factories:
@@ -188,14 +176,19 @@ def _first_working(*factories):
     raise RuntimeError("no memory probe works here: " + "; ".join(errors))
 
 
-def for_platform(platform: str, preferred: str | None = None) -> Probe:
-    """Pick a probe: the preferred one if given, else by platform (NVML/amdsmi first, torch as fallback)."""
-    by_name = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": TorchProbe, "host": HostProbe,
-               "devicemodel": _device_model}
+def for_platform(platform: str, preferred: str | None = None,
+                 by_name: dict[str, Callable[[], Probe]] | None = None) -> Probe:
+    """Pick a probe: the preferred one if given (looked up in ``by_name``, default `PROBES`), else by
+    platform (NVML/amdsmi first, torch as fallback)."""
     if preferred:
-        return by_name[preferred]()
+        return (PROBES if by_name is None else by_name)[preferred]()
     if platform == "cuda":
         return _first_working(NvmlProbe, TorchProbe)
     if platform == "rocm":
         return _first_working(AmdSmiProbe, TorchProbe)
     return HostProbe()
+
+
+#: the real devices' probes by name (a worker plan's ``probe``)
+PROBES: dict[str, Callable[[], Probe]] = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": TorchProbe,
+                                          "host": HostProbe}
