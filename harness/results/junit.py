@@ -8,12 +8,12 @@ from typing import Any
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from harness import atomic
-from harness.results import culprit
+from harness.results import culprit, leaks
 from harness.model import Outcome, StepResult, VariantResult
 
 
 def case_properties(res: StepResult) -> dict[str, str]:
-    props: dict[str, str] = {"failure_class": str(res.failure_class)}
+    props: dict[str, str] = {"failure_class": str(res.failure_class), "engines_built": str(res.engines_built())}
     if res.phase is not None:
         props["phase"] = str(res.phase)
     for phase, seconds in res.phases.items():
@@ -31,6 +31,11 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props["release_after_free_s"] = f"{res.release_after_free_s:.6f}"
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
+    if res.wait_s is not None:  # ★ the teardown's cost
+        props["wait_s"] = f"{res.wait_s:.6f}"
+    if res.live_engine_built_by:  # ★ a wait that could never end, and who built what it waited for
+        props["live_engine_built_by"] = res.live_engine_built_by
+    props.update(leaks.properties(res))
     for fact, count in res.log_facts.items():
         props[f"log_{fact}"] = str(count)
     for exp in res.expectations:
@@ -43,7 +48,7 @@ def case_properties(res: StepResult) -> dict[str, str]:
 def build_properties(build: dict[str, Any]) -> dict[str, str]:
     pre = f"engine{build['build']}_"
     props = {pre + k: str(build[k]) for k in ("via", "model", "torn_down_by") if build.get(k) is not None}
-    for k in ("construct_s", "release_latency_s"):
+    for k in ("construct_s", "release_latency_s", "freed_at"):
         if build.get(k) is not None:
             props[pre + k] = f"{build[k]:.6f}"
     if build.get("error"):
@@ -76,7 +81,7 @@ def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] |
 
 
 def write_variant(path: Path, scenario: str, results: list[VariantResult], repeats: int,
-                  suite_props: dict[str, Any]) -> None:
+                  suite_props: dict[str, Any], case_props: dict[str, str] | None = None) -> None:
     """All repeats of one variant into one suite; written to a temporary name, then renamed."""
     suite = TestSuite(results[0].variant if results else path.stem)
     for name, value in suite_props.items():
@@ -86,7 +91,8 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
     cases = []
     for vr in results:
         found = culprit.from_steps(vr.steps)  # a VRAM failure names the engine that held the memory
-        cases += [_case(scenario, res, repeats, culprit.properties(found[i]) if i in found else None)
+        cases += [_case(scenario, res, repeats, {**(case_props or {}),
+                                                 **(culprit.properties(found[i]) if i in found else {})})
                   for i, res in enumerate(vr.steps)]
     suite.add_testcases(cases)
     xml = JUnitXml()

@@ -19,12 +19,13 @@ from typing import Any
 from harness import multicast
 from harness.device import LEDGER_ENV
 from harness.devicemodel import settings as device_settings
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InfrastructureError
 from harness.model import Substitution
 from harness.run import kinds
 from harness.run.procs import TOKEN_ENV
 from harness.run.tinymodel import ensure_tiny_llama
 from harness.scenario.schema import Scenario, Variant
+from harness.scenario.specs import BUILTIN_MODELS
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ GPU_ONLY_ARGS = ("pipeline_parallel_size", "kv_cache_dtype", "quantization",
 CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
-BUILTIN_TINY = "builtin:tiny-llama"  # a scenario may name the built-in model directly
+BUILTIN_TINY = BUILTIN_MODELS[0]  # a scenario may name the built-in model directly
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunPlan:
     repeats: list[int] = field(default_factory=list)
     pytest: dict[str, Any] | None = None  # the suite kind's worker-plan section (a pytest suite's)
     device_models: dict[str, device_settings.DeviceModel] = field(default_factory=dict)  # by variant
+    not_started: dict[str, str] = field(default_factory=dict)  # variant -> why its worker cannot start
 
 
 def detect_platform() -> str:
@@ -71,10 +73,11 @@ def detect_platform() -> str:
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
-          vllm_src: str | None = None) -> RunPlan:
+          vllm_src: str | None = None, checkout_ref: str | None = None) -> RunPlan:
     """The run's plan: the variants and repeats to run, each step's engine arguments as this
     machine will really get them, and every substitution made to get there (a rehearsal's model and
-    platform, the CPU's engine arguments, the suite kind's own, the modelled device)."""
+    platform, the CPU's engine arguments, the suite kind's own, the modelled device).
+    `checkout_ref`: `vllm_src` is that revision's tree (bisect), which every variant runs."""
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -86,8 +89,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
         # The simulated device is the scenario's platform wherever it runs.
         plan.platform = scenario.platform if scenario.platform != "any" else "rocm"
     elif scenario.platform not in ("any", host):
-        if strict_platform:
-            raise HarnessError(f"{scenario.path}: platform: scenario needs '{scenario.platform}' but this "
+        if strict_platform:  # this machine cannot run the job: exit 3 (bisect skips such a revision)
+            raise InfrastructureError(f"{scenario.path}: platform: scenario needs '{scenario.platform}' but this "
                                f"machine is '{host}' (--strict-platform)")
         plan.substitutions.append(Substitution("platform", scenario.platform, host,
                                                "this machine does not have the scenario's platform"))
@@ -114,7 +117,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
                            "workload": _workload(step.workload), "expect": dict(step.expect),
                            "timeout_s": step.timeout_s})
     plan.pytest, subs = kinds.of_scenario(scenario).plan(
-        scenario, backend=backend, host_platform=host, vllm_src=vllm_src, model=model, tiny_model=ensure_tiny_llama)
+        scenario, backend=backend, host_platform=host, vllm_src=vllm_src, model=model, tiny_model=ensure_tiny_llama,
+        checkout_ref=checkout_ref)
     plan.substitutions.extend(subs)
     if backend == "vllm" and host == "cpu":
         for k, v in CPU_REHEARSAL_ENV.items():

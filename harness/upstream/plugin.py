@@ -6,10 +6,11 @@ Hooks used, in the order pytest calls them:
 - ``pytest_load_initial_conftests`` (wrapper): a ``tests/conftest.py`` that cannot be imported
   (a test dependency missing, or tests written for another vLLM) becomes a ``collect_error`` event;
 - ``pytest_plugin_registered``: once pytest has imported a conftest that defines ``VllmRunner`` /
-  ``HfRunner``, their ``__exit__`` is replaced on the class (`patches`);
+  ``HfRunner``, their ``__exit__`` is replaced on the class, or under ``native`` wrapped (`patches`);
 - ``pytest_collectreport``: a test file that cannot be collected -> ``collect_error``;
 - ``pytest_collection_modifyitems``: every test gets upstream's ``skip_global_cleanup`` marker
-  (its autouse ``cleanup_fixture`` then does nothing), hub names in its parameters are seeded;
+  (its autouse ``cleanup_fixture`` then does nothing; not under ``native``), hub names in its
+  parameters are seeded;
 - ``pytest_collection_finish``: the ``collected`` event, one entry per test with the ``classname``
   and ``name`` that ``pytest --junitxml`` writes (pytest's own ``mangle_test_address``);
 - ``pytest_runtest_protocol`` (wrapper), ``pytest_runtest_makereport``, ``pytest_runtest_logreport``:
@@ -20,6 +21,8 @@ Hooks used, in the order pytest calls them:
 from __future__ import annotations
 
 import re
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -73,6 +76,10 @@ class UpstreamPlugin:
                                 getattr(cause, "name", None) or missing_module(str(cause)))
 
     def pytest_plugin_registered(self, plugin, manager):
+        if isinstance(plugin, types.ModuleType):  # a conftest: upstream's wait helpers, its own and tests.utils'
+            for module in (plugin, sys.modules.get("tests.utils")):
+                if module is not None:
+                    self.patches.wait_helpers(module)
         for name in RUNNERS:
             cls = getattr(plugin, name, None)
             if isinstance(cls, type) and id(cls) not in self._patched and \
@@ -97,7 +104,11 @@ class UpstreamPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
         for item in items:
-            item.add_marker(pytest.mark.skip_global_cleanup)
+            if not self.patches.native:  # under native, upstream's cleanup_fixture runs as it is
+                item.add_marker(pytest.mark.skip_global_cleanup)
+            module = getattr(item, "module", None)
+            if module is not None:  # a test file that imported a wait helper itself
+                self.patches.wait_helpers(module)
             params = getattr(getattr(item, "callspec", None), "params", {})
             for value in params.values():
                 if looks_like_hub_id(value):
@@ -134,8 +145,10 @@ class UpstreamPlugin:
             yield
         finally:
             self.rec.end_test()
+            extra = {"live_engine_built_by": ", ".join(self.rec.live_built_by)} if self.rec.live_built_by else {}
             self.events.emit(vocab.STEP_END, step=step["name"], index=step["index"], expectations=[],
                              release_latency_s=self.rec.latency, log_offset=log_offset(),
+                             wait_s=round(self.rec.wait_s, 6), **extra,
                              **{k: str(v) for k, v in self._result.items()})
 
     @pytest.hookimpl(hookwrapper=True)
