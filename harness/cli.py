@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              vllm_src=args.vllm_src, early_stop=not args.no_early_stop, allow=_allow_names(args))
     from harness.scenario import schema as scenario_mod
 
-    sc = scenario_mod.load(scenario_path)  # loaded once: bad input fails before the progress display
+    sc = scenario_mod.load(scenario_path, _sets(args))  # loaded once: bad input fails before the progress display
     from harness.run import select
 
     opts.steps = select.steps([s.name for s in sc.steps], args.step, args.k, where=str(scenario_path))
@@ -79,8 +79,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
+    sets = _sets(args)
     for path in args.scenarios:
-        sc = scenario_mod.load(path)
+        sc = scenario_mod.load(path, sets)
         preflight.check_inputs(sc)
         for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
             print(f"note: {note}", file=sys.stderr)
@@ -111,6 +112,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(diff.format_table(result))
     regressed = result.counts[diff.Transition.REGRESSION]
     return 1 if regressed and not args.no_fail else 0
+
+
+def _sets(args: argparse.Namespace):
+    from harness.scenario import overrides
+
+    return overrides.parse_all(args.set)
 
 
 def _allow_names(args: argparse.Namespace) -> list[str] | None:
@@ -174,6 +181,7 @@ def _allow_argument(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.run import select
+    from harness.scenario import overrides
 
     parser = _Parser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("vllm", "sim"), help="override the scenario's backend")
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.add_argument("--model", help="replace every step's model")
+    overrides.add_argument(p)
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
@@ -215,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check scenario files only (exit 0 or 2)")
     p.add_argument("scenarios", nargs="+")
+    overrides.add_argument(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")

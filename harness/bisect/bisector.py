@@ -59,6 +59,7 @@ class Options:
     terms: Terms = REGRESSION
     resume: Callable[[Revision, Revision], str] = lambda old, new: ""  # the command for a narrower range
     steps: list[str] | None = None  # --step / -k: only these steps run (None: all)
+    sets: tuple = ()  # --set PATH=VALUE (scenario/overrides.py Setting), applied to every run
     announce: Callable[[str], None] = print
 
 
@@ -126,7 +127,7 @@ def state_dir(opts: Options) -> Path:
     scenario = Path(opts.scenario)
     selection = () if opts.steps is None else (",".join(opts.steps),)  # verdicts of one selection only
     key = digest(scenario.read_bytes().decode("utf-8", "replace"), opts.variant, str(opts.fail_on),
-                 opts.source.identity(), *selection)
+                 opts.source.identity(), *selection, *(str(s) for s in opts.sets))
     return Path(opts.out) / "bisect" / f"{scenario.stem}-{key}"
 
 
@@ -183,6 +184,7 @@ def try_revision(opts: Options, rev: Revision, where: Path) -> Judgement:
     except BuildFailed as e:
         return Judgement(StepVerdict.SKIP, f"build: {e}", log=str(e.log or log))
     return run_once(opts.scenario, opts.variant, opts.fail_on, where / "runs", python=str(python), steps=opts.steps,
+                    sets=opts.sets,
                     run_id=f"{rev.label}-{runner.new_run_id()}", announce=lambda line: opts.announce("  " + line))
 
 

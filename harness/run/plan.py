@@ -95,6 +95,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
                                f"machine is '{host}' (--strict-platform)")
         plan.substitutions.append(Substitution("platform", scenario.platform, host,
                                                "this machine does not have the scenario's platform"))
+    for a in scenario.overrides:  # --set PATH=VALUE, first: the scenario as this run read it
+        plan.substitutions.append(Substitution(a.key, a.before, a.after, f"--set {a.setting}"))
     for k, v in multicast.conflicts(os.environ).items():
         plan.substitutions.append(Substitution(f"env {k}", v, multicast.MULTICAST_OFF[k], multicast.REASON))
     tiny = None

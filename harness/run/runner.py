@@ -125,6 +125,9 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
         meta["steps_selected"] = list(opts.steps)
     if opts.allow:
         meta["allow"] = sorted(opts.allow)
+    if scenario.overrides:  # --set: what the command line changed, key by key
+        meta["set"] = [{"key": a.key, "before": a.before, "after": a.after, "from": a.setting}
+                       for a in scenario.overrides]
     atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))

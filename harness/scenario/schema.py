@@ -13,11 +13,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from harness import SCENARIO_VERSION
 from harness import multicast
-from harness.scenario import specs
+from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario import suite as suite_mod
@@ -109,6 +109,7 @@ class Scenario:
     sim: SimDevice
     version: int = SCENARIO_VERSION
     pytest: suite_mod.PytestSuite | None = None  # upstream's test files instead of steps
+    overrides: tuple[overrides.Applied, ...] = ()  # what --set changed (scenario/overrides.py)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -211,9 +212,15 @@ _TOP = ("version", "name", "description", "platform", "backend", "devices", "rep
         "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim")
 
 
-def load(path: str | Path) -> Scenario:
+def load(path: str | Path, sets: Sequence[overrides.Setting] = ()) -> Scenario:
+    """Read, apply the command line's `--set`s (scenario/overrides.py) and validate a scenario."""
     path = Path(path)
-    raw = yamlsafe.load(path)
+    with overrides.blamed(path, sets):
+        raw, applied = overrides.apply(path, yamlsafe.load(path), sets)
+        return _validate(path, raw, applied)
+
+
+def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> Scenario:
     ctx = _Ctx(path)
     if raw is None:
         raise ctx.fail(None, "file is empty")
@@ -257,6 +264,7 @@ def load(path: str | Path) -> Scenario:
         sim=_sim(ctx, raw.get("sim", {})),
         version=int(version),
         pytest=suite,
+        overrides=applied,
     )
     if suite is not None:
         if scenario.backend != "vllm":
@@ -586,10 +594,6 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg
     return out
-
-
-def load_many(paths: list[str]) -> list[Scenario]:
-    return [load(p) for p in paths]
 
 
 Validator = Callable[[Any, Workload | None], str | None]
