@@ -82,7 +82,11 @@ def test_cpu_tp2_keeps_its_ranks_one_core_each(tiny, two_cores):
 
 
 def test_a_tp2_gpu_scenario_is_rehearsed_with_two_ranks_on_cpu(tiny, two_cores):
-    rp = plan.build(scenario.load(H200X2), host_platform="cpu")
+    # its variants with and without a lazy release are two devices on the modelled device: one at a time
+    with pytest.raises(HarnessError, match="variants.bare_lazy.inject.device_model.release_delay_s: 30 in "
+                                           "variant 'bare_lazy', 0 in variant 'bare'"):
+        plan.build(scenario.load(H200X2), host_platform="cpu")
+    rp = plan.build(scenario.load(H200X2), host_platform="cpu", variants=["legacy_lazy", "fixed_lazy"])
     engine = rp.steps[0]["engine"]
     assert engine["tensor_parallel_size"] == 2 and engine["distributed_executor_backend"] == "mp"
     assert engine["model"] == "/cache/tiny-llama" and rp.engine_env[plan.CPU_BIND_ENV] == "0|1"
