@@ -122,6 +122,7 @@ class StepResult:
     classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
     builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
     log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
+    engine_process: str | None = None  # "child" (vLLM's EngineCore process) or "in-process"
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

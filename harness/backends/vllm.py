@@ -47,6 +47,11 @@ class VllmBackend:
 
         cleanup_dist_env_and_memory()
 
+    def engine_process(self) -> str:
+        from harness.backends import vllm_engine_process
+
+        return vllm_engine_process()
+
     def empty_cache(self) -> None:
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

@@ -182,6 +182,7 @@ def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, in
 def _base(step: dict, st: dict) -> dict[str, Any]:
     return {"step": step["name"], "repeat": 0, "phases": st["phases"], "memory": st["memory"],
             "actions": st["actions"], "threshold_bytes": st.get("threshold"), "classname": step.get("classname"),
+            "engine_process": st["start"].get("engine_process"),
             "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 

@@ -169,7 +169,8 @@ class StepRunner:
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
                                        gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
-        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
+        self.events.emit("step_start", step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset(),
+                         engine_process=self.backend.engine_process())
         failure: tuple[Phase, BaseException, str] | None = None
         expectations: list[dict] = []
         held = None

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from harness.backends import vllm_engine_process
 from harness.model import Outcome
 from harness.run.worker import log_offset
 from harness.upstream.builds import Recorder
@@ -128,7 +129,7 @@ class UpstreamPlugin:
         self._result = {"outcome": Outcome.PASSED}
         self.rec.begin_test(step)
         self.events.emit("step_start", step=step["name"], index=step["index"], timeout_s=step["timeout_s"],
-                         log_offset=log_offset())
+                         log_offset=log_offset(), engine_process=vllm_engine_process())
         try:
             yield
         finally:
