@@ -123,6 +123,7 @@ class StepResult:
     builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
     log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
     engine_process: str | None = None  # "child" (vLLM's EngineCore process) or "in-process"
+    probe_disagreement: tuple[int, str] | None = None  # the two probes' largest gap over 1 GiB, and where
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

@@ -126,3 +126,37 @@ def test_an_interpreter_without_vllm_is_said_plainly_and_not_refused(tmp_path, m
     sc = schema.load(_scenario(tmp_path, "gpu_memory_utilisation"))
     notes = engineargs.check(sc, python=other)
     assert len(notes) == 1 and "not checked" in notes[0] and "has no vLLM installed" in notes[0]
+
+
+OLD_REHEARSAL = """\
+version: 1
+name: old
+platform: rocm
+backend: vllm
+defaults: {model: m, gpu_memory_utilization: 0.5}
+variants:
+  a: {profile: legacy}
+steps:
+  - {name: s1}
+"""
+
+
+def test_a_vllm_whose_startup_check_cannot_be_modelled_is_one_line_and_exit_3(fake_vllm, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The fake vLLM is an old release: no vllm.v1.worker, so no request_memory to call."""
+    monkeypatch.setenv("HARNESS_PLATFORM", "cpu")
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_REHEARSAL)
+    assert cli.main([str(path), "--out", str(tmp_path / "out")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "variants.a: vLLM 9.9.9-fake" in err[0], err
+    assert "cannot run on the modelled device, whose startup check it lacks (ModuleNotFoundError" in err[0]
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "out" / "old").exists()
+
+
+def test_a_vllm_with_the_startup_check_passes(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_REHEARSAL)
+    sc = schema.load(path)
+    engineargs.check_startup(sc, ["a"], asker=lambda p: engineargs.Known(p, frozenset(), "0.32.0", startup=""))
+    engineargs.check_startup(sc, [], asker=lambda p: engineargs.Known(p, frozenset(), "0.1", startup="no"))

@@ -27,7 +27,8 @@ def _scenario(root: Path, variants: dict[str, str], args: list[str], rootdir: st
     # host memory as the device (no modelled device): these tests are about the mechanics, which
     # the modelled device's startup check would turn into vram_construction failures
     body = "\n".join(f"  {v}: {{profile: {p}, inject: {{device_model: false}}, "
-                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'}}}}" for v, p in variants.items())
+                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}', VLLM_ENABLE_V1_MULTIPROCESSING: '0'}}}}"
+                     for v, p in variants.items())  # in-process engines: the mechanics, quickly
     path = root / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         version: 1

@@ -29,6 +29,7 @@ class VllmBackend:
             "torch_version": getattr(torch, "__version__", "unknown") if torch else "unknown",
             "python": _platform.python_version(),
             "probe": self._probe.name,
+            "probe_second": getattr(getattr(self._probe, "second", None), "name", ""),
         }
 
     def probe(self):

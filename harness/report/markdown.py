@@ -27,7 +27,8 @@ SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
 def render(summary: dict[str, Any]) -> str:
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
              _transitions(summary), _failures(summary), _listing("Substitutions", summary.get("substitutions")),
-             _listing("Orphaned processes", summary.get("orphans"))]
+             _listing("Orphaned processes", summary.get("orphans")),
+             _listing("Probe disagreements", summary.get("probe_notes"))]
     return _fit("\n".join(p for p in parts if p))
 
 

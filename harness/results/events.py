@@ -119,6 +119,8 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
             if ev["phase"] == str(Phase.CONSTRUCT):  # what follows uses the engine (a test's body has no phase events)
                 st["current_phase"] = str(Phase.WORKLOAD)
         elif kind == "memory":
+            if ev.get("probe_disagreement_bytes", 0) > st.get("disagreement", (0, ""))[0]:
+                st["disagreement"] = (ev["probe_disagreement_bytes"], ev["label"])
             st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
                                              [int(u) for u in ev.get("per_device") or []]))
             if "build" in ev:
@@ -183,6 +185,7 @@ def _base(step: dict, st: dict) -> dict[str, Any]:
     return {"step": step["name"], "repeat": 0, "phases": st["phases"], "memory": st["memory"],
             "actions": st["actions"], "threshold_bytes": st.get("threshold"), "classname": step.get("classname"),
             "engine_process": st["start"].get("engine_process"),
+            "probe_disagreement": st.get("disagreement"),
             "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 

@@ -197,6 +197,7 @@ class RunSummary(Mapping):
     orphans: list[Any]
     rehearsal: bool | None = None  # the machine lacked the scenario's platform
     allow: list[str] = field(default_factory=list)  # failure classes --allow accepted
+    probe_notes: list[str] = field(default_factory=list)  # where the two probes of a device disagreed
     #: the parsed run directory this summary was computed from; None when loaded from summary.json
     results: RunResults | None = field(default=None, repr=False)
 
@@ -212,7 +213,7 @@ class RunSummary(Mapping):
             "cases": [r.to_json() for r in self.cases], "stats": self.stats.to_json(),
             "transitions": {v: t.to_json() for v, t in self.transitions.items()},
             "substitutions": list(self.substitutions), "orphans": list(self.orphans),
-            "rehearsal": self.rehearsal, "allow": list(self.allow),
+            "rehearsal": self.rehearsal, "allow": list(self.allow), "probe_notes": list(self.probe_notes),
         }
 
     @classmethod
@@ -232,7 +233,7 @@ class RunSummary(Mapping):
                 stats=Stats.from_json(d["stats"]),
                 transitions={v: Transitions.from_json(t) for v, t in d["transitions"].items()},
                 substitutions=list(d.get("substitutions") or []), orphans=list(d.get("orphans") or []),
-                allow=list(d.get("allow") or []))
+                allow=list(d.get("allow") or []), probe_notes=list(d.get("probe_notes") or []))
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise InputError(f"{source}: not a run summary: {type(e).__name__}: {e}") from None
 
@@ -285,7 +286,19 @@ def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary
         transitions={name: _with_culprits(Transitions.of(c.diff), culprits, baseline, name, repeats)
                      for name, c in report.candidates.items()},
         substitutions=list(run.get("substitutions") or []), orphans=list(run.get("orphans") or []),
-        allow=sorted(a.value for a in allow), results=results)
+        allow=sorted(a.value for a in allow), probe_notes=_probe_notes(results.cases), results=results)
+
+
+def _probe_notes(cases: dict[str, list]) -> list[str]:
+    """One line per case whose two probes read more than 1 GiB apart (JUnit probe_disagreement_*)."""
+    notes = []
+    for variant, cs in cases.items():
+        for c in cs:
+            gap = c.properties.get("probe_disagreement_bytes")
+            if gap:
+                notes.append(f"{variant}: {c.name}: the device's two probes disagree by {int(gap) / 2**30:.2f} GiB "
+                             f"(at {c.properties.get('probe_disagreement_at', '?')}); the first one's figures were used")
+    return notes
 
 
 def _sequential(run: dict[str, Any], path: Path) -> dict[str, Any] | None:

@@ -103,6 +103,7 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
                            vllm_src=opts.vllm_src)
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
+    engineargs.check_startup(scenario, list(rplan.device_models), python=opts.python)
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
     early = _early_stop(rplan, opts)
@@ -204,7 +205,7 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
         "backend": result.plan.backend, "platform": info.get("platform", result.plan.platform),
         "device_name": info.get("device_name", ""), "vllm_version": info.get("vllm_version", ""),
         "torch_version": info.get("torch_version", ""), "python": info.get("python", ""),
-        "probe": info.get("probe", ""), "run_id": meta["run_id"], "harness_version": __version__,
+        "probe": info.get("probe", ""), "probe_second": info.get("probe_second", ""), "run_id": meta["run_id"], "harness_version": __version__,
         "substitution": meta["substitutions"], "worker_exit": [vr.exit_status for vr in vrs],
     }
     junit.write_variant(result.run_dir / f"{name}.xml", result.plan.scenario.name, vrs,

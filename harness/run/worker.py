@@ -20,6 +20,7 @@ from harness import atomic, backends
 from harness.run import expect
 from harness.run import faults
 from harness.run import lifeline
+from harness.run import probes
 from harness.run import teardown
 from harness.model import DISK_FULL_ERRNOS, EXIT_DISK_FULL, Outcome, Phase
 
@@ -105,7 +106,7 @@ class StepRunner:
     # ------------------------------------------------------------------ memory
     def sample(self, step: dict, label: str) -> list[tuple[int, int]]:
         readings = self.probe.read(self.devices)
-        beside = {}
+        beside = probes.beside(self.probe, self.devices, readings)  # a second probe's opinion
         host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
         if host is not None:
             beside["host_used_bytes"] = host.read(self.devices[:1])[0][0]
