@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.run import teardown  # noqa: E402
+from harness.worker import teardown  # noqa: E402
 from harness.backends.sim import SimBackend  # noqa: E402
 from harness.sim.ledger import Ledger  # noqa: E402
 

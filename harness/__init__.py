@@ -6,3 +6,5 @@ __version__ = "0.1.0"
 SCENARIO_VERSION = 1
 #: Version of summary.json / history.jsonl records this release writes.
 RESULT_VERSION = 1
+#: Version of run.json, the run directory's own record, this release writes and reads.
+RUN_VERSION = 1

@@ -17,62 +17,34 @@ from pathlib import Path
 
 from harness import __version__
 from harness.errors import HarnessError, InputError
-
-EXIT_INTERRUPTED = 130
-EXIT_INFRASTRUCTURE = 3
+from harness.model import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED
 MAX_REPEAT = 10_000  # as a scenario's `repeat:` (scenario/schema.py)
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
 
 
 # --------------------------------------------------------------------------- subcommands
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.ci import history
+    """`run.py SCENARIO.yaml`: the stages of harness/pipeline.py."""
+    from harness import pipeline
     from harness.run import runner
-    from harness.report import console
 
-    scenario_path = Path(args.scenario)
     opts = runner.RunOptions(out=Path(args.out), backend=args.backend, variants=args.variant or None,
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform,
                              vllm_src=args.vllm_src, early_stop=not args.no_early_stop, allow=_allow_names(args))
-    from harness.scenario import schema as scenario_mod
-
-    sc = scenario_mod.load(scenario_path, _sets(args))  # loaded once: bad input fails before the progress display
-    from harness.run import select
-
-    opts.steps = select.steps([s.name for s in sc.steps], args.step, args.k, where=str(scenario_path))
-    from harness.ci import shard
-
-    partial = shard.configure(opts, sc, args.shard)  # --shard K/N, or Buildkite's parallel job
-    if opts.only == []:
-        return 0
-    n_steps = len(opts.steps) if opts.steps is not None else len(sc.steps)
-    with console.Progress(n_steps) as progress:
-        opts.progress = progress
-        result = runner.run(sc, opts)
-    if partial:
-        print(f"results: {result.run_dir} (shard {opts.shard}: no verdict of its own; "
-              "join the shards with `run.py merge RUN_DIR...`)")
-        return EXIT_INTERRUPTED if result.incomplete else 0
-    report = history.write_report(result.run_dir)  # with run.json's --allow
-    console.summary_table(report)
-    print(f"results: {result.run_dir}")
-    if result.incomplete:
-        return EXIT_INTERRUPTED
-    for line in result.problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
-        print(f"error: {line}", file=sys.stderr)
-    return EXIT_INFRASTRUCTURE if result.problems else int(report["exit_code"])
+    return pipeline.run_scenario(pipeline.Run(Path(args.scenario), opts, step=args.step, keyword=args.k,
+                                              shard=args.shard, sets=_sets(args)))
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from harness.ci import history, shard
+    """`run.py merge RUN_DIR...`: the shards joined, then reported."""
+    from harness import pipeline
     from harness.report import console
 
     allow = _allow(args)  # a typo must not wait for the merge
-    run_dir = shard.merge([Path(d) for d in args.run_dirs], Path(args.out))
-    report = history.write_report(run_dir, allow=allow)
-    console.summary_table(report)
+    run_dir, summary = pipeline.merge([Path(d) for d in args.run_dirs], Path(args.out), allow)
+    console.summary_table(summary)
     print(f"results: {run_dir}")
-    return int(report["exit_code"])
+    return summary.exit_code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -91,15 +63,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.ci import history
+    """`run.py report RUN_DIR`: the report stages again."""
+    from harness import pipeline
     from harness.report import console
 
     run_dir = Path(args.run_dir)
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run directory")
-    report = history.write_report(run_dir, allow=_allow(args))
-    console.summary_table(report)
-    return int(report["exit_code"])
+    summary = pipeline.report(run_dir, allow=_allow(args))
+    console.summary_table(summary)
+    return summary.exit_code
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -144,10 +117,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_trend(args: argparse.Namespace) -> int:
-    from harness.ci import history
+    """`run.py trend`: the history's trend, printed (and drawn with --html)."""
+    from harness import pipeline
 
-    history.run_trend(Path(args.out), history.scenario_name(args.scenario), args.nights, args.recent,
-                      Path(args.html) if args.html else None)
+    pipeline.trend(Path(args.out), pipeline.scenario_name(args.scenario), args.nights, args.recent,
+                   Path(args.html) if args.html else None)
     return 0
 
 
@@ -309,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(error: BaseException) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
-    from harness.xmlsafe import printable
+    from harness.xmlsafe import one_line, printable
 
-    return printable(" ".join(str(error).splitlines()))
+    return printable(one_line(str(error)))
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -327,4 +301,4 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise
         print(f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
               file=sys.stderr)
-        return 3
+        return EXIT_INFRASTRUCTURE

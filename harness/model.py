@@ -20,6 +20,8 @@ NEVER_STARTED = "WorkerDied: the worker exited before its first step"  # the fir
 
 # The worker's exit status when it cannot write its events (a full disk): the runner stops the run.
 EXIT_DISK_FULL = 74  # EX_IOERR
+EXIT_INFRASTRUCTURE = 3  # ★ exit codes of run.py (README.md)
+EXIT_INTERRUPTED = 130
 DISK_FULL_ERRNOS = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file-size limit) on Linux
 
 
@@ -153,3 +155,19 @@ class VariantResult:
     orphans: list[dict[str, Any]] = field(default_factory=list)
     exit_status: str = ""  # "ok", "timeout", "crash: SIGKILL", "interrupted"
     problems: list[str] = field(default_factory=list)  # a pytest suite that could not be collected
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """One change the plan made to what the scenario asked for, to run it on this machine (a
+    rehearsal's model and platform, an engine argument the CPU refuses, an environment value):
+    printed before anything runs, recorded in run.json, the JUnit files and the report."""
+
+    what: str  # "model", "platform", "dtype", ...
+    before: str
+    after: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.before} -> {self.after} ({self.reason})"
+

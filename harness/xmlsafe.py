@@ -85,3 +85,10 @@ def printable(text: str) -> str:
     """`text` for a terminal: control characters (an ESC would drive the terminal) and lone
     surrogates (which no encoder writes) escaped, as in the JUnit files."""
     return _UNPRINTABLE.sub(lambda c: _escape(c.group()), str(text))
+
+
+def one_line(text: str, limit: int | None = None, cut: str = "…") -> str:
+    """`text` on one line: every run of whitespace (line breaks too) one space; longer than
+    `limit` characters, its first ``limit - 1`` followed by `cut`."""
+    text = " ".join(str(text).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + cut

@@ -85,7 +85,7 @@ def test_two_revisions_run_both_ends_in_the_pure_search():
     asked = []
     while (i := b.next()) is not None:
         asked.append(i)
-        b.record(i, search.Verdict.NEW if i == 1 else search.Verdict.OLD)
+        b.record(i, search.Behaviour.NEW if i == 1 else search.Behaviour.OLD)
     assert sorted(asked) == [0, 1]
     assert b.result().status is search.Status.FOUND and b.result().unverified == ()
 

@@ -9,12 +9,12 @@ import pytest
 
 from harness.bisect.bisector import FIX, REGRESSION
 from harness.bisect.predicate import FailOn, StepVerdict, judge
-from harness.bisect.search import Bisection, Status, Verdict, max_runs
+from harness.bisect.search import Behaviour, Bisection, Status, max_runs
 from harness.errors import InputError
 from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
 
-OLD, NEW, SKIP = Verdict.OLD, Verdict.NEW, Verdict.SKIP
+OLD, NEW, SKIP = Behaviour.OLD, Behaviour.NEW, Behaviour.SKIP
 
 
 def drive(n: int, first_new: int, skipped=(), search: Bisection | None = None):

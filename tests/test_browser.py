@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.ci import history
+from harness import pipeline
+from harness.results import history
 
 pytestmark = pytest.mark.browser
 
@@ -148,7 +149,7 @@ def test_trend_page_in_a_browser(tmp_path):
 
     write_history(tmp_path / "history.jsonl", nightly_history(), corrupt=False)
     out = tmp_path / "trend.html"
-    history.run_trend(tmp_path, "sampler_mi250", nights=7, recent=2, html_out=out, warn=lambda m: None)
+    pipeline.trend(tmp_path, "sampler_mi250", nights=7, recent=2, html_out=out, warn=lambda m: None)
     page = dom(out, DESKTOP)
     svgs = page.find("svg", "chart")
     assert len(svgs) == 2 and all(int(s["attrs"]["data-drawn"]) > 100 for s in svgs)

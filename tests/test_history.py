@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.ci import history
+from harness import pipeline
+from harness.results import history
 from harness.errors import InputError
 
 STEPS = ("test_greedy", "test_seeded", "test_logprobs", "test_penalties")
@@ -99,7 +100,7 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_history import rec
-        from harness.ci import history
+        from harness.results import history
         w = sys.argv[1]
         for i in range(100):
             r = rec("2025-06-01", "v" + w, run=w + "-" + str(i))
@@ -171,7 +172,7 @@ def test_trend_shows_steps_that_never_ran(tmp_path, capsys):
                      "test_penalties": {"runs": 0, "failed": 0}}
     hung["skipped"] = 2
     write_history(tmp_path / "history.jsonl", [rec("2025-06-01", "with_fix"), hung], corrupt=False)
-    (tr,) = history.run_trend(tmp_path, "sampler_mi250", html_out=tmp_path / "trend.html")
+    (tr,) = pipeline.trend(tmp_path, "sampler_mi250", html_out=tmp_path / "trend.html")
     cell = tr.cells["with_fix"]["2025-06-02"]
     assert (cell.passed, cell.runs, cell.skipped) == (1, 2, 2)
     assert "50% 1/2, 2 skipped" in capsys.readouterr().out

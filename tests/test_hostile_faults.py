@@ -84,7 +84,7 @@ def test_kill_9_of_the_runner_stops_the_worker_and_its_processes(tmp_path):
 
 WATCHED = textwrap.dedent('''\
     import json, os, subprocess, sys, time
-    from harness.run import lifeline
+    from harness.worker import lifeline
     lifeline.watch()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     print(json.dumps({"worker": os.getpid(), "child": child.pid}), flush=True)
@@ -288,7 +288,7 @@ def test_ctrl_c_while_the_harness_imports_exits_130_quietly():
 def test_a_search_in_which_every_revision_was_skipped_has_no_verdict():
     b = search.Bisection(4)
     while (i := b.next()) is not None:
-        b.record(i, search.Verdict.SKIP)
+        b.record(i, search.Behaviour.SKIP)
     assert b.result().status is search.Status.NO_VERDICT
 
 

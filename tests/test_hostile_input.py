@@ -16,7 +16,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from harness.ci import history
+from tests.fixtures import run_summary
+from harness.results import history
 from harness.report import markdown
 from harness import xmlsafe
 from harness.results.junitread import read_cases
@@ -119,7 +120,7 @@ def test_report_md_escapes_html_from_step_names_and_messages():
                                                           "message": f"RuntimeError: {evil}</td>"}}]}},
         "orphans": [{"pid": 1, "cmdline": f"python {evil}"}], "substitutions": [f"model {evil}"],
     }
-    text = markdown.render(summary)
+    text = markdown.render(run_summary(summary))
     assert "<svg" not in text and "<img" not in text and "</td>" not in text
     assert "&lt;svg onload=alert(1)&gt;" in text  # shown, not dropped
 

@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.run import faults
-from harness.run import worker
+from harness.worker import faults
+from harness.worker import steps as worker_steps, stream as worker_stream
 
 GIB = 2**30
 TOTAL, BASE, ENGINE = 80 * GIB, 1 * GIB, 70 * GIB
@@ -103,8 +103,8 @@ def run_step(tmp_path, hold_file, after: list[str]) -> dict:
     events_path = tmp_path / "events.jsonl"
     plan = {"backend": "vllm", "platform": "cuda", "devices": [0], "repeat": 0, "inject": {"lazy_release": {"seconds": HOLD_S}},
             "profile": {"name": "p", "before": [], "after": [{"name": n, "params": {}} for n in after]}}
-    events = worker.Events(str(events_path), "v", 0)
-    runner = worker.StepRunner(plan, events, FakeBackend(FakeDevice(hold_file)))
+    events = worker_stream.Events(str(events_path), "v", 0)
+    runner = worker_steps.StepRunner(plan, events, FakeBackend(FakeDevice(hold_file)))
     try:
         runner.run({"name": "s", "index": 0, "engine": {"gpu_memory_utilization": 0.9}, "workload": None,
                     "expect": {}, "timeout_s": 60})

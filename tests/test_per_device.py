@@ -12,7 +12,7 @@ import pytest
 
 from harness.model import MemorySample, Outcome, StepResult
 from harness.results import events, junit
-from harness.run import probes
+from harness.device import probes
 
 NOT_DESTROYED = ("[rank1]:[W1202 ProcessGroupNCCL.cpp:1479] Warning: WARNING: destroy_process_group() was not "
                  "called before program exit, which can leak resources.\n")

@@ -17,7 +17,7 @@ from junitparser import JUnitXml, Properties
 from harness.ci import pinning
 from harness.errors import InputError
 from harness.multicast import MULTICAST_OFF
-from harness.run.probes import VISIBLE_ENV
+from harness.device.probes import VISIBLE_ENV
 
 pytest_plugins = ["pytester"]
 
@@ -208,7 +208,7 @@ def test_a_scenario_needing_more_devices_than_a_worker_has_fails_in_one_line(pro
 TP_SPY = """\
 import json, os
 from pathlib import Path
-from harness.run import probes
+from harness.device import probes
 
 def record(ctx):  # runs before del_llm: the engine still holds both of its devices
     with open(Path(ctx.scenario_dir) / "tp_seen.jsonl", "a") as f:

@@ -14,7 +14,7 @@ import pytest
 
 from harness.results import events as events_mod
 from harness.results import junit
-from harness.run import probes
+from harness.device import probes
 
 GIB = 1 << 30
 

@@ -17,7 +17,8 @@ import pytest
 
 # Imported here, before any in-process pytester run: pytester takes the modules a run imported out of
 # sys.modules again when the run ends, which breaks psutil (imported by the runner) for the next run.
-import harness.report.summary  # noqa: F401
+import harness.pipeline  # noqa: F401
+import harness.report.files  # noqa: F401
 import harness.run.runner  # noqa: F401
 import harness.ci.shard  # noqa: F401
 from harness.results.junitread import read_cases

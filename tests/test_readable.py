@@ -8,10 +8,12 @@ import json
 
 from rich.console import Console
 
+from tests.fixtures import run_summary
 from harness import cli
 from harness.model import Outcome, StepResult, VariantResult
 from harness.report import console, html, markdown
-from harness.run import expect, runner
+from harness.run import runner
+from harness.worker import expect
 from tests.sim_scenarios import bare_vs_fixed
 
 GIB = 2**30
@@ -61,7 +63,7 @@ def test_a_single_variant_report_shows_its_failure_messages():
                "cases": [{"classname": "one", "step": "s1", "variants": {"only": {
                    "outcome": "failed", "failure_class": "assertion", "message": "lengths: 3 tokens < min_tokens 8",
                    "runs": 1, "failed": 1, "vram": {"k": 0, "n": 1, "rate": 0, "low": 0, "high": 1}}}}]}
-    md = markdown.render(summary)
+    md = markdown.render(run_summary(summary))
     # report.md escapes HTML (Buildkite and GitHub render it): the "<" shows as "<" once rendered
     assert "### Failures" in md and "lengths: 3 tokens &lt; min_tokens 8" in md
 
@@ -82,9 +84,9 @@ def test_a_rehearsal_says_so(tmp_path, monkeypatch):
     result = runner.run(path, runner.RunOptions(out=tmp_path / "out", announce=said.append))
     assert said[0].startswith("rehearsal: this machine has no rocm; every step runs for real on cpu")
     assert json.loads((result.run_dir / "run.json").read_text())["rehearsal"] is True
-    from harness.report import summary
+    from harness import pipeline
 
-    data = summary.write(result.run_dir)
+    data = pipeline.report(result.run_dir, record_history=False)
     assert "**rehearsal**" in (result.run_dir / "report.md").read_text() and data["rehearsal"] is True
 
 
@@ -97,8 +99,8 @@ def test_charts_share_one_time_scale_and_a_cpu_chart_fits_its_trace():
                                          timeline.Point(seconds, GIB, "after_del_llm", 0)])
 
     tls = {"a": tl("a", 10.0), "b": tl("b", 2.0)}
-    cpu = html._charts({"platform": "cpu", "baseline": "a"}, ["a", "b"], tls, {}, {}, 1)
+    cpu = html._charts(run_summary({"platform": "cpu", "baseline": "a"}), ["a", "b"], tls, {}, {}, 1)
     assert "time axis spans 10.0 s" in cpu and "memory axes fit the trace" in cpu
     assert ">24</text>" not in cpu  # not host RAM's size
-    gpu = html._charts({"platform": "rocm", "baseline": "a"}, ["a", "b"], tls, {}, {}, 1)
+    gpu = html._charts(run_summary({"platform": "rocm", "baseline": "a"}), ["a", "b"], tls, {}, {}, 1)
     assert ">24</text>" in gpu and "fit the trace" not in gpu  # a device: its size is the scale

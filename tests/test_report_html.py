@@ -13,10 +13,10 @@ import pytest
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 from rich.console import Console
 
-from harness import cli
-from harness.ci import history
+from harness import cli, pipeline
+from harness.results import history, rundir
 from harness.model import FailureClass, Outcome, StepResult
-from harness.report import console, html, summary, timeline
+from harness.report import console, html, timeline
 from tests import sim_scenarios
 
 GIB = 2**30
@@ -144,7 +144,7 @@ def test_report_html_shows_verdict_table_and_both_timelines(mini_run):
 
 
 def test_timeline_from_events_marks_failures_and_threshold(mini_run):
-    tls = timeline.from_run_dir(mini_run, ["without_fix", "with_fix"])
+    tls = timeline.from_results(rundir.read(mini_run), ["without_fix", "with_fix"])
     bad, good = tls["without_fix"], tls["with_fix"]
     threshold = round((1 - 0.92) * 64 * GIB)
     for tl in (bad, good):
@@ -228,7 +228,7 @@ def write_junit_run(run_dir: Path, message: str, step_name: str) -> Path:
 def test_everything_from_the_run_is_escaped(tmp_path):
     evil = "ValueError: <script>alert('x')</script> & \"quoted\""
     run_dir = write_junit_run(tmp_path / "demo" / "r1", evil, "step_<b>bold</b>")
-    data = summary.write(run_dir)
+    data = pipeline.report(run_dir, record_history=False)
     text = (run_dir / "report.html").read_text()
     assert "<script>alert" not in text and "<b>bold</b>" not in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quoted&quot;" in text
@@ -240,21 +240,21 @@ def test_everything_from_the_run_is_escaped(tmp_path):
 
 def test_timeline_rebuilt_from_junit_when_there_are_no_events(tmp_path):
     run_dir = write_junit_run(tmp_path / "demo" / "r1", "ValueError: Free memory on device", "step_b")
-    summary.write(run_dir)
+    pipeline.report(run_dir, record_history=False)
     page = Page((run_dir / "report.html").read_text())
     svgs = page.find("svg", "chart")
     assert len(svgs) == 2 and all(points(page.find("polyline", "memory", within=s)[0]) for s in svgs)
     assert len(page.find("g", "failure", within=svgs[0])) == 1
     assert "approximate: rebuilt from JUnit" in "".join(page.text)
     # the history takes the commit from the version's local part
-    (record_base, _) = history.record(summary.build(run_dir), run_dir)
+    (record_base, _) = history.record(pipeline.summary_of(run_dir), run_dir)
     assert record_base["vllm_commit"] == "1a2b3c4"
 
 
 def test_history_is_not_written_outside_a_results_layout(tmp_path, monkeypatch):
     monkeypatch.delenv(history.ENV, raising=False)
     run_dir = write_junit_run(tmp_path / "downloaded", "ValueError: x", "step_b")  # not <out>/demo/<id>
-    summary.write(run_dir)
+    pipeline.report(run_dir, record_history=False)
     assert not list(tmp_path.rglob("history.jsonl"))
 
 
@@ -264,7 +264,7 @@ def test_a_broken_picture_does_not_cost_the_verdict(tmp_path, monkeypatch, capsy
     def broken(*a, **k):
         raise RuntimeError("boom")
     monkeypatch.setattr(html, "render", broken)
-    data = summary.write(run_dir)
+    data = pipeline.report(run_dir, record_history=False)
     assert data["exit_code"] == 0 and (run_dir / "summary.json").exists()
     assert "report.html not written: RuntimeError: boom" in capsys.readouterr().err
 

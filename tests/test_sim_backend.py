@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.run import teardown
+from harness.worker import teardown
 from harness.backends import load
 from harness.backends.sim import SimBackend, SimLLM
-from harness.run.probes import VISIBLE_ENV
+from harness.device.probes import VISIBLE_ENV
 from harness.scenario.schema import BUILTIN_PROFILES
 from harness.sim.ledger import GIB, Ledger
 

@@ -1,4 +1,4 @@
-"""The simulated engine's sampler, checked with the same expectations (harness.run.expect) the worker uses."""
+"""The simulated engine's sampler, checked with the same expectations (harness.worker.expect) the worker uses."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.run import expect
+from harness.worker import expect
 from harness.scenario.prompts import PROMPT_SETS
 from harness.sim.sampler import EOS_ID, VOCAB, Sampler, SamplingParams, decode, encode
 

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from harness import RESULT_VERSION
-from harness.ci import history
+from harness import pipeline
+from harness.results import history
 from harness.errors import InputError
-from harness.report import summary as report
 from harness.results import junitread, summary as results_summary
 from harness.results.summary import RunSummary
 from harness.results.stats import Rate
@@ -31,7 +31,7 @@ def run_dir(tmp_path, request):
 
 
 def test_summary_json_round_trip(run_dir):
-    built = report.write(run_dir)
+    built = pipeline.report(run_dir, record_history=False)
     data = built.to_json()
     assert json.loads((run_dir / "summary.json").read_text()) == data
     loaded = RunSummary.from_json(json.loads(json.dumps(data)))
@@ -56,9 +56,9 @@ def test_summary_json_round_trip(run_dir):
 
 def test_a_changed_field_breaks_the_round_trip(run_dir):
     """The equality above is not vacuous: any difference in the JSON form shows."""
-    data = report.build(run_dir).to_json()
+    data = pipeline.summary_of(run_dir).to_json()
     data["cases"][0]["variants"]["no_fix"]["runs"] += 1
-    assert RunSummary.from_json(data) != report.build(run_dir)
+    assert RunSummary.from_json(data) != pipeline.summary_of(run_dir)
 
 
 @pytest.mark.parametrize("change, words", [
@@ -67,7 +67,7 @@ def test_a_changed_field_breaks_the_round_trip(run_dir):
     (lambda d: d.update(cases="x"), "not a run summary"),
 ])
 def test_summary_json_that_cannot_be_loaded(run_dir, change, words):
-    data = report.build(run_dir).to_json()
+    data = pipeline.summary_of(run_dir).to_json()
     change(data)
     (run_dir / "summary.json").write_text(json.dumps(data))
     with pytest.raises(InputError, match=f"summary.json: {words}"):
@@ -79,7 +79,7 @@ def test_each_junit_file_is_parsed_once(run_dir, monkeypatch):
     parsed = []
     real = junitread.load
     monkeypatch.setattr(junitread, "load", lambda path: parsed.append(path.name) or real(path))
-    history.write_report(run_dir)
+    pipeline.report(run_dir)
     assert sorted(parsed) == ["no_fix.xml", "other.xml", "with_fix.xml"]
     assert (run_dir / "report.html").is_file()
     assert history.load(history.history_path(run_dir.parent.parent))[0]  # the history got its lines
@@ -88,7 +88,7 @@ def test_each_junit_file_is_parsed_once(run_dir, monkeypatch):
 def test_history_records_from_a_summary_loaded_back(run_dir, monkeypatch):
     """summary.json carries no parsed cases: the records are then read from the run directory."""
     monkeypatch.delenv(history.ENV, raising=False)
-    fresh = history.record(report.build(run_dir))
-    report.write(run_dir)
+    fresh = history.record(pipeline.summary_of(run_dir))
+    pipeline.report(run_dir, record_history=False)
     loaded = history.record(results_summary.load(run_dir / "summary.json"), run_dir)
     assert fresh == loaded and [r["variant"] for r in fresh] == ["no_fix", "with_fix", "other"]

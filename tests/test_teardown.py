@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness.run import teardown
+from harness.worker import teardown
 
 GIB = 2**30
 
@@ -101,7 +101,7 @@ def test_is_free_judges_readings_already_taken():
 
 
 def test_every_action_and_check_a_scenario_may_name_has_its_code():
-    from harness.run import expect
+    from harness.worker import expect
     from harness.scenario import specs
 
     assert list(teardown.ACTIONS) == list(specs.ACTIONS) and list(expect.CHECKS) == list(specs.CHECKS)

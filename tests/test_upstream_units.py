@@ -17,7 +17,7 @@ from harness.model import FailureClass, Outcome
 from harness.results import events as events_mod
 from harness.results import junit
 from harness.run import plan as planning
-from harness.run import worker
+from harness.worker import steps as worker_steps, stream as worker_stream
 from harness.scenario import schema
 from harness.upstream import hfhome, planning as upstream_planning, results
 from harness.upstream.builds import Recorder, TaggedEvents
@@ -185,8 +185,8 @@ def _recorder(tmp_path, profile: str) -> tuple[Recorder, _Backend, Path]:
             "pytest": {"hub": None, "block_multiple": 32, "engine": {"enforce_eager": True}}}
     path = tmp_path / "events.jsonl"
     backend = _Backend()
-    tagged = TaggedEvents(worker.Events(str(path), "v", 0))
-    return Recorder(plan, worker.StepRunner(plan, tagged, backend), tagged), backend, path
+    tagged = TaggedEvents(worker_stream.Events(str(path), "v", 0))
+    return Recorder(plan, worker_steps.StepRunner(plan, tagged, backend), tagged), backend, path
 
 
 @pytest.mark.parametrize("profile", ["bare", "legacy", "fixed", "settle"])

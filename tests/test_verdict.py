@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 
+from tests.fixtures import run_summary
 from harness.results import stats
 from harness.errors import InputError
 from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome, Verdict
-from harness.report import markdown, summary
+from harness import pipeline
+from harness.report import markdown
 from harness.results.verdict import evaluate, step_of
 
 VRAM, ASSERT, CRASH = FailureClass.VRAM_CONSTRUCTION, FailureClass.ASSERTION, FailureClass.CRASH
@@ -298,7 +300,7 @@ def test_summary_and_report_written_atomically(tmp_path):
                         orphans=[{"pid": 4242, "cmdline": "python -m vllm.engine", "used_bytes": 2**30}])
     write_variant(run_dir, "no_fix", {"a": OK, "b": VRAM, "c": VRAM})
     write_variant(run_dir, "with_fix", {"a": OK, "b": OK, "c": OK})
-    data = summary.write(run_dir)
+    data = pipeline.report(run_dir, record_history=False)
     assert set(data) == SUMMARY_KEYS
     assert json.loads((run_dir / "summary.json").read_text()) == data
     assert sorted(p.name for p in run_dir.iterdir()) == ["no_fix.xml", "report.html", "report.md", "run.json",
@@ -325,7 +327,7 @@ def test_report_with_repeats_shows_rates_and_fisher(tmp_path):
     run_dir = write_run(tmp_path / "run", repeat=10)
     write_variant(run_dir, "no_fix", {"a": OK, "b": [VRAM] * 8 + [OK] * 2}, repeats=10)
     write_variant(run_dir, "with_fix", {"a": OK, "b": OK}, repeats=10)
-    data = summary.build(run_dir)
+    data = pipeline.summary_of(run_dir)
     assert data["verdict"] == "fix confirmed"
     assert data["stats"]["fisher"]["with_fix"]["table"] == [[8, 12], [0, 20]]
     assert data["stats"]["pooled_vram"]["no_fix"]["k"] == 8
@@ -339,7 +341,7 @@ def test_report_with_repeats_shows_rates_and_fisher(tmp_path):
 def test_incomplete_run_reports_missing_variants(tmp_path):
     run_dir = write_run(tmp_path / "run", incomplete=True)
     write_variant(run_dir, "no_fix", {"a": OK, "b": VRAM})
-    data = summary.build(run_dir)
+    data = pipeline.summary_of(run_dir)
     assert data["incomplete"] is True and data["missing"] == ["with_fix"]
     assert data["verdict"] == "not reproduced"
     assert any("with_fix" in r and "no results" in r for r in data["reasons"])
@@ -350,15 +352,15 @@ def test_missing_variant_of_a_finished_run_is_an_error(tmp_path):
     run_dir = write_run(tmp_path / "run")
     write_variant(run_dir, "no_fix", {"a": OK})
     with pytest.raises(InputError, match=r"with_fix\.xml: missing JUnit file for variant 'with_fix'"):
-        summary.build(run_dir)
+        pipeline.summary_of(run_dir)
 
 
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(InputError, match="is not a run directory: no run.json"):
-        summary.build(tmp_path)
+        pipeline.summary_of(tmp_path)
     write_run(tmp_path, incomplete=True)
     with pytest.raises(InputError, match="is not a run directory: no JUnit file"):
-        summary.build(tmp_path)
+        pipeline.summary_of(tmp_path)
 
 
 @pytest.mark.parametrize("text, words", [
@@ -372,7 +374,7 @@ def test_not_a_run_directory(tmp_path):
 def test_bad_run_json(tmp_path, text, words):
     (tmp_path / "run.json").write_text(text)
     with pytest.raises(InputError, match=words):
-        summary.build(tmp_path)
+        pipeline.summary_of(tmp_path)
 
 
 def test_markdown_escapes_cells_and_truncates_long_tables(tmp_path):
@@ -380,7 +382,7 @@ def test_markdown_escapes_cells_and_truncates_long_tables(tmp_path):
     steps = {f"step_{i:04d}": (VRAM if i % 2 else OK) for i in range(1200)}
     write_variant(run_dir, "no_fix", steps)
     write_variant(run_dir, "with_fix", {s: (ASSERT if s == "step_0000" else OK) for s in steps})
-    data = summary.build(run_dir)
+    data = pipeline.summary_of(run_dir)
     assert data["verdict"] == "regression" and data["exit_code"] == 1
     md = markdown.render(data)
     assert md.startswith("## sampler_mi250: FAIL (regression, exit 1)")
@@ -392,7 +394,7 @@ def test_markdown_escapes_cells_and_truncates_long_tables(tmp_path):
 
 def test_markdown_stays_under_the_annotation_limit():
     reasons = ["x" * 1500] * 2000  # 3 MB of reasons
-    md = markdown.render({"verdict": "regression", "reasons": reasons, "variants": [], "cases": []})
+    md = markdown.render(run_summary({"verdict": "regression", "reasons": reasons, "variants": [], "cases": []}))
     assert len(md.encode()) <= markdown.MAX_BYTES
     assert md.rstrip().endswith("see summary.json._")
 

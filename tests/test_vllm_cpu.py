@@ -10,7 +10,7 @@ from junitparser import JUnitXml, Properties
 
 from harness import cli
 from harness.model import FailureClass
-from harness.report import summary as summary_mod
+from harness import pipeline
 
 pytestmark = pytest.mark.vllm
 
@@ -111,7 +111,7 @@ def test_run_directory_and_verdict(run_dir):
     # baseline too, for another reason than the leak: the baseline is broken and the run is red
     assert summary["verdict"] == "baseline broken" and code == 1
     assert summary["candidates"]["with_fix"]["not_allowed"] == ["fails_on_purpose (assertion)"]
-    allowed = summary_mod.build(rd, allow=frozenset({FailureClass.ASSERTION}))  # as `report --allow assertion`
+    allowed = pipeline.summary_of(rd, allow=frozenset({FailureClass.ASSERTION}))  # as `report --allow assertion`
     assert allowed["verdict"] == "not reproduced" and allowed["exit_code"] == 0
     events = [json.loads(line) for line in (rd / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "step_end" for e in events) == 8

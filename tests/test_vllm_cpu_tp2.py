@@ -1,7 +1,7 @@
 """A real process-group teardown: scenarios/cpu_tp2.yaml on vLLM-CPU, two TP=2 engines back-to-back
 (each rank a process of vLLM's "mp" executor, with its own gloo group), under `legacy` and `fixed`.
 
-On CPU the probe's two "devices" are the two ranks' processes (harness.run.probes.HostProbe), so
+On CPU the probe's two "devices" are the two ranks' processes (harness.device.probes.HostProbe), so
 the per-device figures say which teardown action ended each rank. Four engine builds in all: about
 75 s on two idle cores, several minutes when the machine is busy.
 """

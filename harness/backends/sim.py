@@ -27,14 +27,11 @@ import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backends import RunnerHooks
-from harness.run import faults
-from harness.run import probes
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION, GIB, probes
 from harness.sim.device import DEFAULTS
-from harness.sim.ledger import GIB, Ledger
+from harness.sim.ledger import Ledger, LedgerRunnerHooks
 from harness.sim.sampler import Sampler
-
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default
+from harness.worker import faults
 DEFAULT_MODEL = "facebook/opt-125m"   # vLLM's default model
 
 
@@ -200,7 +197,7 @@ class SimLLM:
         return self._sampler.generate(prompts, sampling_params or {})
 
 
-class SimRunnerHooks(RunnerHooks):
+class SimRunnerHooks(LedgerRunnerHooks):
     """The runner's side of the simulated device: the ledger is the device."""
 
     def settle(self, rplan: Any, ledger: Path, devices: list[int]) -> None:
@@ -212,11 +209,8 @@ class SimRunnerHooks(RunnerHooks):
         probe = SimBackend({"sim": {k: getattr(sim, k) for k in sim.__dataclass_fields__}, "ledger": str(ledger),
                             "devices": devices, "inject": {}, "platform": rplan.platform}).probe()
         deadline = time.monotonic() + rplan.scenario.timeouts.worker_start
-        baseline = sim.baseline_gib * 2**30
+        baseline = sim.baseline_gib * GIB
         while time.monotonic() < deadline:
             if all(used <= baseline + (64 << 20) for used, _ in probe.read(devices)):
                 return
             time.sleep(0.05)
-
-    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
-        return {"device_bytes": Ledger(str(ledger)).held_by(pid)} if ledger.exists() else {}

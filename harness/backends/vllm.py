@@ -6,7 +6,11 @@ import platform as _platform
 import sys
 from typing import Any
 
-from harness.run import probes
+from harness.device import probes
+from harness.devicemodel.probe import DeviceModelProbe
+
+#: every probe a worker plan may name (``probe``): the real devices' and the modelled one
+PROBES = {**probes.PROBES, DeviceModelProbe.name: DeviceModelProbe}
 
 
 class VllmBackend:
@@ -17,7 +21,7 @@ class VllmBackend:
 
         self._vllm = vllm
         self._plan = plan
-        self._probe = probes.for_platform(plan["platform"], plan.get("probe"))
+        self._probe = probes.for_platform(plan["platform"], plan.get("probe"), PROBES)
 
     def info(self) -> dict[str, Any]:
         torch = sys.modules.get("torch")
@@ -49,7 +53,7 @@ class VllmBackend:
         cleanup_dist_env_and_memory()
 
     def engine_process(self) -> str:
-        from harness.backends import vllm_engine_process
+        from harness.device import vllm_engine_process
 
         return vllm_engine_process()
 

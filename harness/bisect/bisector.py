@@ -35,10 +35,10 @@ class Terms:
     old_flag: str  # the command-line option naming the old end
     new_flag: str
 
-    def to_search(self, verdict: StepVerdict) -> search.Verdict:
+    def to_search(self, verdict: StepVerdict) -> search.Behaviour:
         if verdict is StepVerdict.SKIP:
-            return search.Verdict.SKIP
-        return search.Verdict.NEW if str(verdict) == self.new_verdict else search.Verdict.OLD
+            return search.Behaviour.SKIP
+        return search.Behaviour.NEW if str(verdict) == self.new_verdict else search.Behaviour.OLD
 
     @property
     def new_verdict(self) -> str:
@@ -191,7 +191,7 @@ def try_revision(opts: Options, rev: Revision, where: Path) -> Judgement:
 def _word(verdict: StepVerdict, terms: Terms) -> str:
     if verdict is StepVerdict.SKIP:
         return "skip"
-    return terms.new if terms.to_search(verdict) is search.Verdict.NEW else terms.old
+    return terms.new if terms.to_search(verdict) is search.Behaviour.NEW else terms.old
 
 
 def summary(report: Report) -> list[str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.device import GIB
 from harness.run import procs
 from harness.run.engineargs import UnknownEngineArgument
 from harness.run import runner
@@ -31,7 +32,6 @@ from harness.errors import InfrastructureError, InputError, ScenarioError
 from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
 
-GIB = 2**30
 
 
 class StepVerdict(str, enum.Enum):

@@ -18,7 +18,9 @@ import math
 from dataclasses import dataclass, field
 
 
-class Verdict(str, enum.Enum):
+class Behaviour(str, enum.Enum):
+    """How one revision behaved: like the old end of the range, like the new one, or neither."""
+
     OLD = "old"    # behaves like the old end (regression search: good)
     NEW = "new"    # behaves like the new end (regression search: bad)
     SKIP = "skip"  # cannot be built or run; says nothing
@@ -50,27 +52,27 @@ class Result:
 @dataclass
 class Bisection:
     n: int
-    verdicts: dict[int, Verdict] = field(default_factory=dict)
+    verdicts: dict[int, Behaviour] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.n < 2:
             raise ValueError("a bisection needs at least two revisions (the old and the new end)")
 
-    def record(self, index: int, verdict: Verdict) -> None:
+    def record(self, index: int, verdict: Behaviour) -> None:
         if not 0 <= index < self.n:
             raise IndexError(f"revision {index} is outside 0..{self.n - 1}")
-        self.verdicts[index] = Verdict(verdict)
+        self.verdicts[index] = Behaviour(verdict)
 
     def bounds(self) -> tuple[int, int]:
         """(last OLD, first NEW) as far as known; the untested ends count as what the user said."""
-        hi = min((i for i, v in self.verdicts.items() if v is Verdict.NEW), default=self.n - 1)
-        lo = max((i for i, v in self.verdicts.items() if v is Verdict.OLD and i < hi), default=0)
+        hi = min((i for i, v in self.verdicts.items() if v is Behaviour.NEW), default=self.n - 1)
+        lo = max((i for i, v in self.verdicts.items() if v is Behaviour.OLD and i < hi), default=0)
         return lo, hi
 
     def _contradicted(self) -> Status | None:
-        if self.verdicts.get(0) is Verdict.NEW:
+        if self.verdicts.get(0) is Behaviour.NEW:
             return Status.OLD_END_IS_NEW
-        if self.verdicts.get(self.n - 1) is Verdict.OLD:
+        if self.verdicts.get(self.n - 1) is Behaviour.OLD:
             return Status.NEW_END_IS_OLD
         return None
 
@@ -103,14 +105,14 @@ class Bisection:
         status = self._contradicted()
         if status is not None:
             return Result(status)
-        if not any(v is not Verdict.SKIP for v in self.verdicts.values()):
+        if not any(v is not Behaviour.SKIP for v in self.verdicts.values()):
             # the ends only "count as what the user said" next to a real verdict; without one,
             # naming a revision would be the user's claim, not a finding
             return Result(Status.NO_VERDICT, candidates=tuple(range(1, self.n)))
         lo, hi = self.bounds()
-        candidates = tuple(i for i in range(lo + 1, hi + 1) if self.verdicts.get(i) in (None, Verdict.SKIP)
+        candidates = tuple(i for i in range(lo + 1, hi + 1) if self.verdicts.get(i) in (None, Behaviour.SKIP)
                            or i == hi)
-        unverified = tuple(e for e in (lo, hi) if self.verdicts.get(e, Verdict.SKIP) is Verdict.SKIP)
+        unverified = tuple(e for e in (lo, hi) if self.verdicts.get(e, Behaviour.SKIP) is Behaviour.SKIP)
         if len(candidates) == 1:
             return Result(Status.FOUND, lo, hi, candidates, unverified)
         return Result(Status.AMBIGUOUS, lo, None, candidates, unverified)

@@ -20,8 +20,8 @@ from typing import Callable, Mapping, Sequence
 
 from harness.errors import InputError
 from harness.multicast import MULTICAST_OFF
-from harness.run import probes
-from harness.run.probes import VISIBLE_ENV, visible_devices
+from harness.device import probes
+from harness.device.probes import VISIBLE_ENV, visible_devices
 
 # ROCm's HIP runtime reads HIP_VISIBLE_DEVICES, or CUDA_VISIBLE_DEVICES as its alias, and vLLM on ROCm
 # insists that the two agree when both are set: a ROCm worker gets both, with the same value.

@@ -38,15 +38,15 @@ import pytest
 from harness.ci import pinning
 from harness.errors import HarnessError, InfrastructureError
 from harness.model import Outcome, StepResult, VariantResult
-from harness.run.probes import VISIBLE_ENV, visible_devices
+from harness.device import LEDGER_ENV
+from harness.device.probes import VISIBLE_ENV, visible_devices
 from harness.run.runid import new_run_id  # names this session's run directories
+from harness.scenario.yamlsafe import SUFFIXES as YAML_SUFFIXES
 
-YAML_SUFFIXES = (".yaml", ".yml")
 SCENARIO_DIR = "scenarios"
 # xdist's workerinput keys
 PIN_KEY = "teardown_harness_pin"
 SESSION_KEY = "teardown_harness_session"
-LEDGER_ENV = "HARNESS_SIM_LEDGER"
 
 
 # ----------------------------------------------------------------------------- options and state
@@ -509,7 +509,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = config.stash.get(_STATE, None)
     if state is None or hasattr(config, "workerinput") or not state.out.is_dir():
         return
-    from harness.ci import history, shard
+    from harness import pipeline
+    from harness.ci import shard
 
     for scenario_dir in sorted(p for p in state.out.iterdir() if p.is_dir()):
         parts = sorted(p for p in scenario_dir.glob(f"{state.session_id}-*") if (p / "run.json").is_file())
@@ -517,12 +518,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             continue
         try:
             merged = shard.merge(parts, state.out, run_id=state.session_id, announce=lambda _: None)
-            report = history.write_report(merged)
+            report = pipeline.report(merged)
         except Exception as e:  # the steps' results stand; say why there is no verdict
             state.verdicts.append(f"{scenario_dir.name}: no verdict ({type(e).__name__}: {e})")
             continue
-        partial = ", only what was selected ran" if report.get("incomplete") else ""
-        state.verdicts.append(f"{scenario_dir.name}: {report['verdict']} (exit {report['exit_code']}{partial}) "
+        partial = ", only what was selected ran" if report.incomplete else ""
+        state.verdicts.append(f"{scenario_dir.name}: {report.verdict} (exit {report.exit_code}{partial}) "
                               f"- {merged / 'report.md'}")
 
 

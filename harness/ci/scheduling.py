@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from xdist.scheduler import LoadScopeScheduling
 
-from harness.ci.pytest_plugin import YAML_SUFFIXES
+from harness.scenario.yamlsafe import SUFFIXES as YAML_SUFFIXES
 
 
 class ScenarioScheduling(LoadScopeScheduling):

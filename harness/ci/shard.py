@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 from junitparser import JUnitXml, TestSuite
 
-from harness import atomic
+from harness import RUN_VERSION, atomic
 from harness.errors import InputError
 from harness import xmlsafe
 from harness.results import events, junitread
@@ -171,8 +171,8 @@ def _read_part(run_dir: Path) -> _Part:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: cannot read: {e}") from None
-    if not isinstance(meta, dict) or meta.get("version") != 1:
-        raise InputError(f"{path}: version: expected a version 1 run.json")
+    if not isinstance(meta, dict) or meta.get("version") != RUN_VERSION:
+        raise InputError(f"{path}: version: expected a version {RUN_VERSION} run.json")
     if not isinstance(meta.get("matrix"), list) or not isinstance(meta.get("profiles"), dict):
         raise InputError(f"{path}: matrix: missing (written by a harness without sharding?)")
     _check_names(path, meta)

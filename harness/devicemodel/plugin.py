@@ -28,7 +28,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from harness.devicemodel import charges, settings
-from harness.run.probes import physical_ids
+from harness.device.probes import physical_ids
 
 WORKER = "vllm.v1.worker.cpu_worker:CPUWorker"
 _originals: dict[str, Callable] = {}

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backends import RunnerHooks
+from harness.device import GIB
+from harness.device.probes import HostProbe, physical_ids
 from harness.devicemodel import charges, settings
-from harness.run.probes import HostProbe, physical_ids
-from harness.sim.ledger import Ledger
+from harness.sim.ledger import Ledger, LedgerRunnerHooks
 
 IDLE_SLACK_BYTES = 64 << 20
 
@@ -43,7 +43,7 @@ class DeviceModelProbe:
 def wait_idle(probe: DeviceModelProbe, devices: Sequence[int], timeout_s: float) -> bool:
     """Wait until nothing but the baseline is used on `devices` (the previous worker's memory has
     come back); False if it has not within `timeout_s`."""
-    idle = probe.model.baseline_gib * 2**30 + IDLE_SLACK_BYTES
+    idle = probe.model.baseline_gib * GIB + IDLE_SLACK_BYTES
     deadline = time.monotonic() + timeout_s
     while not all(used <= idle for used, _ in probe.read(devices)):
         if time.monotonic() >= deadline:
@@ -52,7 +52,7 @@ def wait_idle(probe: DeviceModelProbe, devices: Sequence[int], timeout_s: float)
     return True
 
 
-class DeviceModelRunnerHooks(RunnerHooks):
+class DeviceModelRunnerHooks(LedgerRunnerHooks):
     """The runner's side of the modelled device: the run's ledger is the device."""
 
     def __init__(self, model: settings.DeviceModel):
@@ -64,6 +64,3 @@ class DeviceModelRunnerHooks(RunnerHooks):
         if ledger.exists():
             probe = DeviceModelProbe({settings.ENV: settings.to_env(self.model, ledger)})
             wait_idle(probe, devices, rplan.scenario.timeouts.worker_start)
-
-    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
-        return {"device_bytes": Ledger(str(ledger)).held_by(pid)} if ledger.exists() else {}

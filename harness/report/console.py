@@ -16,9 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from harness.xmlsafe import printable
+from harness.device import GIB
+from harness import events as vocab
+from harness.results.summary import RunSummary
+from harness.xmlsafe import one_line, printable
 
-GIB = 2**30
 
 
 def shown(text: Any) -> str:
@@ -69,19 +71,19 @@ class Progress:
         kind = ev.get("event")
         if (variant, repeat) != (self.state.get("variant"), self.state.get("repeat")):
             self.state = {"variant": variant, "repeat": repeat}  # a new worker: no step yet
-        if kind == "collected":  # a pytest suite: the tests are known once collected
+        if kind == vocab.COLLECTED:  # a pytest suite: the tests are known once collected
             self.total = len(ev["tests"])
-        elif kind == "step_start":
+        elif kind == vocab.STEP_START:
             self.state.update(step=ev["step"], index=ev["index"], t0=time.monotonic(), phase="", peak=None)
             self.state.setdefault("builds", []).append((ev["step"], []))
-        elif kind == "phase_start":
+        elif kind == vocab.PHASE_START:
             self.state["phase"] = ev["phase"]
-        elif kind == "memory":
+        elif kind == vocab.MEMORY:
             self.state["used"] = ev["used_bytes"]
             self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
             if self.state.get("builds"):
                 self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
-        elif kind == "step_end":
+        elif kind == vocab.STEP_END:
             self._step_line(variant, repeat, ev)
         if self._live is not None:
             self._live.refresh()
@@ -126,40 +128,38 @@ class Progress:
         return f" — {found.describe()}" if found else ""
 
 
-def _one_line(text: str, limit: int = 2000) -> str:
+def _one_line(text: str) -> str:
     """A message on one line, whole unless it is very long (report.md and the JUnit keep it all)."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "… (see report.md)"
+    return one_line(text, 2000, "… (see report.md)")
 
 
-def summary_table(summary: dict[str, Any], console: Console | None = None) -> None:
+def summary_table(summary: RunSummary, console: Console | None = None) -> None:
     """Steps x variants with outcome and class, then the verdict and its reasons."""
     console = console or Console(highlight=False)
-    variants = summary.get("variants", [])
-    table = Table(title=shown(f"{summary.get('scenario', '')} — {summary.get('run_id', '')}"), show_lines=False)
+    variants = summary.variants
+    table = Table(title=shown(f"{summary.scenario or ''} — {summary.run_id or ''}"), show_lines=False)
     table.add_column("step")
     for v in variants:
         table.add_column(shown(v))
-    for row in summary.get("cases", []):
+    for row in summary.cases:
         cells = []
         for v in variants:
-            cell = row.get("variants", {}).get(v)
+            cell = row.variants.get(v)
             if not cell:
                 cells.append("-")
-            elif cell.get("outcome") == "passed":
+            elif cell.outcome == "passed":
                 cells.append("[green]passed[/]")
-            elif cell.get("outcome") == "skipped":
+            elif cell.outcome == "skipped":
                 cells.append("[yellow]skipped[/]")
             else:
-                cells.append(f"[red]{shown(cell.get('failure_class', 'failed'))}[/]")
-        table.add_row(shown(row.get("step", row.get("name", ""))), *cells)
+                cells.append(f"[red]{shown(cell.failure_class)}[/]")
+        table.add_row(shown(row.step), *cells)
     console.print(table)
-    verdict = summary.get("verdict", "")
-    colour = "green" if summary.get("exit_code", 1) == 0 else "red"
-    if summary.get("incomplete"):
+    colour = "green" if summary.exit_code == 0 else "red"
+    if summary.incomplete:
         console.print("[yellow bold]INCOMPLETE[/]: the run was interrupted; partial results only")
-    console.print(f"verdict: [bold {colour}]{shown(verdict)}[/]")
-    for reason in summary.get("reasons", []):
+    console.print(f"verdict: [bold {colour}]{shown(summary.verdict)}[/]")
+    for reason in summary.reasons:
         console.print(f"  - {printable(reason)}", markup=False)
 
 

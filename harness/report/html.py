@@ -11,12 +11,10 @@ text from the run is escaped.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
-from harness.results import rundir
 from harness.results.junitread import Case
-from harness.results.summary import RunSummary
+from harness.results.summary import Cell, RunSummary
 from harness.results.verdict import step_of
 from harness.report import html_failures
 from harness.report import timeline as timelines
@@ -94,6 +92,7 @@ document.querySelectorAll("svg.chart").forEach(function (svg) {
 
 
 def page(title: str, body: str, css: str = "") -> str:
+    """A self-contained HTML page (report.html, trend.html) around ``body``."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<meta name=\"color-scheme\" content=\"light\">"
@@ -102,52 +101,54 @@ def page(title: str, body: str, css: str = "") -> str:
 
 
 # --------------------------------------------------------------------------- the run report
-def render(summary: RunSummary | dict[str, Any], run_dir: Path) -> str:
-    """The page of a run. A summary loaded back from summary.json (no parsed results attached) has
-    its run directory read again for the cases and log tails."""
-    run_dir = Path(run_dir)
-    results = getattr(summary, "results", None) or rundir.read(run_dir)
-    variants = list(summary.get("variants", []))
+def render(summary: RunSummary) -> str:
+    """The page of a run, from its summary and the parsed run directory it was decided from
+    (``summary.results``: the cases, log tails and events); reads no file."""
+    results = summary.results
+    if results is None:
+        raise ValueError("report.html is rendered from a freshly decided summary (summary.results)")
+    run_dir = results.run_dir
+    variants = list(summary.variants)
     parsed = {v: results.variants.get(v) for v in variants}
     cases = {v: r.cases if r else [] for v, r in parsed.items()}
     suite = next((r.properties for r in parsed.values() if r and r.properties), {})
-    repeats = int(summary.get("repeat") or 1)
+    repeats = int(summary.repeat or 1)
     ran = {v: {_step_repeat(c, repeats): c.time for c in cases[v]} for v in variants}
-    tls = timelines.from_run_dir(run_dir, variants, ran, results.events)
+    tls = timelines.from_results(results, variants, ran)
     for v in variants:
         if v not in tls and cases.get(v):
             tls[v] = timelines.from_cases(v, cases[v])
-    step_numbers = {row.get("step"): i + 1 for i, row in enumerate(summary.get("cases", []))}
+    step_numbers = {row.step: i + 1 for i, row in enumerate(summary.cases)}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
             _steps(summary, variants, cases, repeats, step_numbers), html_failures.transitions(summary),
             _counts(summary),
-            _listing("Substitutions", summary.get("substitutions")),
-            _listing("Orphaned processes", summary.get("orphans")),
+            _listing("Substitutions", summary.substitutions),
+            _listing("Orphaned processes", summary.orphans),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
             "</footer>"]
-    title = f"{summary.get('scenario') or 'run'}: {STATUS.get(summary.get('verdict', ''), 'UNKNOWN')}"
+    title = f"{summary.scenario or 'run'}: {STATUS.get(summary.verdict, 'UNKNOWN')}"
     return page(title, "\n".join(b for b in body if b), html_failures.CSS)
 
 
-def _verdict(s: dict[str, Any], props: dict[str, str]) -> str:
-    verdict = s.get("verdict", "")
+def _verdict(s: RunSummary, props: dict[str, str]) -> str:
+    verdict = s.verdict
     status = STATUS.get(verdict, "UNKNOWN")
     kind = {"PASS": "pass", "FAIL": "fail"}.get(status, "inconclusive")
-    reasons = "".join(f"<li>{esc(r)}</li>" for r in s.get("reasons", []))
-    facts = [f"run <code>{esc(s.get('run_id'))}</code>", f"baseline <code>{esc(s.get('baseline'))}</code>",
-             f"{esc(s.get('repeat', 1))} repeat(s)", f"backend {esc(s.get('backend'))}",
-             f"platform {esc(s.get('platform'))}"]
-    if s.get("rehearsal"):
+    reasons = "".join(f"<li>{esc(r)}</li>" for r in s.reasons)
+    facts = [f"run <code>{esc(s.run_id)}</code>", f"baseline <code>{esc(s.baseline)}</code>",
+             f"{esc(s.repeat)} repeat(s)", f"backend {esc(s.backend)}",
+             f"platform {esc(s.platform)}"]
+    if s.rehearsal:
         facts.insert(0, "<b>rehearsal</b> (this machine lacks the scenario's platform: see Substitutions)")
     if props.get("device_name"):
         facts.append(esc(props["device_name"]))
     if props.get("vllm_version"):
         facts.append(f"vLLM {esc(props['vllm_version'])}")
-    if s.get("started"):
-        facts.append(f"started {esc(s['started'])}")
-    out = [f"<section class=\"verdict {kind}\" id=\"verdict\"><h1>{esc(s.get('scenario') or 'run')}: "
+    if s.started:
+        facts.append(f"started {esc(s.started)}")
+    out = [f"<section class=\"verdict {kind}\" id=\"verdict\"><h1>{esc(s.scenario or 'run')}: "
            f"<span class=\"status\">{esc(status)}</span> — {esc(verdict)}</h1><ul>{reasons}</ul></section>"]
-    if s.get("incomplete"):
+    if s.incomplete:
         out.append("<div class=\"banner\"><b>INCOMPLETE</b>: the run was interrupted; "
                    "these results cover only the steps that ran.</div>")
     out.append(f"<p class=\"facts\">{' · '.join(facts)}</p>")
@@ -160,7 +161,7 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
         return "<h2>Device memory</h2><p class=\"muted\">No memory samples in this run directory.</p>"
     actions = sorted({a.name for tl in tls.values() for a in tl.actions})
     span = max(tl.duration for tl in tls.values())
-    fit = s.get("platform") == "cpu"
+    fit = s.platform == "cpu"
     colours = {name: ACTION_COLOURS[i % len(ACTION_COLOURS)] for i, name in enumerate(actions)}
     cards = []
     for v in variants:
@@ -179,7 +180,7 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
         if tl.source == "junit":
             sub.append("approximate: rebuilt from JUnit, no events.jsonl")
         card_cls = "card failed" if failed else "card"
-        base = " <span class=\"muted\">(baseline)</span>" if v == s.get("baseline") else ""
+        base = " <span class=\"muted\">(baseline)</span>" if v == s.baseline else ""
         cards.append(
             f"<div class=\"{card_cls}\" data-variant=\"{esc(v)}\">"
             f"<h3>{esc(v)}{base}</h3>"
@@ -240,12 +241,12 @@ def _steps(s, variants, cases, repeats, step_numbers) -> str:
     per = {v: _group(cases.get(v, []), repeats) for v in variants}
     head = "".join(f"<th>{esc(v)}</th>" for v in variants)
     rows = []
-    for row in s.get("cases", []):
-        step = row.get("step", "")
-        cells = row.get("variants", {})
-        outcomes = {(c or {}).get("outcome") for c in cells.values()}
+    for row in s.cases:
+        step = row.step
+        cells = row.variants
+        outcomes = {c.outcome for c in cells.values()}
         changed = " class=\"changed\"" if len(outcomes) > 1 else ""
-        tds = "".join(_cell(cells.get(v), per[v].get((row.get("classname", ""), step), []), repeats)
+        tds = "".join(_cell(cells.get(v), per[v].get((row.classname, step), []), repeats)
                       for v in variants)
         rows.append(f"<tr{changed}><td class=\"step\"><span class=\"n\">{step_numbers.get(step, '')}</span>"
                     f"{_breakable(step)}</td>{tds}</tr>")
@@ -283,18 +284,18 @@ def _timings(cases: list[Case]) -> str:
     return f"{esc(total)}<span class=\"phases\"> · {esc(detail)}</span>" if detail else esc(total)
 
 
-def _cell(cell: dict[str, Any] | None, cases: list[Case], repeats: int) -> str:
+def _cell(cell: Cell | None, cases: list[Case], repeats: int) -> str:
     if not cell:
         return "<td class=\"muted\">-</td>"
-    outcome = cell.get("outcome", "")
-    if repeats > 1 and cell.get("runs") is not None:
-        label = f"{cell.get('failed', 0)}/{cell.get('runs')} failed" if cell.get("failed") else \
-            f"{cell.get('runs')}/{cell.get('runs')} passed" if cell.get("runs") else "skipped"
+    outcome = cell.outcome
+    if repeats > 1:
+        label = f"{cell.failed}/{cell.runs} failed" if cell.failed else \
+            f"{cell.runs}/{cell.runs} passed" if cell.runs else "skipped"
     else:
         label = outcome
     badge = f"<span class=\"badge {esc(outcome)}\">{esc(label)}</span>"
-    cls = f" <span class=\"cls\">{esc(cell.get('failure_class'))}</span>" if outcome == "failed" else ""
-    cls += html_failures.culprit(cell)
+    cls = f" <span class=\"cls\">{esc(cell.failure_class)}</span>" if outcome == "failed" else ""
+    cls += html_failures.culprit(cell.culprit)
     timing = f"<div class=\"t\">{_timings(cases)}</div>" if cases else ""
     details = ""
     failed = [c for c in cases if c.failed]
@@ -325,8 +326,8 @@ def _pre(text: str, limit: int = MAX_TEXT) -> str:
 
 
 # --------------------------------------------------------------------------- the rest
-def _counts(s: dict[str, Any]) -> str:
-    counts = s.get("counts") or {}
+def _counts(s: RunSummary) -> str:
+    counts = s.counts
     if not counts:
         return ""
     classes = [c for c in next(iter(counts.values()))["classes"]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.xmlsafe import printable
+
+if TYPE_CHECKING:
+    from harness.results.summary import Cell, RunSummary, TransitionRow
 
 MAX_BYTES = 1_000_000  # under Buildkite's 1 MiB annotation limit, with room for the closing note
 MAX_STEP_ROWS = 500
@@ -24,11 +27,11 @@ STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "baseline b
 SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
 
 
-def render(summary: dict[str, Any]) -> str:
+def render(summary: RunSummary) -> str:
+    """report.md of a run's typed summary."""
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _failures(summary), _listing("Substitutions", summary.get("substitutions")),
-             _listing("Orphaned processes", summary.get("orphans")),
-             _listing("Probe disagreements", summary.get("probe_notes"))]
+             _transitions(summary), _failures(summary), _listing("Substitutions", summary.substitutions),
+             _listing("Orphaned processes", summary.orphans), _listing("Probe disagreements", summary.probe_notes)]
     return _fit("\n".join(p for p in parts if p))
 
 
@@ -54,18 +57,18 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def _title(s: dict[str, Any]) -> str:
-    verdict = s.get("verdict", "")
-    status = "FAIL" if s.get("exit_code") else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
-    lines = [f"## {_cell(s.get('scenario') or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.get('exit_code'))})\n"]
-    if s.get("incomplete"):
+def _title(s: RunSummary) -> str:
+    verdict = s.verdict
+    status = "FAIL" if s.exit_code else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
+    lines = [f"## {_cell(s.scenario or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.exit_code)})\n"]
+    if s.incomplete:
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
-    facts = [f"run {_code(s.get('run_id'))}", f"baseline {_code(s.get('baseline'))}",
-             f"{_cell(s.get('repeat', 1))} repeat(s)", f"backend {_cell(s.get('backend'))}",
-             f"platform {_cell(s.get('platform'))}"]
-    if s.get("rehearsal"):
+    facts = [f"run {_code(s.run_id)}", f"baseline {_code(s.baseline)}",
+             f"{_cell(s.repeat)} repeat(s)", f"backend {_cell(s.backend)}",
+             f"platform {_cell(s.platform)}"]
+    if s.rehearsal:
         facts.insert(0, "**rehearsal** (this machine lacks the scenario's platform: see Substitutions)")
-    seq = (s.get("stats") or {}).get("sequential") or {}
+    seq = s.stats.sequential or {}
     if seq.get("stopped_after"):
         facts.append(f"early stop after {seq['stopped_after']} of {seq['rounds_planned']} rounds "
                      f"(tested at level {seq['level']:.3g})")
@@ -73,34 +76,33 @@ def _title(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _reasons(s: dict[str, Any]) -> str:
-    return "".join(f"- {_cell(r, 2000)}\n" for r in s.get("reasons", []))
+def _reasons(s: RunSummary) -> str:
+    return "".join(f"- {_cell(r, 2000)}\n" for r in s.reasons)
 
 
-def _outcome(cell: dict[str, Any] | None, repeats: int) -> str:
+def _outcome(cell: Cell | None, repeats: int) -> str:
     if not cell:
         return "-"
     if repeats > 1:
-        v = cell["vram"]
-        text = f"{cell['failed']}/{cell['runs']} failed"
-        if cell["failed"]:
-            text += f" ({cell['failure_class']})"
-        return text + f"; VRAM {v['rate']:.0%} [{v['low']:.0%}, {v['high']:.0%}]"
-    if cell["outcome"] == "failed":
-        return f"failed: {cell['failure_class']}"
-    return cell["outcome"]
+        v = cell.vram
+        text = f"{cell.failed}/{cell.runs} failed"
+        if cell.failed:
+            text += f" ({cell.failure_class})"
+        return text + f"; VRAM {v.rate:.0%} [{v.low:.0%}, {v.high:.0%}]"
+    if cell.outcome == "failed":
+        return f"failed: {cell.failure_class}"
+    return cell.outcome
 
 
-def _steps(s: dict[str, Any]) -> str:
-    variants, repeats = s.get("variants", []), s.get("repeat", 1)
-    rows = [[row["step"]] + [_outcome(row["variants"].get(v), repeats) for v in variants]
-            for row in s.get("cases", [])]
+def _steps(s: RunSummary) -> str:
+    variants, repeats = s.variants, s.repeat
+    rows = [[row.step] + [_outcome(row.variants.get(v), repeats) for v in variants] for row in s.cases]
     note = " (failures per run; VRAM failure rate with its 95 % Wilson interval)" if repeats > 1 else ""
     return f"### Steps{note}\n\n" + _table(["step", *variants], rows, MAX_STEP_ROWS, "steps")
 
 
-def _counts(s: dict[str, Any]) -> str:
-    counts = s.get("counts", {})
+def _counts(s: RunSummary) -> str:
+    counts = s.counts
     if not counts:
         return ""
     # Only the classes that occurred, but always the one this harness is about.
@@ -112,16 +114,16 @@ def _counts(s: dict[str, Any]) -> str:
     return "### Counts\n\n" + _table(header, rows, len(rows), "variants")
 
 
-def _stats(s: dict[str, Any]) -> str:
-    fisher = (s.get("stats") or {}).get("fisher") or {}
+def _stats(s: RunSummary) -> str:
+    fisher = s.stats.fisher
     if not fisher:
         return ""
     rows = []
     for name, f in fisher.items():
-        (bk, bn), (ck, cn) = f["table"]
-        rows.append([name, f"{bk}/{bk + bn}", f"{ck}/{ck + cn}", f"{f['p']:.3g}"])
+        (bk, bn), (ck, cn) = f.table
+        rows.append([name, f"{bk}/{bk + bn}", f"{ck}/{ck + cn}", f"{f.p:.3g}"])
     return ("### VRAM failures, pooled over all steps (Fisher's exact test)\n\n"
-            + _table(["candidate", f"baseline {s.get('baseline')}", "candidate", "p"], rows, len(rows), "rows"))
+            + _table(["candidate", f"baseline {s.baseline}", "candidate", "p"], rows, len(rows), "rows"))
 
 
 def _side(side: dict[str, Any] | None) -> str:
@@ -130,10 +132,10 @@ def _side(side: dict[str, Any] | None) -> str:
     return f"failed: {side['failure_class']}" if side["outcome"] == "failed" else side["outcome"]
 
 
-def _message(c: dict[str, Any]) -> str:
+def _message(c: TransitionRow) -> str:
     """The failure worth reading: the candidate's when it fails, else what the baseline failed with;
     a VRAM failure's culprit after it."""
-    for side in (c["candidate"], c["baseline"]):
+    for side in (c.candidate, c.baseline):
         if side and side["outcome"] == "failed":
             return side["message"] + (f" — {culprit_text(side['culprit'])}" if side.get("culprit") else "")
     return ""
@@ -146,30 +148,30 @@ def culprit_text(c: dict[str, Any]) -> str:
     return Culprit.from_dict(c).describe()
 
 
-def _failures(s: dict[str, Any]) -> str:
+def _failures(s: RunSummary) -> str:
     """Every failed step of a run without a comparison (one variant): its message and culprit.
     With candidates, the transitions tables carry them."""
-    if s.get("transitions"):
+    if s.transitions:
         return ""
     rows = []
-    for row in s.get("cases", []):
-        for v, cell in row["variants"].items():
-            if cell["outcome"] == "failed":
-                culprit = culprit_text(cell["culprit"]) if cell.get("culprit") else ""
-                rows.append([v, row["step"], cell["failure_class"], cell["message"], culprit])
+    for row in s.cases:
+        for v, cell in row.variants.items():
+            if cell.outcome == "failed":
+                culprit = culprit_text(cell.culprit) if cell.culprit else ""
+                rows.append([v, row.step, cell.failure_class, cell.message, culprit])
     if not rows:
         return ""
     return "### Failures\n\n" + _table(["variant", "step", "class", "message", "culprit"], rows,
                                         MAX_TRANSITION_ROWS, "failures")
 
 
-def _transitions(s: dict[str, Any]) -> str:
+def _transitions(s: RunSummary) -> str:
     out = []
-    for name, t in (s.get("transitions") or {}).items():
-        rows = [[c["transition"], c["step"], _side(c["baseline"]), _side(c["candidate"]), _message(c)]
-                for kind in SHOWN_TRANSITIONS for c in t["cases"] if c["transition"] == kind]
+    for name, t in s.transitions.items():
+        rows = [[c.transition, c.step, _side(c.baseline), _side(c.candidate), _message(c)]
+                for kind in SHOWN_TRANSITIONS for c in t.cases if c.transition == kind]
         if rows:
-            out.append(f"### {_cell(s.get('baseline'))} → {_cell(name)}\n\n" + _table(
+            out.append(f"### {_cell(s.baseline)} → {_cell(name)}\n\n" + _table(
                 ["transition", "step", "baseline", "candidate", "message"], rows, MAX_TRANSITION_ROWS,
                 "transitions"))
     return "\n".join(out)

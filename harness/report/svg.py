@@ -11,9 +11,9 @@ import html
 import math
 from typing import Any
 
+from harness.device import GIB
 from harness.report import timeline as timelines
 
-GIB = 2**30
 
 PHASE_COLOURS = {"settle": "#8c959f", "construct": "#0969da", "workload": "#1a7f37", "expect": "#1a7f37",
                  "teardown": "#bf8700"}

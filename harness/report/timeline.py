@@ -19,15 +19,12 @@ ending at the last event seconds earlier.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
-from harness.results.rundir import run_events
+from harness import events as vocab
+from harness.results.rundir import RunResults
 
-DEFAULT_UTIL = 0.9  # vLLM's default gpu_memory_utilization
 _PHASES = ("settle", "construct", "workload", "expect", "teardown")
 
 
@@ -94,37 +91,16 @@ class Timeline:
 
 
 # --------------------------------------------------------------------------- from events
-def from_run_dir(run_dir: Path, variants: Iterable[str],
-                 ran: dict[str, dict[tuple[str, int], float]] | None = None,
-                 events: list[dict[str, Any]] | None = None) -> dict[str, Timeline]:
-    """One timeline per variant that has events; variants without events are left out.
-    ``ran``: variant -> (step, repeat) -> seconds the step ran, from JUnit; ``events``: the run's
-    events when already read (results/rundir.py)."""
-    run_dir = Path(run_dir)
-    if events is None:
-        events = run_events(run_dir)
+def from_results(results: RunResults, variants: Iterable[str],
+                 ran: dict[str, dict[tuple[str, int], float]] | None = None) -> dict[str, Timeline]:
+    """One timeline per variant that has events, from a run directory read once (results/rundir.py);
+    variants without events are left out. ``ran``: variant -> (step, repeat) -> seconds the step
+    ran, from JUnit."""
     out = {}
     for v in variants:
-        mine = [e for e in events if e.get("variant") == v]
+        mine = [e for e in results.events if e.get("variant") == v]
         if mine:
-            out[v] = from_events(v, mine, _plan_utils(run_dir, v), (ran or {}).get(v))
-    return out
-
-
-def _plan_utils(run_dir: Path, variant: str) -> dict[int, dict[int, float]]:
-    """repeat -> step index -> gpu_memory_utilization, from the worker plans."""
-    out: dict[int, dict[int, float]] = {}
-    for path in (run_dir / "logs").glob(f"{variant}-r*.plan.json"):
-        m = re.fullmatch(re.escape(variant) + r"-r(\d+)\.plan\.json", path.name)
-        if not m:
-            continue
-        try:
-            plan = json.loads(path.read_text(encoding="utf-8"))
-            out[int(m.group(1))] = {
-                int(s["index"]): float(s.get("engine", {}).get("gpu_memory_utilization") or DEFAULT_UTIL)
-                for s in plan.get("steps", [])}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            continue
+            out[v] = from_events(v, mine, results.utilizations.get(v, {}), (ran or {}).get(v))
     return out
 
 
@@ -160,13 +136,13 @@ def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: di
         t = ev["t"] + shift
         last_t = max(last_t, t)
         kind = ev.get("event")
-        if kind == "worker_start":
+        if kind == vocab.WORKER_START:
             total = (ev.get("info") or {}).get("total_bytes") or total
             continue
         if "index" not in ev:
             continue
         index = int(ev["index"])
-        if kind == "step_start":
+        if kind == vocab.STEP_START:
             pos_of[index] = len(tl.steps)
             tl.steps.append(StepMark(len(tl.steps), index, str(ev.get("step", "")), repeat, t, t, "unfinished",
                                      "", "", None, None))
@@ -176,23 +152,23 @@ def _segment(tl: Timeline, seg: list[dict], shift: float, repeat: int, utils: di
             continue
         st = tl.steps[pos]
         st.end = max(st.end, t)
-        if kind == "memory":
+        if kind == vocab.MEMORY:
             total = ev.get("total_bytes") or total
             tl.points.append(Point(t, int(ev.get("used_bytes") or 0), str(ev.get("label", "")), pos))
-        elif kind == "phase_start":
+        elif kind == vocab.PHASE_START:
             open_phase[(pos, ev.get("phase", ""))] = t
             st.phase = str(ev.get("phase", ""))
-        elif kind == "phase_end":
+        elif kind == vocab.PHASE_END:
             phase = str(ev.get("phase", ""))
             start = open_phase.pop((pos, phase), t - float(ev.get("duration_s") or 0.0))
             tl.spans.append(Span(start, t, phase, pos))
-        elif kind == "action":
+        elif kind == vocab.ACTION:
             used = ev.get("used_bytes")
             tl.actions.append(ActionMark(t, None if used is None else int(used), str(ev.get("name", "")),
                                          bool(ev.get("ok", True)), str(ev.get("error") or ""), pos))
-        elif kind == "threshold":
+        elif kind == vocab.THRESHOLD:
             threshold_ev[pos] = int(ev.get("threshold_bytes") or 0)
-        elif kind == "step_end":
+        elif kind == vocab.STEP_END:
             st.outcome = str(ev.get("outcome", ""))
             if st.outcome == "failed":
                 st.phase = str(ev.get("phase") or st.phase)

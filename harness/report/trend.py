@@ -1,4 +1,4 @@
-"""The nightly trend (ci/history.py's model), shown: a rich table per scenario in the terminal, and
+"""The nightly trend (results/history.py's model), shown: a rich table per scenario in the terminal, and
 trend.html with its pass-rate and release-latency charts (drawn by svg.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from harness.report.html import page
 from harness.report.svg import SERIES_COLOURS, esc, line_chart
 
 if TYPE_CHECKING:  # the model is the history's; a view needs only its attributes
-    from harness.ci.history import NightCell, ScenarioTrend
+    from harness.results.history import NightCell, ScenarioTrend
 
 
 def _skipped(cell: NightCell) -> str:

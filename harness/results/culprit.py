@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from harness.device import GIB
 from harness.model import FailureClass, Outcome
 
 MIN_TOLERANCE = 64 << 20  # allocator noise between two readings of an idle device
@@ -51,7 +52,7 @@ class Culprit:
 
     def describe(self) -> str:
         """One line for people: "culprit: s1 (held 58.88 GiB after del_llm, ...; never freed)"."""
-        held = ", ".join(f"{b / 2**30:.2f} GiB after {a}" for a, b in self.held_bytes_after.items()) or "no teardown readings"
+        held = ", ".join(f"{b / GIB:.2f} GiB after {a}" for a, b in self.held_bytes_after.items()) or "no teardown readings"
         if self.freed_after is None:
             freed = "still held after its worker's last step"
         else:
@@ -194,7 +195,7 @@ def format_residue(changes: list[dict[str, Any]]) -> str:
     if not changes:
         return ""
     def gib(b):
-        return "-" if b is None else f"{b / 2**30:.2f} GiB"
+        return "-" if b is None else f"{b / GIB:.2f} GiB"
     lines = ["residue changed (device memory still held after the step's last teardown action):"]
     lines += [f"  {c['case']}: {gib(c['baseline_bytes'])} -> {gib(c['candidate_bytes'])}" for c in changes]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""Turn a worker's event stream into step results.
+"""Turn a worker's event stream (the vocabulary of harness/events.py) into step results.
 
 A step that started but never ended means the worker hung (we stopped it: `timeout`) or died
 (`crash`); the steps after it never ran (`skipped`). Either way the results so far are kept.
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness import atomic
+from harness import events as vocab
 from harness.results import classify, logfacts
 from harness.model import (NEVER_STARTED, NOT_RUN, Expectation, FailureClass, MemorySample, Outcome, Phase,
                            StepResult)
@@ -82,6 +83,7 @@ def merge_files(run_dir: Path, pairs: Iterable[tuple[str, int]]) -> None:
 
 
 def log_slice(log: Path, start: int, end: int | None = None, limit: int = LOG_TAIL_BYTES) -> str:
+    """The variant's log from byte ``start`` to ``end`` (its end), at most its last ``limit`` bytes."""
     try:
         with open(log, "rb") as f:
             f.seek(0, 2)
@@ -100,42 +102,10 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
 
     `stopped` is "timeout" when the runner killed a hung worker, "interrupted" on Ctrl-C, "disk_full"
     when the worker could not write its events, None when the worker exited by itself."""
-    info: dict[str, Any] = {}
-    by_index: dict[int, dict[str, Any]] = {}
+    seen = _Steps()
     for ev in events:
-        kind = ev.get("event")
-        if kind == "worker_start":
-            info = ev.get("info", {})
-            continue
-        if "index" not in ev:
-            continue
-        st = by_index.setdefault(ev["index"], {"phases": {}, "memory": [], "actions": [], "start": None})
-        if kind == "step_start":
-            st.update(start=ev, t0=ev["t"])
-        elif kind == "phase_start":
-            st["current_phase"] = ev["phase"]
-        elif kind == "phase_end":  # summed: a pytest suite's test may build several engines
-            st["phases"][ev["phase"]] = round(st["phases"].get(ev["phase"], 0.0) + ev["duration_s"], 6)
-            if ev["phase"] == str(Phase.CONSTRUCT):  # what follows uses the engine (a test's body has no phase events)
-                st["current_phase"] = str(Phase.WORKLOAD)
-        elif kind == "memory":
-            if ev.get("probe_disagreement_bytes", 0) > st.get("disagreement", (0, ""))[0]:
-                st["disagreement"] = (ev["probe_disagreement_bytes"], ev["label"])
-            st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
-                                             [int(u) for u in ev.get("per_device") or []]))
-            if "build" in ev:
-                _build(st, ev)["memory"][ev["label"]] = ev["used_bytes"]
-        elif kind == "action":
-            st["actions"].append({k: ev[k] for k in ("name", "duration_s", "used_bytes", "ok", "error")})
-            if "build" in ev:
-                _build(st, ev)["actions"][ev["name"]] = ev["duration_s"]
-        elif kind in ("engine_start", "engine_end"):
-            _build(st, ev).update({k: v for k, v in ev.items() if k not in _EVENT_KEYS})
-        elif kind == "threshold":
-            st["threshold"] = ev["threshold_bytes"]
-        elif kind == "step_end":
-            st["end"] = ev
-        st["last_t"] = ev["t"]
+        seen.add(ev)
+    info, by_index = seen.info, seen.by_index
     results = []
     broken_at: str | None = None
     ends = _log_ends(plan_steps, by_index)
@@ -165,7 +135,62 @@ def collect(events: Iterable[dict], plan_steps: list[dict], *, log: Path, stoppe
     return info, results
 
 
-_EVENT_KEYS = frozenset({"t", "event", "variant", "repeat", "step", "index", "build"})
+class _Steps:
+    """One worker's events gathered per step (by ``index``), one handler per event name."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {}
+        self.by_index: dict[int, dict[str, Any]] = {}
+
+    def add(self, ev: dict[str, Any]) -> None:
+        """One event, handed to its ``on_<name>`` handler under its step."""
+        if ev.get("event") == vocab.WORKER_START:
+            self.info = ev.get("info", {})
+            return
+        if "index" not in ev:
+            return
+        self.st = self.by_index.setdefault(ev["index"], {"phases": {}, "memory": [], "actions": [], "start": None})
+        vocab.dispatch(self, ev)
+        self.st["last_t"] = ev["t"]
+
+    def on_step_start(self, ev: dict[str, Any]) -> None:
+        self.st.update(start=ev, t0=ev["t"])
+
+    def on_phase_start(self, ev: dict[str, Any]) -> None:
+        self.st["current_phase"] = ev["phase"]
+
+    def on_phase_end(self, ev: dict[str, Any]) -> None:
+        st = self.st  # summed: a pytest suite's test may build several engines
+        st["phases"][ev["phase"]] = round(st["phases"].get(ev["phase"], 0.0) + ev["duration_s"], 6)
+        if ev["phase"] == str(Phase.CONSTRUCT):  # what follows uses the engine (a test's body has no phase events)
+            st["current_phase"] = str(Phase.WORKLOAD)
+
+    def on_memory(self, ev: dict[str, Any]) -> None:
+        if ev.get("probe_disagreement_bytes", 0) > self.st.get("disagreement", (0, ""))[0]:
+            self.st["disagreement"] = (ev["probe_disagreement_bytes"], ev["label"])  # the step's largest
+        self.st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
+                                              [int(u) for u in ev.get("per_device") or []]))
+        if "build" in ev:
+            _build(self.st, ev)["memory"][ev["label"]] = ev["used_bytes"]
+
+    def on_action(self, ev: dict[str, Any]) -> None:
+        self.st["actions"].append({k: ev[k] for k in ("name", "duration_s", "used_bytes", "ok", "error")})
+        if "build" in ev:
+            _build(self.st, ev)["actions"][ev["name"]] = ev["duration_s"]
+
+    def on_engine_start(self, ev: dict[str, Any]) -> None:
+        _build(self.st, ev).update({k: v for k, v in ev.items() if k not in _EVENT_KEYS})
+
+    on_engine_end = on_engine_start
+
+    def on_threshold(self, ev: dict[str, Any]) -> None:
+        self.st["threshold"] = ev["threshold_bytes"]
+
+    def on_step_end(self, ev: dict[str, Any]) -> None:
+        self.st["end"] = ev
+
+
+_EVENT_KEYS = vocab.COMMON_KEYS | vocab.PLACE_KEYS
 
 
 def _build(st: dict, ev: dict) -> dict[str, Any]:

@@ -117,12 +117,12 @@ def load(path: Path) -> JUnitXml:
         root = ElementTree.fromstring(data)
         return JUnitXml.fromroot(root)
     except ElementTree.ParseError as e:
-        raise InputError(f"{path}: not XML: {_one_line(str(e))}") from None
+        raise InputError(f"{path}: not XML: {xmlsafe.one_line(str(e))}") from None
     except JUnitXmlError:
-        raise InputError(f"{path}: not JUnit XML: root element is <{_one_line(xmlsafe.decode(root.tag))}>, "
+        raise InputError(f"{path}: not JUnit XML: root element is <{xmlsafe.one_line(xmlsafe.decode(root.tag))}>, "
                          "expected <testsuites> or <testsuite>") from None
     except (ValueError, RecursionError, MemoryError) as e:  # e.g. an entity-expansion guard tripping in expat
-        raise InputError(f"{path}: not usable as JUnit XML: {_one_line(str(e))}") from None
+        raise InputError(f"{path}: not usable as JUnit XML: {xmlsafe.one_line(str(e))}") from None
 
 
 # Cases are read from the parsed elements directly: junitparser's per-element wrappers (a new
@@ -194,7 +194,3 @@ def _time(value: str | None) -> float:
         return float(value.replace(",", "")) if value else 0.0  # "1,204.5", as junitparser accepts
     except ValueError:  # a runner wrote something like time="n/a"
         return 0.0
-
-
-def _one_line(s: str) -> str:
-    return " ".join(s.split())

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import boundedread
+from harness import events as vocab
+from harness import RUN_VERSION, boundedread
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.errors import InputError
 from harness.results import junitread
 from harness.results.events import read_events
@@ -23,8 +25,10 @@ _COMMIT_IN_VERSION = re.compile(r"[+.]g([0-9a-f]{7,40})\b")
 
 
 @dataclass(frozen=True)
-class EngineBuild:
-    """The engine a variant ran: what its JUnit suite and its worker's own report say."""
+class Versions:
+    """What a variant ran on: its vLLM, torch and Python versions, platform and device, as its JUnit
+    suite and its worker's own report say (not to be confused with an engine build, one
+    ``vllm.LLM`` construction)."""
 
     vllm_version: str = ""
     vllm_commit: str = ""
@@ -40,7 +44,7 @@ class VariantResults:
     name: str
     cases: list[Case]  # file order; each with its properties and log tail
     properties: dict[str, str]  # the suite's properties
-    build: EngineBuild
+    versions: Versions
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class RunResults:
     variants: dict[str, VariantResults]  # only variants that have a JUnit file, in run.json's order
     missing: list[str]  # variants of an incomplete run without a JUnit file
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every well-formed event
+    #: variant -> repeat -> step index -> gpu_memory_utilization, from the worker plans
+    utilizations: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict, repr=False)
 
     @property
     def cases(self) -> dict[str, list[Case]]:
@@ -57,6 +63,8 @@ class RunResults:
 
 
 def read(run_dir: Path) -> RunResults:
+    """A run directory, every file parsed once: run.json (checked), each variant's JUnit file, the
+    events and the worker plans' utilisations. A variant of an incomplete run may lack its file."""
     run_dir = Path(run_dir)
     run = read_run_json(run_dir)
     variants: dict[str, VariantResults] = {}
@@ -75,19 +83,38 @@ def read(run_dir: Path) -> RunResults:
     events = run_events(run_dir)
     info = worker_info(events)
     for v, f in files.items():
-        variants[v] = VariantResults(v, f.cases, f.properties, _build(f.properties, info.get(v, {})))
-    return RunResults(run_dir, run, variants, missing, events)
+        variants[v] = VariantResults(v, f.cases, f.properties, _versions(f.properties, info.get(v, {})))
+    return RunResults(run_dir, run, variants, missing, events,
+                      {v: plan_utilizations(run_dir, v) for v in run["variants"]})
+
+
+def plan_utilizations(run_dir: Path, variant: str) -> dict[int, dict[int, float]]:
+    """repeat -> step index -> gpu_memory_utilization, from the variant's worker plans."""
+    out: dict[int, dict[int, float]] = {}
+    for path in (run_dir / "logs").glob(f"{variant}-r*.plan.json"):
+        m = re.fullmatch(re.escape(variant) + r"-r(\d+)\.plan\.json", path.name)
+        if not m:
+            continue
+        try:
+            plan = json.loads(path.read_text(encoding="utf-8"))
+            out[int(m.group(1))] = {
+                int(s["index"]): float(s.get("engine", {}).get("gpu_memory_utilization") or DEFAULT_GPU_MEMORY_UTILIZATION)
+                for s in plan.get("steps", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue
+    return out
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:
+    """run.json of a run directory, checked: its version and the keys the readers rely on."""
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory: no run.json")
     run = read_json(path)
     if not isinstance(run, dict):
         raise InputError(f"{path}: expected a JSON object")
-    if run.get("version") != 1:
-        raise InputError(f"{path}: version: unsupported {run.get('version')!r}, this release reads 1")
+    if run.get("version") != RUN_VERSION:
+        raise InputError(f"{path}: version: unsupported {run.get('version')!r}, this release reads {RUN_VERSION}")
     variants = run.get("variants")
     if not isinstance(variants, list) or not all(isinstance(v, str) and v for v in variants):
         raise InputError(f"{path}: variants: expected a list of variant names")
@@ -129,7 +156,7 @@ def worker_info(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """variant -> the worker's own report (vLLM version and commit), from its first worker_start."""
     out: dict[str, dict[str, Any]] = {}
     for ev in events:
-        if ev.get("event") == "worker_start":
+        if ev.get("event") == vocab.WORKER_START:
             info = ev.get("info")
             out.setdefault(str(ev.get("variant")), info if isinstance(info, dict) else {})
     return out
@@ -141,9 +168,9 @@ def commit_of(version: str) -> str:
     return m.group(1) if m else ""
 
 
-def _build(props: dict[str, str], info: dict[str, Any]) -> EngineBuild:
+def _versions(props: dict[str, str], info: dict[str, Any]) -> Versions:
     version = props.get("vllm_version") or str(info.get("vllm_version") or "")
-    return EngineBuild(
+    return Versions(
         vllm_version=version,
         vllm_commit=str(info.get("vllm_commit") or props.get("vllm_commit") or commit_of(version)),
         torch_version=props.get("torch_version", ""), platform=props.get("platform", ""),

@@ -135,7 +135,7 @@ class Stats:
 
 
 @dataclass(frozen=True)
-class Transition:
+class TransitionRow:
     """One step, baseline → candidate (results/diff.py)."""
 
     classname: str
@@ -152,19 +152,19 @@ class Transition:
 @dataclass(frozen=True)
 class Transitions:
     counts: dict[str, int]
-    cases: list[Transition]
+    cases: list[TransitionRow]
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": dict(self.counts), "cases": [c.to_json() for c in self.cases]}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Transitions":
-        return cls(dict(d["counts"]), [Transition(**c) for c in d["cases"]])
+        return cls(dict(d["counts"]), [TransitionRow(**c) for c in d["cases"]])
 
     @classmethod
     def of(cls, d: diffs.DiffResult) -> "Transitions":
         out = diffs.to_json(d)
-        return cls(out["counts"], [Transition(c["classname"], c["name"], c["transition"], c["baseline"],
+        return cls(out["counts"], [TransitionRow(c["classname"], c["name"], c["transition"], c["baseline"],
                                               c["candidate"]) for c in out["cases"]])
 
 

@@ -62,7 +62,7 @@ class EarlyStop:
         return self.looks[-1]["level"] if self.looks else self.alpha
 
     def record(self) -> dict[str, Any]:
-        """run.json's ``sequential`` entry (report/summary.py hands ``level`` to the verdict)."""
+        """run.json's ``sequential`` entry (results/summary.py hands ``level`` to the verdict)."""
         return {"rule": RULE, "alpha": self.alpha, "rounds_planned": self.rounds,
                 "rounds_run": len(self.looks), "stopped_after": self.stopped_after, "level": self.level,
                 "looks": self.looks}

@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.devicemodel import settings as device_settings
 from harness import multicast
+from harness.device import LEDGER_ENV
+from harness.devicemodel import settings as device_settings
 from harness.errors import HarnessError
+from harness.model import Substitution
+from harness.run import kinds
 from harness.run.procs import TOKEN_ENV
+from harness.run.tinymodel import ensure_tiny_llama
 from harness.scenario.schema import Scenario, Variant
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +42,6 @@ CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 BUILTIN_TINY = "builtin:tiny-llama"  # a scenario may name the built-in model directly
 
 
-@dataclass(frozen=True)
-class Substitution:
-    what: str  # "model", "platform", "dtype", ...
-    before: str
-    after: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.what}: {self.before} -> {self.after} ({self.reason})"
-
-
 @dataclass
 class RunPlan:
     scenario: Scenario
@@ -60,7 +53,7 @@ class RunPlan:
     steps: list[dict[str, Any]] = field(default_factory=list)
     variants: list[Variant] = field(default_factory=list)
     repeats: list[int] = field(default_factory=list)
-    pytest: dict[str, Any] | None = None  # a pytest suite's worker section (harness/upstream/planning.py)
+    pytest: dict[str, Any] | None = None  # the suite kind's worker-plan section (a pytest suite's)
     device_models: dict[str, device_settings.DeviceModel] = field(default_factory=dict)  # by variant
 
 
@@ -80,6 +73,9 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
           vllm_src: str | None = None) -> RunPlan:
+    """The run's plan: the variants and repeats to run, each step's engine arguments as this
+    machine will really get them, and every substitution made to get there (a rehearsal's model and
+    platform, the CPU's engine arguments, the suite kind's own, the modelled device)."""
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -120,10 +116,9 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
         plan.steps.append({"name": step.name, "index": len(plan.steps), "engine": engine,
                            "workload": _workload(step.workload), "expect": dict(step.expect),
                            "timeout_s": step.timeout_s})
-    if scenario.pytest is not None:
-        from harness.upstream import planning as upstream_planning
-
-        upstream_planning.extend(plan, vllm_src=vllm_src, model=model)
+    plan.pytest, subs = kinds.of_scenario(scenario).plan(
+        scenario, backend=backend, host_platform=host, vllm_src=vllm_src, model=model, tiny_model=ensure_tiny_llama)
+    plan.substitutions.extend(subs)
     if backend == "vllm" and host == "cpu":
         for k, v in CPU_REHEARSAL_ENV.items():
             if k not in os.environ:
@@ -189,8 +184,6 @@ def _one_device(plan: RunPlan) -> None:
 
 
 def _tiny_llama() -> str:
-    from harness.run.tinymodel import ensure_tiny_llama
-
     return str(ensure_tiny_llama())
 
 
@@ -260,8 +253,6 @@ def _workload(workload) -> dict | None:
 def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, ledger: Path,
                 devices: list[int] | None = None) -> dict[str, Any]:
     """The JSON document one worker runs (docs/architecture.md, "Worker plan")."""
-    from harness.upstream.planning import worker_section
-
     profile = plan.scenario.profiles[variant.profile]
     steps = [{**s, "engine": {**s["engine"], **variant.engine}} for s in plan.steps]
     model = plan.device_models.get(variant.name)
@@ -281,19 +272,22 @@ def worker_plan(plan: RunPlan, variant: Variant, repeat: int, *, events: Path, l
         "devices": devices if devices is not None else list(range(plan.scenario.devices)),
         "events": str(events),
         "ledger": str(ledger),
-        "pytest": worker_section(plan, variant, Path(events).parent.parent),  # events are in <run>/logs/
+        # events are in <run>/logs/
+        "pytest": kinds.of_scenario(plan.scenario).worker_section(plan.pytest, variant, Path(events).parent.parent),
         **extra,
     }
 
 
 def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
                base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one worker: the caller's (or ``base``), the plan's and the variant's
+    variables, multicast kept off, the run's ledger and token, the modelled device's settings."""
     env = dict(os.environ if base is None else base)
     env.update(plan.engine_env)
     env.update(variant.env)
     multicast.keep_off(env)  # last: neither the caller's environment nor a variant turns it on
     env[TOKEN_ENV] = token
-    env["HARNESS_SIM_LEDGER"] = str(ledger)
+    env[LEDGER_ENV] = str(ledger)
     model = plan.device_models.get(variant.name)
     if model:  # read by the vLLM plugin in every process the engine starts, and by the probe
         env[device_settings.ENV] = device_settings.to_env(model, ledger)
@@ -309,5 +303,6 @@ def worker_env(plan: RunPlan, variant: Variant, token: str, ledger: Path,
 
 
 def interpreter(variant: Variant) -> str:
+    """The Python that runs a variant's workers (its own vLLM build, or this one)."""
     return variant.python or sys.executable
 

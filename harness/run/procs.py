@@ -18,8 +18,8 @@ from typing import IO, Callable, Sequence
 
 import psutil
 
-from harness.run.lifeline import ENV as LIFELINE_ENV
-from harness.run.lifeline import TOKEN_ENV
+from harness.worker.lifeline import ENV as LIFELINE_ENV
+from harness.worker.lifeline import TOKEN_ENV
 
 
 def spawn(argv: Sequence[str], *, env: dict[str, str], cwd: str | None = None,

@@ -5,7 +5,7 @@
         <variant>.xml         JUnit, rewritten after every worker
         events.jsonl          every worker's events, in order
         logs/<variant>-r<N>.log / .events.jsonl / .plan.json
-        report.md, summary.json (report/summary.py)
+        report.md, summary.json, report.html (report/files.py)
 
 The runner watches each step's wall-clock deadline through the event stream: a hung step is stopped
 (the worker's whole process group), a dead worker is a `crash`, and the run goes on. Ctrl-C stops
@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from harness import __version__, atomic, backends
+from harness import RUN_VERSION, __version__, atomic, backends
+from harness import events as vocab
+from harness.device import LEDGER_ENV
 from harness.results import events
 from harness.results import junit
 from harness.run import earlystop
 from harness.run import engineargs
+from harness.run import kinds
 from harness.run import plan as planning
 from harness.run import preflight
 from harness.run import procs
@@ -94,9 +97,15 @@ def make_run_dir(out: Path, scenario_name: str, run_id: str) -> Path:
 
 
 def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunResult:
-    """Run a loaded scenario (its callers loaded and checked it already; a path is loaded here)."""
+    """Plan and execute a scenario (its callers loaded and checked it already; a path is loaded here)."""
     if not isinstance(scenario, scenario_mod.Scenario):
         scenario = scenario_mod.load(scenario)
+    return execute(plan(scenario, opts), opts)
+
+
+def plan(scenario: scenario_mod.Scenario, opts: RunOptions) -> planning.RunPlan:
+    """Check the scenario against this machine (preflight), then plan its workers; engine keys a
+    variant's own vLLM does not know are noted on stderr."""
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
@@ -104,6 +113,14 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     engineargs.check_startup(scenario, list(rplan.device_models), python=opts.python)
+    return rplan
+
+
+def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
+    """Every (variant, repeat) of ``opts`` (all, or a shard's) in its own worker, into a new run
+    directory: run.json first, each variant's JUnit file after each of its workers, the merged
+    events at the end. Ctrl-C and a full disk leave what was written and mark the run incomplete."""
+    scenario = rplan.scenario
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
     early = _early_stop(rplan, opts)
@@ -130,7 +147,7 @@ def run(scenario: scenario_mod.Scenario | str | Path, opts: RunOptions) -> RunRe
         meta["set"] = [{"key": a.key, "before": a.before, "after": a.after, "from": a.setting}
                        for a in scenario.overrides]
     atomic.write_json(run_dir / "run.json", meta)
-    ledger = Path(os.environ.get("HARNESS_SIM_LEDGER") or run_dir / "sim-ledger.json")
+    ledger = Path(os.environ.get(LEDGER_ENV) or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None
     try:
@@ -186,7 +203,7 @@ def _now() -> str:
 def _run_meta(rplan: planning.RunPlan, run_dir: Path, matrix) -> dict[str, Any]:
     sc = rplan.scenario
     return {
-        "version": 1, "scenario": sc.name, "scenario_path": str(sc.path), "run_id": run_dir.name,
+        "version": RUN_VERSION, "scenario": sc.name, "scenario_path": str(sc.path), "run_id": run_dir.name,
         "baseline": sc.baseline, "variants": [v.name for v in rplan.variants if any(v is m[0] for m in matrix)],
         "profiles": {v.name: v.profile for v in rplan.variants},
         "repeat": len(rplan.repeats), "matrix": [[v.name, r] for v, r in matrix],
@@ -214,6 +231,8 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
 
 def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, ledger: Path,
                opts: RunOptions) -> VariantResult:
+    """One worker: its plan written, the subprocess started and watched through its events (each
+    step's deadline), stopped and swept of leftover processes, its events turned into results."""
     stem = f"{variant.name}-r{repeat}"
     logs = run_dir / "logs"
     ev_path, log_path, plan_path = logs / f"{stem}.events.jsonl", logs / f"{stem}.log", logs / f"{stem}.plan.json"
@@ -229,15 +248,12 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
     stopped: str | None = None
     with open(log_path, "ab") as log:
         proc = procs.spawn(argv, env=env, output=log, cwd=str(planning.HARNESS_ROOT), lifeline=True)
-    deadline = time.monotonic() + timeouts.worker_start
+    deadline = Deadline(timeouts.worker_start)
     try:
         while True:
             for ev in tail.read():
                 seen.append(ev)
-                if ev["event"] == "step_start":
-                    deadline = time.monotonic() + float(ev["timeout_s"])
-                elif ev["event"] in ("step_end", "worker_start"):
-                    deadline = time.monotonic() + timeouts.worker_start
+                vocab.dispatch(deadline, ev)
                 if opts.progress:
                     opts.progress(variant.name, repeat, ev)
             if proc.poll() is not None:
@@ -245,7 +261,7 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
                 if proc.returncode == EXIT_DISK_FULL:
                     stopped = "disk_full"
                 break
-            if time.monotonic() > deadline:
+            if deadline.passed():
                 stopped = "timeout"
                 break
             time.sleep(0.05)
@@ -261,15 +277,33 @@ def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, led
             except KeyboardInterrupt:
                 interrupted, grace = True, 0.0  # asked again: no more grace, SIGKILL
     vr = WorkerExit(variant, repeat, seen, wplan, log_path, stopped, proc.returncode, orphans).result()
-    if wplan.get("pytest"):
-        from harness.upstream import results as upstream_results
-
-        vr.problems = upstream_results.problems(seen, variant.name, argv[0], wplan["pytest"]["args"], log_path)
+    vr.problems = kinds.of_plan(wplan).problems(seen, variant.name, argv[0], wplan, log_path)
     if opts.progress:
         opts.progress.worker_done(variant.name, repeat, vr.steps)
     if interrupted:
         vr.exit_status = "interrupted"  # the caller writes this variant, then stops the run
     return vr
+
+
+class Deadline:
+    """The wall-clock deadline of a worker, moved by its events: a step's own ``timeout_s`` while
+    it runs, the worker-start timeout before its first step and between steps."""
+
+    def __init__(self, between_steps_s: float):
+        self.between_steps_s = between_steps_s
+        self.at = time.monotonic() + between_steps_s
+
+    def passed(self) -> bool:
+        """Whether the worker has run past it."""
+        return time.monotonic() > self.at
+
+    def on_step_start(self, ev: dict[str, Any]) -> None:
+        self.at = time.monotonic() + float(ev["timeout_s"])
+
+    def on_step_end(self, ev: dict[str, Any]) -> None:
+        self.at = time.monotonic() + self.between_steps_s
+
+    on_worker_start = on_step_end
 
 
 @dataclass
@@ -286,13 +320,11 @@ class WorkerExit:
     orphans: list[dict]  # processes left behind, found by procs.sweep
 
     def result(self) -> VariantResult:
+        """The variant's results of this worker: its suite kind's planned steps and extra cases."""
         desc = procs.exit_description(self.returncode)
-        planned, extra = self.plan["steps"], []
-        if self.plan.get("pytest"):  # the tests are known once the worker's pytest session has collected them
-            from harness.upstream import results as upstream_results
-
-            planned = upstream_results.planned_steps(self.events)
-            extra = upstream_results.extra_cases(self.events, self.log, desc)
+        kind = kinds.of_plan(self.plan)
+        planned = kind.planned_steps(self.plan, self.events)
+        extra = kind.extra_cases(self.events, self.log, desc)
         info, steps = events.collect(self.events, planned, log=self.log, stopped=self.stopped,
                                      exit_description=desc)
         steps = extra + steps

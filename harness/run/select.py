@@ -1,7 +1,7 @@
 """Which steps run: ``--step NAME`` (repeatable) and ``-k EXPR``, as pytest users know them.
 
-``-k`` takes pytest's keyword expressions: words joined by ``and``, ``or``, ``not`` and
-parentheses; a word matches a step whose name contains it, ignoring case. The selected steps run
+``-k`` takes pytest's keyword expressions, compiled by pytest itself: words joined by ``and``,
+``or``, ``not`` and parentheses; a word matches a step whose name contains it, ignoring case. The selected steps run
 in the scenario's order, back-to-back in one worker as always, so ``--step culprit --step victim``
 replays exactly the pair a report named. A name that is no step, an expression that does not
 parse, or a selection of nothing is an input error (exit 2).
@@ -11,80 +11,34 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import re
 from typing import Callable, Sequence
 
 from harness.errors import InputError
 
-_TOKEN = re.compile(r"\s*(?:(\()|(\))|([^\s()]+))")
 Matcher = Callable[[str], bool]
 
 
 def parse(expr: str) -> Matcher:
-    """``expr`` as a predicate on a step name; InputError naming ``-k`` when it does not parse."""
-    tokens = []
-    pos = 0
-    while pos < len(expr):
-        m = _TOKEN.match(expr, pos)
-        if not m or m.end() == pos:
-            break
-        tokens.append(m.group(1) or m.group(2) or m.group(3))
-        pos = m.end()
-    if not tokens:
+    """``expr`` as a predicate on a step name, compiled once by pytest's own ``-k`` grammar
+    (`_pytest.mark.expression.Expression`) and matched as pytest matches a test's keywords (a word
+    matches a name that contains it, ignoring case); InputError naming ``-k`` when it does not parse."""
+    from _pytest.mark import KeywordMatcher
+    from _pytest.mark.expression import Expression
+    from pytest import UsageError
+
+    if not expr.strip():
         raise InputError(f"-k: empty expression {expr!r}")
-    at = 0
+    try:
+        compiled = Expression.compile(expr)
+    except SyntaxError as e:
+        raise InputError(f"-k: {expr!r}: at column {e.offset}: {e.msg}") from None
 
-    def fail(what: str) -> InputError:
-        return InputError(f"-k: {expr!r}: {what}")
+    def match(name: str) -> bool:
+        try:
+            return compiled.evaluate(KeywordMatcher(frozenset({name})))
+        except UsageError as e:  # `word(arg=...)`: pytest's marker syntax, which names do not take
+            raise InputError(f"-k: {expr!r}: {e}") from None
 
-    def peek() -> str | None:
-        return tokens[at] if at < len(tokens) else None
-
-    def take() -> str:
-        nonlocal at
-        at += 1
-        return tokens[at - 1]
-
-    def any_of() -> Matcher:
-        parts = [all_of()]
-        while peek() == "or":
-            take()
-            parts.append(all_of())
-        return lambda name: any(p(name) for p in parts)
-
-    def all_of() -> Matcher:
-        parts = [negated()]
-        while peek() == "and":
-            take()
-            parts.append(negated())
-        return lambda name: all(p(name) for p in parts)
-
-    def negated() -> Matcher:
-        if peek() == "not":
-            take()
-            inner = negated()
-            return lambda name: not inner(name)
-        return atom()
-
-    def atom() -> Matcher:
-        tok = peek()
-        if tok is None:
-            raise fail("expected a word or '(' at the end")
-        if tok == "(":
-            take()
-            inner = any_of()
-            if peek() != ")":
-                raise fail("missing ')'")
-            take()
-            return inner
-        if tok in (")", "and", "or"):
-            raise fail(f"unexpected {tok!r}")
-        word = take().lower()
-        return lambda name: word in name.lower()
-
-    match = any_of()
-    if at != len(tokens):
-        raise fail(f"unexpected {tokens[at]!r}")
     return match
 
 

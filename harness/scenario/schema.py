@@ -213,7 +213,8 @@ _TOP = ("version", "name", "description", "platform", "backend", "devices", "rep
 
 
 def load(path: str | Path, sets: Sequence[overrides.Setting] = ()) -> Scenario:
-    """Read, apply the command line's `--set`s (scenario/overrides.py) and validate a scenario."""
+    """The scenario at ``path``, safely parsed, `--set`s applied (overrides.py), checked into a frozen
+    `Scenario`; `ScenarioError` naming the file and the key path of the first problem."""
     path = Path(path)
     with overrides.blamed(path, sets):
         raw, applied = overrides.apply(path, yamlsafe.load(path), sets)

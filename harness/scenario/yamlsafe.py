@@ -15,6 +15,9 @@ import yaml
 from harness import boundedread
 from harness.errors import ScenarioError
 
+#: what a scenario file is called
+SUFFIXES = (".yaml", ".yml")
+
 MAX_BYTES = 4 * 1024 * 1024
 MAX_EXPANDED_NODES = 200_000
 

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from harness import atomic
+from harness.device import GIB, LEDGER_ENV, RunnerHooks
 from harness.sim.device import DEFAULTS
 
-GIB = 2**30
-ENV = "HARNESS_SIM_LEDGER"
+ENV = LEDGER_ENV
 VERSION = 1
 
 
@@ -62,7 +62,7 @@ class Ledger:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Ledger | None:
-        """The run's ledger named by HARNESS_SIM_LEDGER, or None outside a sim run."""
+        """The run's ledger named by $HARNESS_SIM_LEDGER (harness.device.LEDGER_ENV), or None outside a sim run."""
         path = (os.environ if env is None else env).get(ENV)
         return cls(path) if path else None
 
@@ -283,3 +283,21 @@ def _alive(pid: int, start: str | None) -> bool:
         return True
     state, started = stat
     return state not in ("Z", "X") and (start is None or started == start)
+
+
+class LedgerCleanup(RunnerHooks):
+    """A real device's runner hooks: nothing to settle; an injected orphan may still have written
+    the run's ledger, and a half-done write of a killed worker is discarded at the end."""
+
+    def finish(self, ledger: Path) -> None:
+        """A ledger write a killed worker left half done is discarded."""
+        if ledger.exists():
+            Ledger(ledger).discard_partial_write()
+
+
+class LedgerRunnerHooks(LedgerCleanup):
+    """The runner's side of a device that lives in the run's ledger (simulated or modelled)."""
+
+    def orphan_memory(self, ledger: Path, pid: int) -> dict[str, Any]:
+        """The device memory the ledger says process ``pid`` holds."""
+        return {"device_bytes": Ledger(str(ledger)).held_by(pid)} if ledger.exists() else {}

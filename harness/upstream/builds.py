@@ -16,13 +16,14 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from harness import events as vocab
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.model import Phase
-from harness.run import teardown
+from harness.worker import teardown
 from harness.upstream.hfhome import HubCache
 
 #: actions that need a vLLM engine; skipped for an HfRunner's model
 ENGINE_ONLY = frozenset({"engine_core_shutdown"})
-DEFAULT_UTIL = 0.9  # vllm.LLM's default gpu_memory_utilization
 
 
 class TaggedEvents:
@@ -52,7 +53,7 @@ class Recorder:
     """Builds of the running test; what the replaced ``__init__``/``__exit__`` methods call."""
 
     plan: dict
-    runner: Any  # harness.run.worker.StepRunner
+    runner: Any  # harness.worker.steps.StepRunner
     events: TaggedEvents
     test: dict | None = None  # the running test, as a step {"name", "index"}
     builds: list[Build] = field(default_factory=list)
@@ -81,7 +82,7 @@ class Recorder:
             if not build.done:
                 self.events.build = build.number
                 self.runner.sample(build.step, "after_test")
-                self.events.emit("engine_end", step=build.step["name"], index=build.step["index"],
+                self.events.emit(vocab.ENGINE_END, step=build.step["name"], index=build.step["index"],
                                  torn_down_by=None, release_latency_s=None)
                 self.events.build = None
         self.test = None
@@ -144,7 +145,7 @@ class Recorder:
             return
         for s in subs:
             print(f"[harness] substituted {s}", flush=True)
-        rec = Build(step, len(self.builds), float(util or DEFAULT_UTIL))
+        rec = Build(step, len(self.builds), float(util or DEFAULT_GPU_MEMORY_UTILIZATION))
         self.builds.append(rec)
         r, self.depth, self.events.build = self.runner, self.depth + 1, rec.number
         started, error = time.monotonic(), None
@@ -155,7 +156,7 @@ class Recorder:
             baseline = r.sample(step, "before_construct")
             r.in_phase(step, Phase.CONSTRUCT, build)
             rec.held = r.sample(step, "after_construct")
-            self.events.emit("threshold", step=step["name"], index=step["index"],
+            self.events.emit(vocab.THRESHOLD, step=step["name"], index=step["index"],
                              threshold_bytes=sum(self._context(rec.util).threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(rec.held, baseline)))
             self._by_object[key] = rec
@@ -165,7 +166,7 @@ class Recorder:
             rec.done = True
             raise
         finally:
-            self.events.emit("engine_start", step=step["name"], index=step["index"], via=via, model=str(model),
+            self.events.emit(vocab.ENGINE_START, step=step["name"], index=step["index"], via=via, model=str(model),
                              substitutions=subs, construct_s=time.monotonic() - started, error=error)
             self.depth -= 1
             self.events.build = None
@@ -176,9 +177,9 @@ class Recorder:
         moves into a teardown context, then the profile's actions run on it, in order. No other
         reference is kept here (not even an argument), or ``del_llm`` would free nothing."""
         actions = [a for a in self.plan["profile"]["after"] if via != "HfRunner" or a["name"] not in ENGINE_ONLY]
-        ctx = self._context(DEFAULT_UTIL, owner.__dict__.pop(attr, None))
+        ctx = self._context(DEFAULT_GPU_MEMORY_UTILIZATION, owner.__dict__.pop(attr, None))
         rec = self._by_object.pop(ctx.llm if via == "VllmRunner" else owner, None) if ctx.llm is not None else None
-        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_UTIL
+        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_GPU_MEMORY_UTILIZATION
         step = rec.step if rec is not None else self.test
         if step is None:  # built and torn down outside any test: nothing to record it in
             try:
@@ -202,7 +203,7 @@ class Recorder:
             ctx.llm = None  # whatever the profile did, nothing here keeps the engine
             latency = ctx.released_at - ctx.started if ctx.released_at is not None else None
             self.latency = latency if step is self.test else self.latency
-            self.events.emit("engine_end", step=step["name"], index=step["index"], torn_down_by=via,
+            self.events.emit(vocab.ENGINE_END, step=step["name"], index=step["index"], torn_down_by=via,
                              release_latency_s=latency)
             self.events.build = None
             rec.done = True

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import HarnessError, ScenarioError
+from harness.model import Substitution
 from harness.scenario.suite import VAR
+from harness.upstream.hfhome import config_changes
 
 #: vLLM-CPU's attention refuses other block sizes; upstream's VllmRunner passes 16.
 CPU_BLOCK_MULTIPLE = 32
@@ -46,28 +48,26 @@ def resolve_rootdir(scenario, vllm_src: str | os.PathLike | None = None,
     return root.resolve()
 
 
-def extend(rplan, *, vllm_src=None, model: str | None = None) -> None:
-    """Fill ``rplan.pytest`` (the worker plans' ``pytest`` section) and its substitutions."""
-    from harness.run.plan import Substitution
-
-    sc = rplan.scenario
-    if rplan.backend != "vllm":
-        raise HarnessError(f"{sc.path}: backend: a pytest suite runs on the real vLLM, not '{rplan.backend}'")
+def plan(sc, *, backend: str, host_platform: str, vllm_src=None, model: str | None = None,
+         tiny_model: Callable[[], Path]) -> tuple[dict[str, Any], list[Substitution]]:
+    """The run's ``pytest`` section (each worker plan's, before `worker_section` adds the variant's
+    part) and the substitutions it makes; ``tiny_model`` builds the local model a rehearsal seeds
+    the private model cache with when ``model`` (--model) is not given."""
+    if backend != "vllm":
+        raise HarnessError(f"{sc.path}: backend: a pytest suite runs on the real vLLM, not '{backend}'")
     root = resolve_rootdir(sc, vllm_src)
-    subs = rplan.substitutions
-    rehearsal = rplan.host_platform == "cpu" and sc.platform not in ("cpu", "any")
+    subs: list[Substitution] = []
+    rehearsal = host_platform == "cpu" and sc.platform not in ("cpu", "any")
     hub = None
     if model is not None or rehearsal:
-        source = _local_model(sc, model)
+        source = _local_model(sc, model, tiny_model)
         hub = {"source": str(source), "min_positions": MIN_POSITIONS}
         why = "--model" if model is not None else "no model hub here"
         subs.append(Substitution("model", "every hub name the tests ask for", str(source),
                                  f"{why}: a private HF_HOME of the run seeded with it, HF_HUB_OFFLINE=1"))
-        from harness.upstream.hfhome import config_changes
-
         for key, before, after in config_changes(source, MIN_POSITIONS):
             subs.append(Substitution(key, before, after, "upstream's VllmRunner asks for max_model_len=1024"))
-    cpu = rplan.host_platform == "cpu"
+    cpu = host_platform == "cpu"
     if cpu:
         subs.append(Substitution("block_size", "not a multiple of 32 (VllmRunner: 16)",
                                  "the next multiple of 32", "vLLM on CPU: attention needs a multiple of 32"))
@@ -82,16 +82,14 @@ def extend(rplan, *, vllm_src=None, model: str | None = None) -> None:
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         subs.append(Substitution("env HF_HOME", os.environ.get("HF_HOME", "unset"), "<run directory>/hf_home",
                                  "the run's private model cache"))
-    rplan.pytest = {"rootdir": str(root), "args": list(sc.pytest.args), "hub": hub, "env": env,
-                    "block_multiple": CPU_BLOCK_MULTIPLE if cpu else None,
-                    "timeout_s": sc.timeouts.step}
+    section = {"rootdir": str(root), "args": list(sc.pytest.args), "hub": hub, "env": env,
+               "block_multiple": CPU_BLOCK_MULTIPLE if cpu else None, "timeout_s": sc.timeouts.step}
+    return section, subs
 
 
-def _local_model(scenario, model: str | None) -> Path:
+def _local_model(scenario, model: str | None, tiny_model: Callable[[], Path]) -> Path:
     if model is None:
-        from harness.run.tinymodel import ensure_tiny_llama
-
-        return ensure_tiny_llama()
+        return tiny_model()
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise HarnessError(f"{scenario.path}: --model {model}: a pytest suite needs a local model directory "
@@ -99,12 +97,10 @@ def _local_model(scenario, model: str | None) -> Path:
     return path.resolve()
 
 
-def worker_section(rplan, variant, run_dir: Path) -> dict[str, Any] | None:
-    """The ``pytest`` section of one worker plan; the model cache lives in the run directory, and
-    the variant's ``engine:`` overrides go to every engine the tests build."""
-    if rplan.pytest is None:
-        return None
-    section = {**rplan.pytest, "engine": dict(variant.engine)}
+def worker_section(suite: dict[str, Any], variant, run_dir: Path) -> dict[str, Any]:
+    """The ``pytest`` section of one worker plan from the run's (`plan`); the model cache lives in
+    the run directory, and the variant's ``engine:`` overrides go to every engine the tests build."""
+    section = {**suite, "engine": dict(variant.engine)}
     if section["hub"] is not None:
         section["hub"] = {**section["hub"], "root": str(run_dir / "hf_home")}
     return section

@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 
-from harness.backends import vllm_engine_process
+from harness import events as vocab
+from harness.device import vllm_engine_process
 from harness.model import Outcome
-from harness.run.worker import log_offset
+from harness.worker.stream import log_offset
 from harness.upstream.builds import Recorder
 from harness.upstream.hfhome import looks_like_hub_id
 from harness.upstream.patches import RUNNERS, Patches
@@ -112,11 +113,11 @@ class UpstreamPlugin:
                     "timeout_s": self.timeout_s}
             self._index[item.nodeid] = step
             tests.append(step)
-        self.events.emit("collected", tests=tests)
+        self.events.emit(vocab.COLLECTED, tests=tests)
 
     def _collect_error(self, where: str, text: str, module: str | None) -> None:
         classname, name = junit_names(where) if "::" in where or where.endswith(".py") else ("", where)
-        self.events.emit("collect_error", where=where, classname=classname, name=name, module=module,
+        self.events.emit(vocab.COLLECT_ERROR, where=where, classname=classname, name=name, module=module,
                          text=text[-8000:])
 
     # ------------------------------------------------------------------ tests
@@ -128,13 +129,13 @@ class UpstreamPlugin:
             return
         self._result = {"outcome": Outcome.PASSED}
         self.rec.begin_test(step)
-        self.events.emit("step_start", step=step["name"], index=step["index"], timeout_s=step["timeout_s"],
+        self.events.emit(vocab.STEP_START, step=step["name"], index=step["index"], timeout_s=step["timeout_s"],
                          log_offset=log_offset(), engine_process=vllm_engine_process())
         try:
             yield
         finally:
             self.rec.end_test()
-            self.events.emit("step_end", step=step["name"], index=step["index"], expectations=[],
+            self.events.emit(vocab.STEP_END, step=step["name"], index=step["index"], expectations=[],
                              release_latency_s=self.rec.latency, log_offset=log_offset(),
                              **{k: str(v) for k, v in self._result.items()})
 

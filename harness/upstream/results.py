@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness import events as vocab
 from harness.model import FailureClass, Outcome, StepResult
 from harness.results.events import log_slice
 
@@ -21,10 +22,10 @@ def _first(events: list[dict], kind: str) -> dict | None:
 def planned_steps(events: list[dict]) -> list[dict]:
     """The collected tests; none when collection failed and pytest therefore ran nothing (its own
     junitxml then holds only the errors; with --continue-on-collection-errors it runs the rest)."""
-    collected = _first(events, "collected")
+    collected = _first(events, vocab.COLLECTED)
     if collected is None:
         return []
-    if _first(events, "collect_error") is not None and _first(events, "step_start") is None:
+    if _first(events, vocab.COLLECT_ERROR) is not None and _first(events, vocab.STEP_START) is None:
         return []
     return collected["tests"]
 
@@ -33,8 +34,8 @@ def extra_cases(events: list[dict], log: Path, exit_description: str) -> list[St
     cases = [StepResult(ev["name"], 0, Outcome.FAILED, failure_class=FailureClass.CONSTRUCTION_ERROR,
                         message=_last_line(ev["text"]) or "collection failure", traceback=ev["text"],
                         classname=ev["classname"])
-             for ev in events if ev.get("event") == "collect_error"]
-    if not cases and _first(events, "collected") is None:
+             for ev in events if ev.get("event") == vocab.COLLECT_ERROR]
+    if not cases and _first(events, vocab.COLLECTED) is None:
         cases.append(StepResult("session", 0, Outcome.FAILED, failure_class=FailureClass.CRASH,
                                 message=f"WorkerDied: the pytest session ended before collecting ({exit_description})",
                                 log_tail=log_slice(log, 0), classname="pytest"))
@@ -43,13 +44,13 @@ def extra_cases(events: list[dict], log: Path, exit_description: str) -> list[St
 
 def problems(events: list[dict], variant: str, interpreter: str, args: list[str], log: Path) -> list[str]:
     """One line per reason the suite did not run as asked."""
-    start = _first(events, "worker_start") or {}
+    start = _first(events, vocab.WORKER_START) or {}
     info = start.get("info", {})
     versions = (f"variant {variant} runs {interpreter} with vLLM {info.get('vllm_version', 'unknown')}; "
                 f"the checkout {info.get('rootdir', '?')} is vLLM {info.get('checkout_vllm_version', 'unknown')}")
     out = []
     for ev in events:
-        if ev.get("event") != "collect_error":
+        if ev.get("event") != vocab.COLLECT_ERROR:
             continue
         module = ev.get("module")
         if module and module.split(".")[0] == "vllm":
@@ -60,8 +61,8 @@ def problems(events: list[dict], variant: str, interpreter: str, args: list[str]
         else:
             why = _last_line(ev["text"])
         out.append(f"{ev['where']}: cannot be collected: {why} ({versions})")
-    collected = _first(events, "collected")
-    end = _first(events, "worker_end") or {}
+    collected = _first(events, vocab.COLLECTED)
+    end = _first(events, vocab.WORKER_END) or {}
     if not out and collected is not None and not collected["tests"]:
         said = _last_line(log_slice(log, 0), "ERROR") if end.get("pytest_exit") == 4 else ""
         out.append(f"pytest.args: no tests collected with {args} in {info.get('rootdir', '?')}"

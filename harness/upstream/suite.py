@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness import events as vocab
 from harness import backends
-from harness.run import worker
+from harness.worker.steps import StepRunner
+from harness.worker.stream import Events
 
 
 def checkout_version(rootdir: str) -> str:
@@ -42,12 +44,13 @@ def pytest_args(spec: dict[str, Any]) -> list[str]:
 
 
 def main(plan: dict[str, Any]) -> int:
+    """Inside the worker: one pytest session over the plan's files, events as a steps worker's."""
     spec = plan["pytest"]
     os.environ.update(spec["env"])  # before anything imports huggingface_hub, which reads HF_HOME once
     if spec.get("hub"):
         os.environ["HF_HOME"] = spec["hub"]["root"]
     sys.dont_write_bytecode = True
-    events = worker.Events(plan["events"], plan["variant"], plan["repeat"])
+    events = Events(plan["events"], plan["variant"], plan["repeat"])
     backend = backends.load(plan)  # imports vllm
     import pytest
 
@@ -56,9 +59,9 @@ def main(plan: dict[str, Any]) -> int:
     from harness.upstream.plugin import UpstreamPlugin
 
     tagged = TaggedEvents(events)
-    runner = worker.StepRunner(plan, tagged, backend)
+    runner = StepRunner(plan, tagged, backend)
     readings = runner.probe.read(runner.devices)
-    events.emit("worker_start", pid=os.getpid(), info={
+    events.emit(vocab.WORKER_START, pid=os.getpid(), info={
         **backend.info(), "devices": runner.devices, "total_bytes": sum(t for _, t in readings),
         "rootdir": spec["rootdir"], "checkout_vllm_version": checkout_version(spec["rootdir"]),
         "pytest_version": pytest.__version__, "python_executable": sys.executable})
@@ -70,7 +73,7 @@ def main(plan: dict[str, Any]) -> int:
     finally:
         if runner.lazy:
             runner.lazy.close()
-    events.emit("worker_end", pytest_exit=int(code))
+    events.emit(vocab.WORKER_END, pytest_exit=int(code))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # as the step worker: vLLM's atexit hooks can hang; everything is written

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The engine's teardown, as its test suite's runner would call it: the fixed sequence.
 GOOD_TEARDOWN = '''\
 """fakeengine's teardown: shut the engine down, clean up, wait until the memory is back."""
-from harness.run import teardown
+from harness.worker import teardown
 
 
 def cleanup(ctx):

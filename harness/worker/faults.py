@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Any
 
+from harness.device import LEDGER_ENV
+
 
 # Where the worker is: (step, repeat) of the latest `at` call. The simulated backend reads it at
 # construction, because `construct(engine_args)` is vLLM's signature and knows no step.
@@ -135,7 +137,7 @@ def spawn_orphan(hold_mib: int) -> None:
     try:
         block = bytearray(hold_mib << 20)
         block[::4096] = b"\x01" * len(block[::4096])  # touch the pages so they count as resident
-        ledger = os.environ.get("HARNESS_SIM_LEDGER")
+        ledger = os.environ.get(LEDGER_ENV)
         if ledger:
             from harness.sim.ledger import Ledger
 

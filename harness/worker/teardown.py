@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from harness.device import GIB
 from harness.scenario import specs
 
 
@@ -104,7 +105,7 @@ def wait_memory(ctx: TeardownContext, p: dict) -> None:
             ctx.released_at = ctx.released_at or time.monotonic()
             return
         if time.monotonic() >= deadline:
-            used = ", ".join(f"{u / 2**30:.2f} GiB" for u, _ in ctx.used())
+            used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in ctx.used())
             raise MemoryNotFreed(
                 f"Memory of devices {list(ctx.devices)} not free after {timeout:g} seconds "
                 f"(used: {used}; threshold: {threshold})")

@@ -13,7 +13,8 @@ hand edit) with a warning instead of failing. ``HARNESS_HISTORY`` overrides the 
 that have runs, each variant's pass rate and median release latency. A step is flagged as newly
 flaky when it passed in every earlier night of the window and failed in at least one of the most
 recent nights. The records are rendered from a run's `RunSummary`; the trend is shown by
-report/trend.py. This module keeps the store and the model only.
+report/trend.py, and harness/pipeline.py appends a finished run's records. This module keeps the
+store and the model only.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from harness import RESULT_VERSION, boundedread
 from harness.errors import InputError
@@ -49,19 +50,19 @@ def history_path(out: Path | str) -> Path:
 def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, Any]]:
     """One history record per variant of a run, rendered from its summary. A summary without its
     parsed results (loaded back from summary.json) has them read again from ``run_dir``."""
-    results = getattr(summary, "results", None)
+    results = summary.results
     if results is None:
         if run_dir is None:
             raise TypeError("history.record: a summary loaded back from summary.json needs its run directory")
         results = rundir.read(Path(run_dir))
-    repeats = int(summary.get("repeat") or 1)
-    started = summary.get("started") or results.run.get("started") or ""
+    repeats = int(summary.repeat or 1)
+    started = summary.started or results.run.get("started") or ""
     out = []
-    for variant in summary.get("variants", []):
+    for variant in summary.variants:
         vr = results.variants.get(variant)
         if vr is None:
             continue
-        cases, props, build = vr.cases, vr.properties, vr.build
+        cases, props, versions = vr.cases, vr.properties, vr.versions
         steps: dict[str, dict[str, Any]] = {}
         for c in cases:
             st = steps.setdefault(step_of(c.name, repeats), {"runs": 0, "failed": 0})
@@ -72,26 +73,26 @@ def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, A
                 st["failed"] += 1
                 st.setdefault("class", c.failure_class.value)
         latencies = [v for v in (_float(c.properties.get("release_latency_s")) for c in cases) if v is not None]
-        counts = (summary.get("counts") or {}).get(variant, {})
-        cand = (summary.get("candidates") or {}).get(variant)
+        counts = summary.counts.get(variant, {})
+        cand = summary.candidates.get(variant)
         out.append({
             "version": RESULT_VERSION,
-            "scenario": summary.get("scenario"),
+            "scenario": summary.scenario,
             "variant": variant,
-            "baseline": variant == summary.get("baseline"),
-            "run_id": summary.get("run_id"),
+            "baseline": variant == summary.baseline,
+            "run_id": summary.run_id,
             "date": started,
             "night": _night(started),
             "profile": (results.run.get("profiles") or {}).get(variant) or props.get("teardown_profile", ""),
-            "backend": summary.get("backend"),
-            "platform": build.platform or summary.get("platform"),
-            "device_name": build.device_name,
-            "vllm_version": build.vllm_version,
-            "vllm_commit": build.vllm_commit,
-            "harness_version": build.harness_version,
-            "verdict": summary.get("verdict"),
-            "exit_code": summary.get("exit_code"),
-            "variant_verdict": cand["verdict"] if cand else None,
+            "backend": summary.backend,
+            "platform": versions.platform or summary.platform,
+            "device_name": versions.device_name,
+            "vllm_version": versions.vllm_version,
+            "vllm_commit": versions.vllm_commit,
+            "harness_version": versions.harness_version,
+            "verdict": summary.verdict,
+            "exit_code": summary.exit_code,
+            "variant_verdict": cand.verdict if cand else None,
             "runs": sum(s["runs"] for s in steps.values()),
             "passed": counts.get("passed", 0),
             "failed": counts.get("failed", 0),
@@ -131,14 +132,14 @@ def append(path: Path, records: Iterable[dict[str, Any]]) -> int:
     return written
 
 
-def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
+def append_run(summary: RunSummary, run_dir: Path) -> Path | None:
     """After a run: append its records to the history of its results directory. Only a complete,
     unsharded run laid out as ``<out>/<scenario>/<run-id>`` is recorded (a shard's partial verdict
     would count twice once the shards are merged). Returns the history file, or None if skipped."""
     run_dir = Path(run_dir).resolve()
-    if summary.get("incomplete") or run_dir.parent.name != summary.get("scenario"):
+    if summary.incomplete or run_dir.parent.name != summary.scenario:
         return None
-    results = getattr(summary, "results", None)
+    results = summary.results
     run = results.run if results is not None else _read_json(run_dir / "run.json")
     shard = run.get("shard")
     if shard and str(shard) not in ("1/1", "0/1"):
@@ -146,20 +147,6 @@ def append_run(summary: dict[str, Any], run_dir: Path) -> Path | None:
     path = history_path(run_dir.parent.parent)
     append(path, record(summary, run_dir))
     return path
-
-
-def write_report(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
-    """The run's reports (report/summary.py), then its records appended to the history of its
-    results directory. The verdict never depends on the history: a failure to append is a warning.
-    ``allow``: failure classes accepted (--allow); None: those the run was started with."""
-    from harness.report import summary as report
-
-    summary = report.write(run_dir, allow=allow)
-    try:
-        append_run(summary, run_dir)
-    except Exception as e:  # noqa: BLE001
-        _stderr(f"warning: history not appended: {type(e).__name__}: {e}")
-    return summary
 
 
 # --------------------------------------------------------------------------- reading
@@ -339,56 +326,6 @@ def _flaky(scenario: str, recs: list[dict], window: list[str], recent: int) -> l
             out.append(Flaky(scenario, variant, step, failed, sum(v[1] for v in later.values()),
                              sum(v[0] for v in later.values()), cls, len(earlier)))
     return sorted(out, key=lambda f: (f.variant, f.step))
-
-
-# --------------------------------------------------------------------------- the `trend` command
-def scenario_name(arg: str | None) -> str | None:
-    """``sampler_mi250`` or ``scenarios/sampler_mi250.yaml`` (its ``name``) -> the scenario's name."""
-    if not arg:
-        return None
-    path = Path(arg)
-    if path.suffix in (".yaml", ".yml"):
-        if path.is_file():
-            from harness.scenario import schema as scenario_mod
-
-            return scenario_mod.load(path).name
-        return path.stem
-    return arg
-
-
-def run_trend(out: Path, scenario: str | None = None, nights: int = 14, recent: int = 3,
-              html_out: Path | None = None, warn: Callable[[str], None] | None = None,
-              console: Any = None) -> list[ScenarioTrend]:
-    """Read the history of results directory ``out``, print the trend, write the HTML page."""
-    from harness.report import trend as views
-
-    path = history_path(out)
-    records, warnings = load(path)
-    for w in warnings:
-        (warn or _stderr)(f"warning: {w}")
-    if not path.exists():
-        raise InputError(f"{path}: no history yet (every finished run appends to it)")
-    trends = trend(records, scenario, nights, recent)
-    if not trends:
-        known = sorted({str(r['scenario']) for r in records})
-        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
-    views.print_trend(trends, console)
-    if html_out is not None:
-        from harness import atomic
-
-        html_out = Path(html_out)
-        try:
-            html_out.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_text(html_out, views.render_html(trends))
-        except OSError as e:
-            raise InputError(f"{html_out}: cannot write: {e.strerror or e}") from None
-    return trends
-
-
-def _stderr(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,5 +1,7 @@
-"""Device-memory probes behind one interface: NVML, amdsmi, torch, host memory (psutil), the
-modelled device (harness/devicemodel/probe.py), simulated (harness/backends/sim.py).
+"""Device-memory probes behind one interface (`harness.device.Probe`): NVML, amdsmi, HIP's/CUDA's
+mem_get_info (through a helper process), host memory (psutil); unit checks, and two probes side by side. The modelled device's (harness/devicemodel/probe.py) and the simulated one's
+(harness/backends/sim.py) implement the same contract above this layer; `harness.backends.PROBES`
+names them all.
 
 Imported by the worker, so only the standard library at module level; each probe imports its
 library when it is chosen.
@@ -9,18 +11,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Sequence
+
+from harness.device import Probe
 
 VISIBLE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES")
-
-
-class Probe(Protocol):
-    name: str
-
-    def read(self, devices: Sequence[int]) -> list[tuple[int, int]]:
-        """(used_bytes, total_bytes) per logical device index."""
-
-    def device_name(self, device: int) -> str: ...
 
 
 def visible_devices(env: dict[str, str] | None = None) -> list[str] | None:
@@ -266,13 +261,6 @@ class HostProbe:
         return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def _device_model() -> Probe:
-    """The modelled device of a run under harness.devicemodel (its ledger, host memory beside it)."""
-    from harness.devicemodel.probe import DeviceModelProbe
-
-    return DeviceModelProbe()
-
-
 def _hip() -> Probe:
     return MemGetInfoProbe("hip")
 
@@ -293,16 +281,21 @@ def _working(*factories) -> list[Probe]:
     return found
 
 
-def for_platform(platform: str, preferred: str | None = None) -> Probe:
-    """Pick a probe: the preferred one if given, else by platform, the first that works answering
-    and the second, where it works too, recorded beside it: on ROCm HIP's mem_get_info (what
-    upstream's waits read since #57450), then amdsmi; on CUDA NVML, then torch's mem_get_info."""
-    by_name = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": _torch, "hip": _hip, "host": HostProbe,
-               "devicemodel": _device_model}
+def for_platform(platform: str, preferred: str | None = None,
+                 by_name: dict[str, Callable[[], Probe]] | None = None) -> Probe:
+    """Pick a probe: the preferred one if given (looked up in ``by_name``, default `PROBES`), else by
+    platform, the first that works answering and the second, where it works too, recorded beside
+    it: on ROCm HIP's mem_get_info (what upstream's waits read since #57450), then amdsmi; on CUDA
+    NVML, then torch's mem_get_info."""
     if preferred:
-        return by_name[preferred]()
+        return (PROBES if by_name is None else by_name)[preferred]()
     pair = {"cuda": (NvmlProbe, _torch), "rocm": (_hip, AmdSmiProbe)}.get(platform)
     if pair is None:
         return HostProbe()
     found = _working(*pair)
     return DualProbe(*found) if len(found) == 2 else found[0]
+
+
+#: the real devices' probes by name (a worker plan's ``probe``)
+PROBES: dict[str, Callable[[], Probe]] = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": _torch, "hip": _hip,
+                                          "host": HostProbe}
