@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from harness import __version__
-from harness.errors import HarnessError, InputError
+from harness.errors import HarnessError, InputError, ScenarioError
 from harness.model import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED
 MAX_REPEAT = 10_000  # as a scenario's `repeat:` (scenario/schema.py)
 SUBCOMMANDS = ("run", "validate", "report", "diff", "classify", "bisect", "bisect-step", "bundle", "trend", "merge")
@@ -52,14 +52,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.scenario import schema as scenario_mod
 
     sets = _sets(args)
+    if args.profiles:
+        _print_profiles()
+    elif not args.scenarios:
+        raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
         sc = scenario_mod.load(path, sets)
         preflight.check_inputs(sc)
+        _check_checkouts(sc)
         for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
             print(f"note: {note}", file=sys.stderr)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
+
+
+def _print_profiles() -> None:
+    """The built-in teardown profiles, their actions, and the upstream code each reproduces."""
+    from harness.scenario.profiles import BUILTIN_PROFILES, PROFILE_SOURCES
+
+    def spell(actions) -> str:
+        return ", ".join(a.name + (f" {dict(a.params)}" if a.params else "") for a in actions) or "-"
+
+    for name, prof in BUILTIN_PROFILES.items():
+        print(f"{name}: {PROFILE_SOURCES[name]}")
+        print(f"    after: {spell(prof.after)}" + (f"\n    before: {spell(prof.before)}" if prof.before else ""))
+
+
+def _check_checkouts(sc) -> None:
+    """A pytest suite's variant refs, where its rootdir is on this machine (a ref that does not
+    resolve is exit 2 here as in a run)."""
+    from harness.upstream import planning
+
+    if sc.pytest is None or not any(v.ref or v.rootdir for v in sc.variants):
+        return
+    try:
+        root = planning.resolve_rootdir(sc)
+    except ScenarioError as e:
+        print(f"note: {e}; the variants' ref/rootdir were not checked", file=sys.stderr)
+        return
+    planning.variant_checkouts(sc, root, sc.pytest.args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -197,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("validate", help="check scenario files only (exit 0 or 2)")
-    p.add_argument("scenarios", nargs="+")
+    p.add_argument("scenarios", nargs="*")
+    p.add_argument("--profiles", action="store_true",
+                   help="print the built-in teardown profiles and the upstream code each reproduces")
     overrides.add_argument(p)
     p.set_defaults(func=cmd_validate)
 

@@ -183,7 +183,7 @@ def test_legacy_fails_from_the_second_engine_fixed_waits_for_the_reclaim(delay_r
     assert fixed["first"].is_passed and fixed["second"].is_passed
     summary = json.loads((rd / "summary.json").read_text())
     assert summary["verdict"] == "fix confirmed" and code == 0
-    # the engine was really freed by `del llm` in-process; only the reclaim delay keeps it counted
+    # the engine was really freed (by engine_core.shutdown() in-process); only the reclaim delay keeps it counted
     props = _props(legacy["first"])
     assert float(props["mem_after_construct_bytes"]) >= CLAIM
     assert float(props["mem_after_cleanup_dist_env_bytes"]) >= CLAIM

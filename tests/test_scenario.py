@@ -60,9 +60,17 @@ def test_minimal_scenario_defaults_and_frozen_objects(tmp_path):
 def test_builtin_profiles_are_the_documented_sequences():
     names = {p: [a.name for a in prof.after] for p, prof in scenario.BUILTIN_PROFILES.items()}
     assert names["bare"] == ["del_llm", "gc_collect"]
-    assert names["legacy"] == ["del_llm", "cleanup_dist_env"]
+    # upstream's VllmRunner.__exit__ at 9aaf83ef: shutdown (errors ignored), del, cleanup
+    assert names["legacy"] == ["engine_core_shutdown", "del_llm", "cleanup_dist_env"]
+    assert dict(scenario.BUILTIN_PROFILES["legacy"].after[0].params) == {"ignore_errors": True}
     assert names["fixed"] == ["engine_core_shutdown", "del_llm", "cleanup_dist_env", "wait_memory"]
-    assert [a.name for a in scenario.BUILTIN_PROFILES["settle"].before] == ["wait_memory"]
+    assert dict(scenario.BUILTIN_PROFILES["fixed"].after[-1].params)["timeout_s"] == 120
+    settle = scenario.BUILTIN_PROFILES["settle"]
+    assert names["settle"] == ["engine_core_shutdown", "del_llm", "dynamo_reset", "cleanup_dist_env", "wait_memory"]
+    assert settle.after[0].params["timeout_s"] == 60
+    assert dict(settle.after[-1].params) == dict(settle.before[0].params) == \
+        {"threshold": "auto", "timeout_s": 240, "stable_s": 2, "floor_bytes": 4 << 30}
+    assert names["native"] == [] and not scenario.BUILTIN_PROFILES["native"].before
 
 
 def test_custom_profile_with_params(tmp_path):

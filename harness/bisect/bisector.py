@@ -17,7 +17,7 @@ from typing import Callable
 
 from harness import atomic, boundedread
 from harness.run import runner
-from harness.errors import InputError
+from harness.errors import HarnessError, InputError
 from harness.bisect import search
 from harness.bisect.envs import BuildFailed, digest
 from harness.bisect.predicate import FailOn, Judgement, StepVerdict, run_once
@@ -60,6 +60,7 @@ class Options:
     resume: Callable[[Revision, Revision], str] = lambda old, new: ""  # the command for a narrower range
     steps: list[str] | None = None  # --step / -k: only these steps run (None: all)
     sets: tuple = ()  # --set PATH=VALUE (scenario/overrides.py Setting), applied to every run
+    suite_args: list[str] | None = None  # a pytest suite's args: each revision's own tree is its rootdir
     announce: Callable[[str], None] = print
 
 
@@ -183,9 +184,15 @@ def try_revision(opts: Options, rev: Revision, where: Path) -> Judgement:
         python = opts.source.build(rev, log, opts.announce)
     except BuildFailed as e:
         return Judgement(StepVerdict.SKIP, f"build: {e}", log=str(e.log or log))
+    tree = None
+    if opts.suite_args is not None:
+        try:
+            tree = opts.source.tree(rev, where / "trees", opts.suite_args)
+        except HarnessError as e:
+            return Judgement(StepVerdict.SKIP, f"tree: {e}")
     return run_once(opts.scenario, opts.variant, opts.fail_on, where / "runs", python=str(python), steps=opts.steps,
-                    sets=opts.sets,
-                    run_id=f"{rev.label}-{runner.new_run_id()}", announce=lambda line: opts.announce("  " + line))
+                    run_id=f"{rev.label}-{runner.new_run_id()}", announce=lambda line: opts.announce("  " + line),
+                    vllm_src=str(tree) if tree else None, checkout_ref=rev.key if tree else None, sets=opts.sets)
 
 
 def _word(verdict: StepVerdict, terms: Terms) -> str:

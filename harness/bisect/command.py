@@ -4,6 +4,7 @@
     run.py bisect SCENARIO --repo PATH --good SHA --bad SHA [--recipe ...]  # commits
     run.py bisect SCENARIO --repo PATH --pr N [--remote origin] [--base-branch main]
     run.py bisect SCENARIO --env 0.21.0=PY1 --env 0.22.0=PY2                # installed already
+    run.py bisect SUITE --repo PATH --good SHA --bad SHA --tests-only       # a pytest suite's tests/ only
     run.py bisect-step SCENARIO [--python PATH]   # exit 0 good / 1 bad / 125 skip, for `git bisect run`
 
 The machinery is imported inside the functions that use it: the command line builds every
@@ -17,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness.errors import HarnessError, InfrastructureError, InputError
+from harness.errors import HarnessError, InfrastructureError, InputError, ScenarioError
 from harness.run import select
 from harness.scenario import overrides
 
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "pip install -e . with VLLM_USE_PRECOMPILED=1), 'pythonpath', or a command with "
                           "{python} {pip} {pip_args} {worktree} {commit} {short} {env}")
     com.add_argument("--wheel-url", metavar="TEMPLATE", help="install a prebuilt wheel per commit: URL with {commit}")
+    com.add_argument("--tests-only", action="store_true",
+                     help="a pytest suite: bisect the commits' test trees only; nothing is installed, the "
+                          "baseline variant's interpreter runs every commit")
     env = parser.add_argument_group("environments")
     env.add_argument("--pip-args", default="", metavar="ARGS",
                      help="extra pip install arguments, e.g. --pip-args='--no-index --find-links DIR'")
@@ -78,6 +82,8 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     _add_predicate_arguments(parser)
     parser.add_argument("--python", metavar="PATH", help="run the scenario with this interpreter "
                                                          "(default: the current environment)")
+    parser.add_argument("--vllm-src", metavar="DIR", help="a pytest suite: the checkout git bisect has checked "
+                                                          "out (default: the scenario's pytest.rootdir)")
 
 
 # --------------------------------------------------------------------------- bisect
@@ -90,15 +96,29 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     sets = overrides.parse_all(args.set)
     precheck(scenario, args.variant, fail_on, sets)
     steps = select.from_args(scenario, args)
+    suite = suite_args(scenario)
+    if args.tests_only and suite is None:
+        raise ScenarioError(scenario, "pytest", "--tests-only bisects the test tree of a pytest suite; this "
+                                                "scenario has steps, not a 'pytest:' block")
     terms = bisector.FIX if args.find == "fix" else bisector.REGRESSION
-    source = make_source(args, terms)
+    source = make_source(args, terms, scenario)
     opts = bisector.Options(scenario=scenario, variant=args.variant, fail_on=fail_on, source=source,
-                            out=Path(args.out).resolve(), terms=terms, steps=steps, sets=sets,
+                            out=Path(args.out).resolve(), terms=terms, steps=steps, suite_args=suite, sets=sets,
                             resume=lambda old, new: resume_command(args, source, terms, old, new))
     return bisector.bisect(opts).exit_code
 
 
-def make_source(args: argparse.Namespace, terms):
+def suite_args(scenario: Path) -> list[str] | None:
+    """A pytest suite's ``pytest.args`` (None for a steps scenario), read from the YAML as it is:
+    loading the scenario may need a `call:` target that only the revision under test has."""
+    from harness.scenario import yamlsafe
+
+    raw = yamlsafe.load(scenario)
+    block = raw.get("pytest") if isinstance(raw, dict) else None
+    return [str(a) for a in block.get("args") or []] if isinstance(block, dict) else None
+
+
+def make_source(args: argparse.Namespace, terms, scenario: Path | None = None):
     """The revision source the options name (releases, commits or a PR branch)."""
     from harness.bisect import bisector, envs, git, sources
 
@@ -118,6 +138,8 @@ def make_source(args: argparse.Namespace, terms):
         raise InputError("--recipe/--wheel-url install commits; a release is pip-installed")
     if releases:
         return _release_source(args, pip_args, cache, old, new)
+    if getattr(args, "tests_only", False):
+        return _tree_source(args, old, new, scenario)
     recipe = sources.Recipe.parse(args.recipe, args.wheel_url, pip_args)
     if args.pr is not None or args.branch:
         if args.good or args.bad:
@@ -132,6 +154,20 @@ def make_source(args: argparse.Namespace, terms):
         return sources.CommitSource(git.Repo(args.repo), old, new, recipe, cache)
     raise InputError("choose what to bisect: --versions (releases), --repo with --good/--bad (commits), "
                      "--pr/--branch (a PR branch), or --env VERSION=INTERPRETER (installed environments)")
+
+
+def _tree_source(args, old, new, scenario: Path | None):
+    from harness.bisect import git, sources
+    from harness.scenario import schema
+
+    if args.recipe or args.wheel_url or not args.repo:
+        raise InputError("--tests-only: give --repo with --good and --bad, and no --recipe/--wheel-url "
+                         "(nothing is installed)")
+    if not (args.good and args.bad):
+        raise InputError("--repo: give both --good and --bad")
+    sc = schema.load(scenario)
+    variant = sc.variant(args.variant or sc.baseline)
+    return sources.TreeSource(git.Repo(args.repo), old, new, variant.python or sys.executable)
 
 
 def _release_source(args, pip_args, cache, old, new):
@@ -166,6 +202,8 @@ def resume_command(args, source, terms, old, new) -> str:
     argv += [a for d in args.find_links or [] for a in ("--find-links", d)]
     if args.system_site_packages:
         argv.append("--system-site-packages")
+    if args.tests_only and "--tests-only" not in argv:
+        argv.append("--tests-only")
     if args.build_timeout != DEFAULT_BUILD_TIMEOUT_S:
         argv += ["--build-timeout", f"{args.build_timeout:g}"]
     if args.fail_on != "vram":
@@ -187,8 +225,10 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         fail_on = FailOn.parse(args.fail_on)
         scenario = _existing(args.scenario, "SCENARIO")
         python = str(Path(args.python).absolute()) if args.python else None
+        src, ref = _checked_out(scenario, args.vllm_src)
         judgement = run_once(scenario, args.variant, fail_on, Path(args.out).resolve(), python=python,
-                             steps=select.from_args(scenario, args), sets=overrides.parse_all(args.set))
+                             steps=select.from_args(scenario, args), vllm_src=src, checkout_ref=ref,
+                             sets=overrides.parse_all(args.set))
     except InfrastructureError as e:
         print(f"skip: {e}", file=sys.stderr)
         return 125
@@ -199,6 +239,24 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     if judgement.junit:
         print(f"junit: {judgement.junit}")
     return judgement.verdict.exit_code
+
+
+def _checked_out(scenario: Path, vllm_src: str | None) -> tuple[str | None, str | None]:
+    """A pytest suite under `git bisect run`: the checkout as it is now is the revision (its HEAD),
+    which every variant runs, whatever their refs."""
+    from harness.scenario import schema
+    from harness.upstream import checkout, planning
+
+    if suite_args(scenario) is None:
+        if vllm_src:
+            raise ScenarioError(scenario, "pytest", "--vllm-src names the checkout of a pytest suite; this "
+                                                    "scenario has steps")
+        return None, None
+    root = planning.resolve_rootdir(schema.load(scenario), vllm_src)
+    try:
+        return str(root), checkout.resolve(root, "HEAD").sha
+    except (checkout.NotARepository, checkout.NoSuchRevision):
+        return str(root), "HEAD"  # not a git checkout: its tree as it is
 
 
 def _existing(path: str, what: str) -> Path:

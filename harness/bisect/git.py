@@ -90,6 +90,7 @@ class Repo:
         if path.exists():  # half made (interrupted) or changed by hand: make it again
             shutil.rmtree(path)
         root.mkdir(parents=True, exist_ok=True)
+        self._run("worktree", "prune")  # forget worktrees whose folders are gone (an interrupted run's)
         # --force: the path may still be registered from a worktree whose folder is gone
         done = self._run("worktree", "add", "--force", "--detach", str(path), sha)
         if not done:

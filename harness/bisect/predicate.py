@@ -28,6 +28,7 @@ from harness.run.engineargs import UnknownEngineArgument
 from harness.run import runner
 from harness.scenario import schema as scenario_mod
 from harness.scenario import yamlsafe
+from harness.scenario.suite import NATIVE
 from harness.errors import InfrastructureError, InputError, ScenarioError
 from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
@@ -72,7 +73,8 @@ class FailOn:
         if self.kind != "held":
             return
         profile = scenario.profiles[scenario.variant(variant).profile]
-        names = sorted({a.name for a in (*profile.before, *profile.after)})
+        names = sorted({a.name for a in (*profile.before, *profile.after)} | ({"runner_exit"} if profile.name == NATIVE
+                                                                            else set()))
         if self.action not in names:
             raise InputError(f"--fail-on: variant '{variant}' (teardown profile '{profile.name}') runs no "
                              f"action '{self.action}' (its actions: {', '.join(names)})")
@@ -124,14 +126,17 @@ def _held_bytes(case: Case, action: str) -> int | None:
 
 def run_once(scenario_path: Path, variant: str | None, fail_on: FailOn, out: Path, *, python: str | None = None,
              run_id: str | None = None, announce: Callable[[str], None] = print,
-             steps: list[str] | None = None, sets: tuple = ()) -> Judgement:
-    """Run `variant` (default: the scenario's baseline) once and judge it."""
+             steps: list[str] | None = None, vllm_src: str | None = None,
+             checkout_ref: str | None = None, sets: tuple = ()) -> Judgement:
+    """Run `variant` (default: the scenario's baseline) once and judge it; a pytest suite in
+    `vllm_src` when given (the revision `checkout_ref`'s tree, whatever the variants' refs)."""
     try:
         with revision_imports(scenario_path, python):
             scenario = scenario_mod.load(scenario_path, sets)
             variant = check(scenario, variant, fail_on)
             result = runner.run(scenario, runner.RunOptions(out=out, variants=[variant], python=python,
-                                                            run_id=run_id, announce=announce, steps=steps))
+                                                            run_id=run_id, announce=announce, steps=steps,
+                                                            vllm_src=vllm_src, checkout_ref=checkout_ref))
     except InfrastructureError as e:
         return Judgement(StepVerdict.SKIP, f"infrastructure: {e}")
     except ScenarioError as e:

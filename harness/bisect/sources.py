@@ -7,10 +7,13 @@
   from its merge base to its head (`pr_range`);
 - `InstalledSource`: versions that are installed already, each behind an interpreter of its own
   (`--env VERSION=INTERPRETER`): nothing is built, e.g. on an air-gapped GPU node where each vLLM
-  release was unpacked from an offline bundle.
+  release was unpacked from an offline bundle;
+- `TreeSource` (`--tests-only`): the commits of a checkout as test trees only, all run by one
+  interpreter (a change that touched only ``tests/``): nothing is installed.
 
 Every source gives revisions old to new and builds one into a cached env (envs.py); a build that
-fails raises `BuildFailed`, and the bisection skips that revision.
+fails raises `BuildFailed`, and the bisection skips that revision. For a pytest suite, a commit's
+own tree is the rootdir (`tree`): a commit source's worktree, or a tree source's export.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Source(Protocol):
     def identity(self) -> dict: ...  # what decides a verdict besides the revision and the scenario
     def build(self, rev: Revision, log: Path, announce: Announce) -> Path: ...  # the env's python
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]: ...
+    def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None: ...  # a pytest suite's rootdir
 
 
 # --------------------------------------------------------------------------- releases
@@ -72,6 +76,9 @@ class ReleaseSource:
 
         key = self.cache.key(f"{self.package}-{rev.label}", "release", rev.key, self.pip_args)
         return self.cache.ensure(key, install, log, announce).python
+
+    def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
+        return None  # a release has no test tree: the scenario's rootdir is used
 
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
         # the versions themselves, not a range: resuming needs no index
@@ -186,6 +193,9 @@ class InstalledSource:
             raise BuildFailed(f"--env {rev.label}: {python} does not run ({last})", log)
         announce(f"  env: {python} (installed: {done.output.strip().splitlines()[-1]})")
         return Path(python)
+
+    def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
+        return None
 
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
         labels = [label for label, _ in self.envs]
@@ -323,8 +333,40 @@ class CommitSource:
                                 log, announce)
         return env.python
 
+    def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
+        return self.repo.worktree(rev.key, self.worktrees)  # the tree that was installed
+
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
         return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key]
+
+
+@dataclass
+class TreeSource:
+    """`--tests-only`: each commit's test tree, exported (`git archive`, nothing registered in the
+    repository) under the bisection's folder; every commit runs with `python`, nothing is installed."""
+
+    repo: git.Repo
+    old: str
+    new: str
+    python: str
+
+    def revisions(self) -> list[Revision]:
+        return [Revision(c.sha, c.short, c.subject) for c in self.repo.first_parent_path(self.old, self.new)]
+
+    def identity(self) -> dict:
+        return {"repo": str(self.repo.path), "tests_only": True, "python": self.python}
+
+    def build(self, rev: Revision, log: Path, announce: Announce) -> Path:
+        announce(f"  env: {self.python} (--tests-only: nothing installed)")
+        return Path(self.python)
+
+    def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
+        from harness.upstream import checkout
+
+        return checkout.export(checkout.Revision(self.repo.path, "", rev.key, rev.key), root / rev.key, args)
+
+    def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
+        return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key, "--tests-only"]
 
 
 def pr_range(repo: git.Repo, *, pr: int | None, branch: str | None, remote: str, base: str) -> tuple[str, str]:

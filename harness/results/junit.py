@@ -80,7 +80,7 @@ def _case(classname: str, res: StepResult, repeats: int, extra: dict[str, str] |
 
 
 def write_variant(path: Path, scenario: str, results: list[VariantResult], repeats: int,
-                  suite_props: dict[str, Any]) -> None:
+                  suite_props: dict[str, Any], case_props: dict[str, str] | None = None) -> None:
     """All repeats of one variant into one suite; written to a temporary name, then renamed."""
     suite = TestSuite(results[0].variant if results else path.stem)
     for name, value in suite_props.items():
@@ -90,7 +90,8 @@ def write_variant(path: Path, scenario: str, results: list[VariantResult], repea
     cases = []
     for vr in results:
         found = culprit.from_steps(vr.steps)  # a VRAM failure names the engine that held the memory
-        cases += [_case(scenario, res, repeats, culprit.properties(found[i]) if i in found else None)
+        cases += [_case(scenario, res, repeats, {**(case_props or {}),
+                                                 **(culprit.properties(found[i]) if i in found else {})})
                   for i, res in enumerate(vr.steps)]
     suite.add_testcases(cases)
     xml = JUnitXml()

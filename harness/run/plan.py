@@ -72,10 +72,11 @@ def detect_platform() -> str:
 def build(scenario: Scenario, *, backend: str | None = None, variants: list[str] | None = None,
           repeat: int | None = None, model: str | None = None, strict_platform: bool = False,
           host_platform: str | None = None, steps: list[str] | None = None,
-          vllm_src: str | None = None) -> RunPlan:
+          vllm_src: str | None = None, checkout_ref: str | None = None) -> RunPlan:
     """The run's plan: the variants and repeats to run, each step's engine arguments as this
     machine will really get them, and every substitution made to get there (a rehearsal's model and
-    platform, the CPU's engine arguments, the suite kind's own, the modelled device)."""
+    platform, the CPU's engine arguments, the suite kind's own, the modelled device).
+    `checkout_ref`: `vllm_src` is that revision's tree (bisect), which every variant runs."""
     if repeat is not None and not (isinstance(repeat, int) and 1 <= repeat <= 10_000):
         raise HarnessError(f"--repeat: {repeat!r} is out of range (must be 1..10000)")  # the command line's own check
     backend = backend or scenario.backend
@@ -117,7 +118,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
                            "workload": _workload(step.workload), "expect": dict(step.expect),
                            "timeout_s": step.timeout_s})
     plan.pytest, subs = kinds.of_scenario(scenario).plan(
-        scenario, backend=backend, host_platform=host, vllm_src=vllm_src, model=model, tiny_model=ensure_tiny_llama)
+        scenario, backend=backend, host_platform=host, vllm_src=vllm_src, model=model, tiny_model=ensure_tiny_llama,
+        checkout_ref=checkout_ref)
     plan.substitutions.extend(subs)
     if backend == "vllm" and host == "cpu":
         for k, v in CPU_REHEARSAL_ENV.items():

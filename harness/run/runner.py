@@ -62,6 +62,7 @@ class RunOptions:
     run_id: str | None = None
     python: str | None = None  # run every variant with this interpreter (bisect: the revision's env)
     vllm_src: str | None = None  # a pytest suite's checkout, overriding pytest.rootdir
+    checkout_ref: str | None = None  # vllm_src is this revision's tree (bisect): every variant runs it
     steps: list[str] | None = None  # only these steps, in scenario order (--step, -k); None: all
     early_stop: bool = True  # repeat: N stops once every candidate's verdict is decided (run/earlystop.py)
     allow: list[str] | None = None  # failure classes that do not fail the run (--allow), kept in run.json
@@ -109,7 +110,7 @@ def plan(scenario: scenario_mod.Scenario, opts: RunOptions) -> planning.RunPlan:
     preflight.check_run(scenario, Path(opts.out), opts.python, opts.model)
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
-                           vllm_src=opts.vllm_src)
+                           vllm_src=opts.vllm_src, checkout_ref=opts.checkout_ref)
     for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
     engineargs.check_startup(scenario, list(rplan.device_models), python=opts.python)
@@ -225,8 +226,12 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
         "probe": info.get("probe", ""), "probe_second": info.get("probe_second", ""), "run_id": meta["run_id"], "harness_version": __version__,
         "substitution": meta["substitutions"], "worker_exit": [vr.exit_status for vr in vrs],
     }
+    case_props = {"profile": vrs[0].profile}
+    sha = ((result.plan.pytest or {}).get("checkouts", {}).get(name) or {}).get("sha")
+    if sha:
+        case_props["checkout_ref"] = sha  # the revision of the tree this variant's tests ran from
     junit.write_variant(result.run_dir / f"{name}.xml", result.plan.scenario.name, vrs,
-                        len(result.plan.repeats), props)
+                        len(result.plan.repeats), props, case_props)
 
 
 def run_worker(rplan: planning.RunPlan, variant, repeat: int, run_dir: Path, ledger: Path,

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from harness import SCENARIO_VERSION
 from harness import multicast
@@ -21,6 +21,7 @@ from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
 from harness.scenario import suite as suite_mod
+from harness.scenario.profiles import BUILTIN_PROFILES, Action, Profile
 from harness.scenario.prompts import PROMPT_SETS
 from harness.scenario.specs import DEVICE_MODEL_KEYS, SimDevice
 
@@ -39,24 +40,6 @@ INJECT_PHASES = ("construct", "workload", "teardown")
 
 
 # ----------------------------------------------------------------------------- typed objects
-@dataclass(frozen=True)
-class Action:
-    """One teardown action: a name from specs.ACTIONS and its parameters."""
-
-    name: str
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "params": dict(self.params)}
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    after: tuple[Action, ...]
-    before: tuple[Action, ...] = ()
-
-
 @dataclass(frozen=True)
 class Workload:
     prompts: tuple[str, ...]
@@ -82,6 +65,8 @@ class Variant:
     engine: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     inject: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     description: str = ""
+    ref: str | None = None  # pytest suites: a git revision of the rootdir's repository, ${VAR} unexpanded
+    rootdir: str | None = None  # pytest suites: this variant's own checkout
 
 
 @dataclass(frozen=True)
@@ -116,26 +101,6 @@ class Scenario:
             if v.name == name:
                 return v
         raise KeyError(name)
-
-
-# ----------------------------------------------------------------------------- built-in profiles
-def _actions(*specs: str | tuple[str, dict]) -> tuple[Action, ...]:
-    return tuple(Action(s, MappingProxyType({})) if isinstance(s, str)
-                 else Action(s[0], MappingProxyType(s[1])) for s in specs)
-
-
-_WAIT = ("wait_memory", {"threshold": "auto", "timeout_s": 120.0})
-BUILTIN_PROFILES: Mapping[str, Profile] = MappingProxyType({
-    # a test that builds LLM(...) directly and lets it go out of scope
-    "bare": Profile("bare", _actions("del_llm", "gc_collect")),
-    # upstream's VllmRunner.__exit__ before PR #43023
-    "legacy": Profile("legacy", _actions("del_llm", "cleanup_dist_env")),
-    # PR #43023: shut the engine core down, clean up, then wait until the memory is back
-    "fixed": Profile("fixed", _actions("engine_core_shutdown", "del_llm", "cleanup_dist_env", _WAIT)),
-    # today's upstream: also wait for memory before each construction
-    "settle": Profile("settle", _actions("engine_core_shutdown", "del_llm", "cleanup_dist_env", _WAIT),
-                      before=_actions(_WAIT)),
-})
 
 
 # ----------------------------------------------------------------------------- validation helpers
@@ -267,6 +232,7 @@ def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> S
         pytest=suite,
         overrides=applied,
     )
+    suite_mod.check_variants(ctx, variants, suite)
     if suite is not None:
         if scenario.backend != "vllm":
             raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
@@ -335,8 +301,12 @@ def _action_param(ctx: _Ctx, action: str, k: str, v: Any, key: str, base: Path) 
             ctx.number(v, key, lo=0, hi=1, lo_open=True)  # a ratio of total memory
             return float(v)
         return int(ctx.number(v, key, lo=1, hi=2**60, integer=True))  # bytes
-    if k in ("timeout_s", "poll_s", "seconds"):
+    if k in ("timeout_s", "poll_s", "seconds", "stable_s"):
         return float(ctx.number(v, key, lo=0, hi=24 * 3600, lo_open=(k == "poll_s")))
+    if k == "floor_bytes":
+        return int(ctx.number(v, key, lo=0, hi=2**60, integer=True))
+    if k == "ignore_errors":
+        return ctx.typed(v, key, bool, "true or false")
     if k == "target":
         return _call_target(ctx, v, key, base)
     if k == "kwargs":
@@ -399,7 +369,7 @@ def _profiles(ctx: _Ctx, raw: Any, base: Path) -> dict[str, Profile]:
     return profiles
 
 
-_VARIANT_KEYS = ("profile", "python", "env", "engine", "inject", "description")
+_VARIANT_KEYS = ("profile", "python", "env", "engine", "inject", "description", "ref", "rootdir")
 
 
 def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Variant, ...]:
@@ -430,6 +400,7 @@ def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Varian
             engine=MappingProxyType(dict(engine)),
             inject=MappingProxyType(_inject(ctx, body.get("inject", {}), _join(key, "inject"))),
             description=ctx.text(body.get("description", ""), _join(key, "description")),
+            **suite_mod.variant_checkout(ctx, body, key),
         ))
     return tuple(out)
 
@@ -595,6 +566,3 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
             raise ctx.fail(_join(key, name), problem)
         out[name] = arg
     return out
-
-
-Validator = Callable[[Any, Workload | None], str | None]

@@ -22,15 +22,18 @@ class ActionParams:
 
 
 ACTIONS: dict[str, ActionParams] = {
-    "engine_core_shutdown": ActionParams(doc="llm.llm_engine.engine_core.shutdown()"),
+    "engine_core_shutdown": ActionParams(params=("timeout_s", "ignore_errors"),
+                                         doc="llm.llm_engine.engine_core.shutdown(timeout=timeout_s); "
+                                             "ignore_errors: as upstream's try/except around it"),
     "del_llm": ActionParams(doc="drop the worker's reference to the LLM (`del llm`)"),
     "gc_collect": ActionParams(doc="gc.collect()"),
     "gc_unfreeze": ActionParams(doc="gc.unfreeze(): vLLM gc.freeze()s its objects after start-up"),
     "dynamo_reset": ActionParams(doc="torch._dynamo.reset()"),
     "cleanup_dist_env": ActionParams(doc="vllm.distributed.cleanup_dist_env_and_memory()"),
     "empty_cache": ActionParams(doc="torch.cuda.empty_cache() (or the platform's equivalent)"),
-    "wait_memory": ActionParams(params=("threshold", "timeout_s", "poll_s"),
-                                doc="wait until used memory <= threshold on every device"),
+    "wait_memory": ActionParams(params=("threshold", "timeout_s", "poll_s", "stable_s", "floor_bytes"),
+                                doc="wait until used memory <= max(threshold, floor_bytes) on every device, "
+                                    "and has stayed there (within 512 MiB) for stable_s"),
     "sleep": ActionParams(params=("seconds",), required=("seconds",), doc="time.sleep(seconds)"),
     "call": ActionParams(params=("target", "kwargs"), required=("target",),
                          doc="call the user's module:function(ctx, **kwargs)"),

@@ -172,27 +172,62 @@ class Recorder:
             self.events.build = None
 
     # ------------------------------------------------------------------ teardown
+    def _build_of(self, owner: Any, attr: str, via: str) -> Build | None:
+        """The build a runner holds (None outside any test); one made before the harness saw it
+        gets a number now."""
+        engine = owner.__dict__.get(attr)
+        rec = self._by_object.pop(engine if via == "VllmRunner" else owner, None) if engine is not None else None
+        del engine  # a teardown must find nothing here that keeps the engine
+        step = rec.step if rec is not None else self.test
+        if rec is None and step is not None:
+            rec = Build(step, len(self.builds), DEFAULT_GPU_MEMORY_UTILIZATION)
+            self.builds.append(rec)
+        return rec
+
+    def _ended(self, rec: Build, via: str, latency: float | None) -> None:
+        self.latency = latency if rec.step is self.test else self.latency
+        self.events.emit(vocab.ENGINE_END, step=rec.step["name"], index=rec.step["index"], torn_down_by=via,
+                         release_latency_s=latency)
+        self.events.build = None
+        rec.done = True
+
+    def observe_exit(self, owner: Any, attr: str, via: str, exit_: Callable[[], Any]) -> Any:
+        """``native``: the runner's own ``__exit__`` runs as the checkout has it; memory is read once
+        it has returned, as the action ``runner_exit``."""
+        rec = self._build_of(owner, attr, via)
+        if rec is None:
+            return exit_()
+        r, step, self.events.build = self.runner, rec.step, rec.number
+        started, error = time.monotonic(), None
+        try:
+            return r.in_phase(step, Phase.TEARDOWN, exit_)
+        except BaseException as e:
+            self.teardown_errors.add(id(e))
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            readings = r.sample(step, "after_runner_exit")
+            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name="runner_exit",
+                             duration_s=time.monotonic() - started, used_bytes=sum(u for u, _ in readings),
+                             ok=error is None, error=error or "")
+            free = self._context(rec.util).is_free(readings=readings)
+            self._ended(rec, via, time.monotonic() - started if free else None)
+
     def teardown(self, owner: Any, attr: str, via: str) -> None:
         """Upstream's ``__exit__`` replaced: the runner's reference (``self.llm``/``self.model``)
         moves into a teardown context, then the profile's actions run on it, in order. No other
         reference is kept here (not even an argument), or ``del_llm`` would free nothing."""
         actions = [a for a in self.plan["profile"]["after"] if via != "HfRunner" or a["name"] not in ENGINE_ONLY]
-        ctx = self._context(DEFAULT_GPU_MEMORY_UTILIZATION, owner.__dict__.pop(attr, None))
-        rec = self._by_object.pop(ctx.llm if via == "VllmRunner" else owner, None) if ctx.llm is not None else None
-        ctx.gpu_memory_utilization = rec.util if rec else DEFAULT_GPU_MEMORY_UTILIZATION
-        step = rec.step if rec is not None else self.test
-        if step is None:  # built and torn down outside any test: nothing to record it in
+        rec = self._build_of(owner, attr, via)
+        ctx = self._context(rec.util if rec else DEFAULT_GPU_MEMORY_UTILIZATION, owner.__dict__.pop(attr, None))
+        if rec is None:  # built and torn down outside any test: nothing to record it in
             try:
                 for action in actions:
                     teardown.run_action(ctx, action)
             finally:
                 ctx.llm = None
             return
-        if rec is None:  # built before the harness could see it
-            rec = Build(step, len(self.builds), ctx.gpu_memory_utilization)
-            if step is self.test:
-                self.builds.append(rec)
-        r, self.events.build = self.runner, rec.number
+        r, step, self.events.build = self.runner, rec.step, rec.number
         ctx.started = time.monotonic()
         try:
             r.in_phase(step, Phase.TEARDOWN, lambda: r.run_actions(step, ctx, actions, rec.held))
@@ -201,9 +236,4 @@ class Recorder:
             raise
         finally:
             ctx.llm = None  # whatever the profile did, nothing here keeps the engine
-            latency = ctx.released_at - ctx.started if ctx.released_at is not None else None
-            self.latency = latency if step is self.test else self.latency
-            self.events.emit(vocab.ENGINE_END, step=step["name"], index=step["index"], torn_down_by=via,
-                             release_latency_s=latency)
-            self.events.build = None
-            rec.done = True
+            self._ended(rec, via, ctx.released_at - ctx.started if ctx.released_at is not None else None)

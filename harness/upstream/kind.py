@@ -16,10 +16,12 @@ class PytestSuite:
     name = "pytest"
 
     def plan(self, scenario, *, backend: str, host_platform: str, vllm_src: Any, model: str | None,
-             tiny_model: Callable[[], Path]) -> tuple[dict[str, Any], list[Substitution]]:
-        """The run's ``pytest`` section and the substitutions it makes (upstream/planning.py)."""
+             tiny_model: Callable[[], Path], checkout_ref: str | None = None
+             ) -> tuple[dict[str, Any], list[Substitution]]:
+        """The run's ``pytest`` section and the substitutions it makes (upstream/planning.py);
+        `checkout_ref`: `vllm_src` is that revision's tree, for every variant (bisect)."""
         return planning.plan(scenario, backend=backend, host_platform=host_platform, vllm_src=vllm_src,
-                             model=model, tiny_model=tiny_model)
+                             model=model, tiny_model=tiny_model, checkout_ref=checkout_ref)
 
     def worker_section(self, section: dict[str, Any] | None, variant, run_dir: Path) -> dict[str, Any] | None:
         """One worker plan's ``pytest`` section."""

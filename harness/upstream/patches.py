@@ -5,8 +5,9 @@
   load once per process), so the class attribute is replaced: the last resort, undone at the end.
 - ``VllmRunner.__exit__`` / ``HfRunner.__exit__`` (on the classes in the checkout's
   ``tests/conftest.py``, so tests that import a runner directly are covered too): the variant's
-  teardown profile instead of upstream's sequence; their ``__init__`` is wrapped only to record the
-  build (``HfRunner``'s model is built there) and to seed the model name.
+  teardown profile instead of upstream's sequence; under ``native``, upstream's own ``__exit__``,
+  wrapped only to record the memory once it has returned. Their ``__init__`` is wrapped only to
+  record the build (``HfRunner``'s model is built there) and to seed the model name.
 
 `pytest.MonkeyPatch` keeps the originals and restores them exactly.
 """
@@ -24,8 +25,8 @@ RUNNERS = ("VllmRunner", "HfRunner")
 
 
 class Patches:
-    def __init__(self, recorder: Recorder):
-        self.recorder = recorder
+    def __init__(self, recorder: Recorder, native: bool = False):
+        self.recorder, self.native = recorder, native
         self._mp = pytest.MonkeyPatch()
         self.patched: list[str] = []
 
@@ -43,9 +44,10 @@ class Patches:
         self._replace(cls, "__init__", __init__)
 
     def runner(self, cls: type) -> None:
-        """Replace one of upstream's runner classes' ``__exit__`` with the profile."""
+        """Replace one of upstream's runner classes' ``__exit__`` with the profile (``native``: wrap it)."""
         rec, name = self.recorder, cls.__name__
-        init = cls.__init__
+        init, original_exit = cls.__init__, cls.__exit__
+        attr = "llm" if name == "VllmRunner" else "model"
         if name == "VllmRunner":
             @functools.wraps(init)
             def __init__(runner, *args, **kwargs):
@@ -54,9 +56,6 @@ class Patches:
                     init(runner, *args, **kwargs)
                 finally:
                     rec.via = None
-
-            def __exit__(runner, exc_type, exc, tb):
-                rec.teardown(runner, "llm", "VllmRunner")
         else:
             @functools.wraps(init)
             def __init__(runner, model_name=None, *args, **kwargs):
@@ -64,8 +63,13 @@ class Patches:
                 rec.construct(runner, "HfRunner", model_name, None, [sub] if sub else [],
                               lambda: init(runner, model_name, *args, **kwargs))
 
+        if self.native:
+            @functools.wraps(original_exit)
             def __exit__(runner, exc_type, exc, tb):
-                rec.teardown(runner, "model", "HfRunner")
+                return rec.observe_exit(runner, attr, name, lambda: original_exit(runner, exc_type, exc, tb))
+        else:
+            def __exit__(runner, exc_type, exc, tb):
+                rec.teardown(runner, attr, name)
         self._replace(cls, "__init__", __init__)
         self._replace(cls, "__exit__", __exit__)
 

@@ -6,10 +6,11 @@ Hooks used, in the order pytest calls them:
 - ``pytest_load_initial_conftests`` (wrapper): a ``tests/conftest.py`` that cannot be imported
   (a test dependency missing, or tests written for another vLLM) becomes a ``collect_error`` event;
 - ``pytest_plugin_registered``: once pytest has imported a conftest that defines ``VllmRunner`` /
-  ``HfRunner``, their ``__exit__`` is replaced on the class (`patches`);
+  ``HfRunner``, their ``__exit__`` is replaced on the class, or under ``native`` wrapped (`patches`);
 - ``pytest_collectreport``: a test file that cannot be collected -> ``collect_error``;
 - ``pytest_collection_modifyitems``: every test gets upstream's ``skip_global_cleanup`` marker
-  (its autouse ``cleanup_fixture`` then does nothing), hub names in its parameters are seeded;
+  (its autouse ``cleanup_fixture`` then does nothing; not under ``native``), hub names in its
+  parameters are seeded;
 - ``pytest_collection_finish``: the ``collected`` event, one entry per test with the ``classname``
   and ``name`` that ``pytest --junitxml`` writes (pytest's own ``mangle_test_address``);
 - ``pytest_runtest_protocol`` (wrapper), ``pytest_runtest_makereport``, ``pytest_runtest_logreport``:
@@ -98,7 +99,8 @@ class UpstreamPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
         for item in items:
-            item.add_marker(pytest.mark.skip_global_cleanup)
+            if not self.patches.native:  # under native, upstream's cleanup_fixture runs as it is
+                item.add_marker(pytest.mark.skip_global_cleanup)
             params = getattr(getattr(item, "callspec", None), "params", {})
             for value in params.values():
                 if looks_like_hub_id(value):

@@ -64,9 +64,10 @@ def main(plan: dict[str, Any]) -> int:
     events.emit(vocab.WORKER_START, pid=os.getpid(), info={
         **backend.info(), "devices": runner.devices, "total_bytes": sum(t for _, t in readings),
         "rootdir": spec["rootdir"], "checkout_vllm_version": checkout_version(spec["rootdir"]),
+        "checkout_ref": spec.get("checkout_ref"),
         "pytest_version": pytest.__version__, "python_executable": sys.executable})
     recorder = Recorder(plan, runner, tagged)
-    plugin = UpstreamPlugin(recorder, Patches(recorder))
+    plugin = UpstreamPlugin(recorder, Patches(recorder, native=bool(spec.get("native"))))
     os.chdir(spec["rootdir"])
     try:
         code = pytest.main(pytest_args(spec), plugins=[plugin])

@@ -1,7 +1,10 @@
-"""Shaped like vLLM's tests/conftest.py before PR #43023: a VllmRunner whose __exit__ deletes the
-LLM and calls cleanup_dist_env_and_memory(), an HfRunner, the autouse cleanup_fixture honouring
-the skip_global_cleanup marker, example_prompts. Every cleanup it does itself is logged (JSON lines
-to $UPSTREAM_TREE_LOG) so that a test can count them."""
+"""Shaped like vLLM's tests/conftest.py before PR #43023 (commit 9aaf83ef): a VllmRunner whose
+__exit__ shuts the engine core down (errors ignored), deletes the LLM and calls
+cleanup_dist_env_and_memory(); an HfRunner whose __exit__ deletes the model and cleans up; the
+autouse cleanup_fixture honouring the skip_global_cleanup marker; the autouse
+clean_gpu_memory_between_tests that acts only with VLLM_TEST_CLEAN_GPU_MEMORY=1; example_prompts.
+Every cleanup it does itself is logged (JSON lines to $UPSTREAM_TREE_LOG) so that a test can count
+them."""
 
 import json
 import os
@@ -50,6 +53,10 @@ class VllmRunner:
 
     def __exit__(self, exc_type, exc_value, traceback):
         log("upstream_exit", runner="VllmRunner")
+        try:
+            self.llm.llm_engine.engine_core.shutdown()
+        except Exception:
+            pass
         del self.llm
         cleanup_dist_env_and_memory()
 
@@ -75,6 +82,16 @@ def cleanup_fixture(should_do_global_cleanup_after_test: bool):
     if should_do_global_cleanup_after_test:
         log("cleanup_fixture")
         cleanup_dist_env_and_memory()
+
+
+@pytest.fixture(autouse=True)
+def clean_gpu_memory_between_tests():
+    if os.getenv("VLLM_TEST_CLEAN_GPU_MEMORY", "0") != "1":
+        yield
+        return
+    log("clean_gpu_memory", when="before")
+    yield
+    log("clean_gpu_memory", when="after")
 
 
 @pytest.fixture
