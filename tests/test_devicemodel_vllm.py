@@ -257,7 +257,6 @@ def test_a_child_engines_charge_is_held_by_the_child_and_released_when_it_shuts_
         after = entries[e["allocated_at"]]
         assert after["how"] in ("exit", "release") and after["free_at"] is not None
         assert built["t"] <= after["free_at"] - CHILD_DELAY <= down["t"]
-    assert float(props["action_wait_memory_s"]) > 0.5  # fixed waited for the reclaim
     assert float(props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
     assert cases["first"].is_passed and cases["second"].is_passed
 
