@@ -48,6 +48,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.errors import ScenarioError, ScenarioErrors
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
@@ -57,11 +58,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     elif not args.scenarios:
         raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
-        sc = scenario_mod.load(path, sets)
-        preflight.check_inputs(sc)
-        _check_checkouts(sc)
-        for note in engineargs.check(sc):  # engine keys against each variant's own vLLM
-            print(f"note: {note}", file=sys.stderr)
+        sc = scenario_mod.load(path, sets)  # every mistake of the file's schema at once
+        problems: list[ScenarioError] = []
+        for check in (preflight.check_inputs, _check_checkouts, engineargs.check):  # this machine; each variant's own vLLM
+            try:
+                for note in check(sc) or ():
+                    print(f"note: {note}", file=sys.stderr)
+            except ScenarioError as e:
+                problems += getattr(e, "errors", [e])
+        if problems:
+            raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0
@@ -103,6 +109,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run_dir.exists():
         raise InputError(f"{run_dir}: no such run directory")
     summary = pipeline.report(run_dir, allow=_allow(args))
+    if args.leaks:
+        console.print_leaks(summary)
+        return 0
     console.summary_table(summary)
     return summary.exit_code
 
@@ -111,11 +120,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from harness.results import diff
 
     result = diff.diff_files(Path(args.baseline), Path(args.candidate))
+    limit = (args.wait_regression, args.wait_factor)
     if args.json:
-        print(json.dumps(diff.to_json(result), indent=2))
+        print(json.dumps(diff.to_json(result, *limit), indent=2))
     else:
-        print(diff.format_table(result))
-    regressed = result.counts[diff.Transition.REGRESSION]
+        print(diff.format_table(result, wait_limit=limit))
+    regressed = result.counts[diff.Transition.REGRESSION] or diff.slower_teardowns(result, *limit)
     return 1 if regressed and not args.no_fail else 0
 
 
@@ -152,6 +162,11 @@ def cmd_trend(args: argparse.Namespace) -> int:
     """`run.py trend`: the history's trend, printed (and drawn with --html)."""
     from harness import pipeline
 
+    if args.json and not args.flaky:
+        raise InputError("trend: --json goes with --flaky (the nightly table has --html)")
+    if args.flaky:
+        pipeline.flaky(Path(args.out), pipeline.scenario_name(args.scenario), args.nights, args.min_runs, args.json)
+        return 0
     pipeline.trend(Path(args.out), pipeline.scenario_name(args.scenario), args.nights, args.recent,
                    Path(args.html) if args.html else None)
     return 0
@@ -177,6 +192,17 @@ def count(lo: int, hi: int):
             raise argparse.ArgumentTypeError(f"{value} is out of range (must be {lo}..{hi})")
         return value
     return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is out of range (a finite number >= 0)")
+    return value
 
 
 def _allow_argument(p: argparse.ArgumentParser) -> None:
@@ -215,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     overrides.add_argument(p)
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
-                   help="refuse (exit 2) instead of rehearsing when this machine lacks the scenario's platform")
+                   help="refuse (exit 3: this machine cannot run the job) instead of rehearsing when it lacks the "
+                        "scenario's platform")
     p.add_argument("--vllm-src", metavar="DIR", help="the vLLM checkout of a pytest-suite scenario (overrides pytest.rootdir)")
     p.add_argument("--shard", metavar="K/N",
                    help="run shard K of N (from 1) of the (variant, repeat) matrix; default: from "
@@ -238,13 +265,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")
     p.add_argument("run_dir")
     _allow_argument(p)
+    p.add_argument("--leaks", action="store_true",
+                   help="print the tests that left device memory behind (largest first) instead of the table")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("diff", help="diff two JUnit files (any JUnit, pytest's too)")
     p.add_argument("baseline")
     p.add_argument("candidate")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--no-fail", action="store_true", help="exit 0 even when a case regressed (a report only)")
+    p.add_argument("--no-fail", action="store_true",
+                   help="exit 0 even when a case regressed or its teardown got slower (a report only)")
+    p.add_argument("--wait-regression", type=seconds, default=10.0, metavar="S",
+                   help="a case whose wait for memory (wait_s) grew by more than S seconds, and by more than "
+                        "--wait-factor, is a slower teardown: exit 1 (default: 10)")
+    p.add_argument("--wait-factor", type=seconds, default=2.0, metavar="F",
+                   help="... and to more than F times the baseline's wait (default: 2)")
     p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("classify", help="print the failure class of a log or traceback")
@@ -257,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recent", type=count(1, 100_000), default=3,
                    help="flag steps that failed in the last K nights after passing before (default: 3)")
     p.add_argument("--html", help="also write the trend as an HTML page with charts")
+    p.add_argument("--flaky", action="store_true",
+                   help="rank tests by flip rate (outcome changes between runs of the same code revision) and "
+                        "failure rate instead")
+    p.add_argument("--json", action="store_true", help="with --flaky: machine-readable output")
+    p.add_argument("--min-runs", type=count(2, 100_000), default=5,
+                   help="with --flaky: runs of one revision a test needs to be ranked (default: 5)")
     p.add_argument("--out", default="results", help="results directory holding history.jsonl (default: results/)")
     p.set_defaults(func=cmd_trend)
 
@@ -286,6 +327,10 @@ def _normalise(argv: list[str]) -> list[str]:
     return argv
 
 
+def _subcommand(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt  # a CI agent's SIGTERM ends the run like Ctrl-C: children stopped, results kept
 
@@ -308,14 +353,20 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parser.parse_args(argv)
         except SystemExit as e:  # argparse exits 2 on usage errors, 0 for --help
-            return int(e.code or 0)
+            code = int(e.code or 0)
+            if code and _subcommand(argv) == "bisect-step":  # `git bisect run` would read 2 as "bad"
+                from harness.bisect.command import EXIT_ABORT
+
+                print(f"error: a usage error stops the bisection (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+                return EXIT_ABORT
+            return code
         return _dispatch(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     """An error for the terminal: one line, and a name from the input cannot drive the terminal."""
     from harness.xmlsafe import one_line, printable
 
@@ -328,7 +379,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     except HarnessError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(e)}", file=sys.stderr)
+        for line in e.lines():
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return e.exit_code
     except Exception as e:  # a bug: one line unless --debug
         if args.debug:

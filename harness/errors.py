@@ -13,6 +13,10 @@ class HarnessError(Exception):
 
     exit_code = 2
 
+    def lines(self) -> list[str]:
+        """What the command line prints, one ``error:`` line each."""
+        return [str(self)]
+
 
 class ScenarioError(HarnessError):
     """A scenario file is unreadable or invalid. The message names the file and key path."""
@@ -21,6 +25,18 @@ class ScenarioError(HarnessError):
         self.path, self.key = str(path), key
         where = f"{self.path}: {key}: " if key else f"{self.path}: "
         super().__init__(where + message)
+
+
+class ScenarioErrors(ScenarioError):
+    """Several mistakes in one scenario file, found in one pass (`validate`, a run): one line each."""
+
+    def __init__(self, errors: list[ScenarioError]):
+        self.errors = list(errors)
+        HarnessError.__init__(self, "\n".join(str(e) for e in self.errors))
+        self.path, self.key = self.errors[0].path, self.errors[0].key
+
+    def lines(self) -> list[str]:
+        return [str(e) for e in self.errors]
 
 
 class InputError(HarnessError):

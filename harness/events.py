@@ -28,6 +28,7 @@ COLLECTED = "collected"
 COLLECT_ERROR = "collect_error"
 ENGINE_START = "engine_start"
 ENGINE_END = "engine_end"
+ENGINE_FREED = "engine_freed"  # an engine object of a step was freed (and its EngineCore processes exited)
 
 #: the keys every event has, and those that place it in a step or an engine build
 COMMON_KEYS = frozenset({"t", "event", "variant", "repeat"})
@@ -101,6 +102,8 @@ class StepEnd(Common, StepKey, total=False):
     release_latency_s: float | None
     release_after_free_s: float  # with lazy_release injected
     log_offset: int
+    wait_s: float  # seconds in memory waits: settle, teardown, upstream's own wait helpers
+    live_engine_built_by: str  # a wait that could never end: the steps that built the live engines
 
 
 class WorkerEnd(Common, total=False):
@@ -134,11 +137,17 @@ class EngineEnd(Common, StepKey, total=False):
     release_latency_s: float | None
 
 
+class EngineFreed(Common, StepKey, total=False):
+    build: int  # a pytest suite's engine build
+    freed_at: float  # epoch seconds; may come during a later step
+
+
 #: every event's payload type, by name
 PAYLOADS: dict[str, type] = {
     WORKER_START: WorkerStart, STEP_START: StepStart, PHASE_START: PhaseStart, PHASE_END: PhaseEnd,
     MEMORY: Memory, ACTION: Action, THRESHOLD: Threshold, STEP_END: StepEnd, WORKER_END: WorkerEnd,
     COLLECTED: Collected, COLLECT_ERROR: CollectError, ENGINE_START: EngineStart, ENGINE_END: EngineEnd,
+    ENGINE_FREED: EngineFreed,
 }
 NAMES = frozenset(PAYLOADS)
 

@@ -69,6 +69,7 @@ class Phase(str, enum.Enum):
 class Verdict(str, enum.Enum):
     FIX_CONFIRMED = "fix confirmed"
     NOT_REPRODUCED = "not reproduced"
+    NOT_PROVEN = "not proven"  # the baseline's VRAM failures passed with the fix without building an engine
     BASELINE_BROKEN = "baseline broken"  # the baseline failed for reasons other than the leak
     FIX_INSUFFICIENT = "fix insufficient"
     REGRESSION = "regression"
@@ -124,11 +125,23 @@ class StepResult:
     classname: str | None = None  # a pytest suite's test: as `pytest --junitxml` names it (default: the scenario)
     builds: list[dict[str, Any]] = field(default_factory=list)  # engine builds of a pytest suite's test
     log_facts: dict[str, int] = field(default_factory=dict)  # results/logfacts.py: counts in the step's log
+    wait_s: float | None = None  # seconds in memory waits: its settle and teardown (and upstream's helpers)
+    live_engine_built_by: str = ""  # a wait that could never end: the steps that built the live engines
+    engine_followed: bool = False  # the worker followed its engines' lives (engine_freed_at means something)
+    engine_freed_at: float | None = None  # epoch seconds its (last) engine object was freed; None: never
+    ended_at: float | None = None  # epoch seconds of its end (readings after it: a fixture's later teardown)
     engine_process: str | None = None  # "child" (vLLM's EngineCore process) or "in-process"
     probe_disagreement: tuple[int, str] | None = None  # the two probes' largest gap over 1 GiB, and where
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step
+
+    def engines_built(self) -> int:
+        """Engines this step (a pytest suite's test: its builds) really built: those with an
+        ``after_construct`` reading. A pass that built none is no evidence about memory."""
+        if self.builds:
+            return sum("after_construct" in b.get("memory", {}) for b in self.builds)
+        return int(any(m.label == "after_construct" for m in self.memory))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ own beyond errors.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from harness.model import EXIT_INFRASTRUCTURE, EXIT_INTERRUPTED
 from harness.report import console
 from harness.report import files as report_files
 from harness.report import trend as trend_views
+from harness.results import flaky as flakiness
 from harness.results import history, rundir
 from harness.results.rundir import RunResults
 from harness.results.summary import RunSummary, summarize
@@ -90,7 +92,8 @@ def execute(run: Run) -> int | None:
     if run.partial:
         print(f"results: {run.run_dir} (shard {opts.shard}: no verdict of its own; "
               "join the shards with `run.py merge RUN_DIR...`)")
-        return EXIT_INTERRUPTED if run.result.incomplete else 0
+        _say_problems(run.result.problems)
+        return EXIT_INTERRUPTED if run.result.incomplete else EXIT_INFRASTRUCTURE if run.result.problems else 0
     return None
 
 
@@ -138,17 +141,25 @@ def run_stages(run: Run, stages=STAGES) -> int | None:
 
 # --------------------------------------------------------------------------- entry points
 def run_scenario(run: Run) -> int:
-    """`run.py SCENARIO.yaml`: every stage, then the verdict on the console; the exit code."""
-    code = run_stages(run)
+    """`run.py SCENARIO.yaml`: every stage, then the verdict on the console; the exit code, which is
+    summary.json's (as `report` and `merge` give it: 3 for a collection problem) unless the run was
+    interrupted (130)."""
+    code = run_stages(run, STAGES[:STAGES.index(read)])
     if code is not None:
         return code
+    # a Ctrl-C while the reports are written does not leave the run directory without them
+    _, interrupted = runner.shielded(lambda: run_stages(run, REPORT_STAGES))
     console.summary_table(run.summary)
     print(f"results: {run.run_dir}")
-    if run.result.incomplete:
+    if run.result.incomplete or interrupted:
         return EXIT_INTERRUPTED
-    for line in run.result.problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
+    _say_problems(run.result.problems)
+    return run.summary.exit_code
+
+
+def _say_problems(problems: list[str]) -> None:
+    for line in problems:  # a pytest suite that did not run as asked: never a silent "0 tests"
         print(f"error: {line}", file=sys.stderr)
-    return EXIT_INFRASTRUCTURE if run.result.problems else run.summary.exit_code
 
 
 def summary_of(run_dir: Path, allow: frozenset | None = None) -> RunSummary:
@@ -210,6 +221,27 @@ def trend(out: Path, scenario: str | None = None, nights: int = 14, recent: int 
         except OSError as e:
             raise InputError(f"{html_out}: cannot write: {e.strerror or e}") from None
     return trends
+
+
+def flaky(out: Path, scenario: str | None = None, nights: int = 14, min_runs: int = flakiness.DEFAULT_MIN_RUNS,
+          as_json: bool = False, console: Any = None) -> list[flakiness.FlakyTest]:
+    """`run.py trend --flaky`: tests of the history of ``out`` ranked by flip rate on one code
+    revision, then failure rate (results/flaky.py), printed, or as JSON."""
+    path = history.history_path(out)
+    if not path.exists():
+        raise InputError(f"{path}: no history yet (every finished run appends to it)")
+    records, warnings = history.load(path)
+    for w in warnings:
+        _stderr(f"warning: {w}")
+    tests = flakiness.flaky(records, scenario, nights, min_runs)
+    if not tests:
+        known = sorted({str(r["scenario"]) for r in records})
+        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
+    if as_json:
+        print(json.dumps({"version": 1, "min_runs": min_runs, "tests": [t.to_json() for t in tests]}, indent=2))
+    else:
+        trend_views.print_flaky(tests, min_runs, console)
+    return tests
 
 
 def _stderr(msg: str) -> None:

@@ -354,3 +354,33 @@ def test_validate_never_imports_call_hooks_or_runs_interpreters(tmp_path):
     made = {p.name for p in tmp_path.rglob("*") if p.name.isupper() or p.name.endswith("_called")}
     assert made == {"INTERPRETER_STARTED", "TOP_IMPORTED", "TOP_IMPORTED_called", "PKG_IMPORTED",
                     "MOD_IMPORTED", "MOD_IMPORTED_called"}
+
+
+def test_two_mistakes_of_the_corpus_in_one_file_are_both_said_and_nothing_else_breaks(tmp_path):
+    """validate reports every mistake of a file at once, so the checks after a wrong part must cope
+    with it: each corpus file's keys laid over three others' (the pytest block of one with the
+    steps of another, a bad variant with a bad step...) raise ScenarioError, never anything else
+    (before the pytest block's fix, such a pair ended in "internal error: KeyError: 'steps'")."""
+    import yaml
+
+    from harness.scenario import schema
+
+    raws = {}
+    for path in CORPUS_FILES:
+        if path.is_file() and path.stat().st_size < 5000:
+            try:
+                raw = yaml.safe_load(path.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError):
+                continue
+            if isinstance(raw, dict):
+                raws[path.stem] = raw
+    names = sorted(raws)
+    assert len(names) > 50
+    for i, a in enumerate(names):
+        for b in (names[(i + 1) % len(names)], names[(i + 7) % len(names)], names[(i + 31) % len(names)]):
+            path = tmp_path / f"{a}__{b}.yaml"
+            path.write_text(yaml.safe_dump({**raws[a], **{k: v for k, v in raws[b].items() if k != "version"}}))
+            try:  # (b's keys may replace a's mistake, and b's may be one only preflight sees)
+                schema.load(path)
+            except ScenarioError as e:
+                assert all(line.startswith(f"{path}: ") for line in e.lines()), e.lines()

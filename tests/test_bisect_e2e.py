@@ -173,18 +173,37 @@ def test_bisect_step_exit_codes(work, capsys, monkeypatch):
     assert rc == 1 and "bad: step 'first' still held 6.40 GiB after call (limit 5 GiB)" in out, out
 
 
-def test_git_bisect_run_with_bisect_step(work):
-    shas = make_engine_repo(work / "repo", 6, first_bad=3)
+def git_bisect_run(work: Path, commits: int, first_bad: int, *options: str) -> tuple[list[str], str, str, int]:
+    """`git bisect run run.py bisect-step ...` over a fresh engine repo: its commits, the output, the
+    bisect log, and git's exit status."""
+    shas = make_engine_repo(work / "repo", commits, first_bad=first_bad)
     repo = work / "repo"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(repo), os.environ.get("PYTHONPATH", "")])}
     git(repo, "bisect", "start", shas[-1], shas[0])
     try:
         done = subprocess.run(["git", "bisect", "run", *entry_argv(), "bisect-step",
-                               str(work / "scenario" / "fakeengine.yaml"), "--out", str(work / "results")],
+                               str(work / "scenario" / "fakeengine.yaml"), "--out", str(work / "results"), *options],
                               cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        log = subprocess.run(["git", "bisect", "log"], cwd=repo, capture_output=True, text=True).stdout
     finally:
         git(repo, "bisect", "reset")
-    assert f"{shas[3]} is the first bad commit" in done.stdout, done.stdout + done.stderr
+    return shas, done.stdout + done.stderr, log, done.returncode
+
+
+def test_git_bisect_run_with_bisect_step(work):
+    shas, output, _, _ = git_bisect_run(work, 6, 3)
+    assert f"{shas[3]} is the first bad commit" in output, output
+
+
+@pytest.mark.parametrize("mistake", [["--fail-onn", "any"], ["--fail-on", "anything"], ["--variant"]],
+                         ids=["unknown option", "bad value", "missing value"])
+def test_a_typo_under_git_bisect_run_aborts_the_bisection_instead_of_blaming_commit_1(work, mistake):
+    """`git bisect run` reads exit 1..127 (but 125) as "bad": argparse's usage error (2) would mark
+    every commit bad and name the first one. bisect-step exits 128 for it, which aborts the bisection."""
+    _, output, log, code = git_bisect_run(work, 4, 3, *mistake)
+    assert code != 0 and "is the first bad commit" not in output, output
+    assert "aborting: exit 128" in output, output
+    assert "git bisect bad" not in log and "git bisect good" not in log, log  # no revision was judged
 
 
 def test_a_mistake_in_the_options_stops_the_bisection_rather_than_skipping_every_revision(work, capsys):

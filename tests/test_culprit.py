@@ -127,3 +127,50 @@ def test_one_junit_file_with_every_variant_keeps_their_sequences_apart():
     found = culprit.from_cases(cases)
     assert found[("x.a", "s2")].step == "s1"
     assert ("x.b", "s2") not in found  # b's s1 gave its memory back: not b's culprit, and a's is not b's
+
+
+# --------------------------------------------------------------------------- pytest suites
+def _hf_then_vllm_events():
+    """Upstream's test_logprobs shape: an HfRunner model (no device memory), then a VllmRunner whose
+    engine the legacy teardown leaves held; the next test's engine fails for memory."""
+    def mem(step, index, b, label, used):
+        return {"event": "memory", "step": step, "index": index, "build": b, "label": label, "used_bytes": used,
+                "total_bytes": 64 * GIB}
+    a, v = "test_logprobs[opt]", "test_next"
+    evs = [{"event": "step_start", "step": a, "index": 0}]
+    evs += [mem(a, 0, 0, lab, GIB) for lab in ("before_construct", "after_construct", "after_del_llm")]
+    evs += [mem(a, 0, 1, "before_construct", GIB), mem(a, 0, 1, "after_construct", 58 * GIB),
+            mem(a, 0, 1, "after_del_llm", 58 * GIB), mem(a, 0, 1, "after_cleanup_dist_env", 58 * GIB)]
+    evs += [{"event": "step_end", "step": a, "index": 0, "outcome": "passed"},
+            {"event": "step_start", "step": v, "index": 1}, mem(v, 1, 0, "before_construct", 58 * GIB),
+            {"event": "step_end", "step": v, "index": 1, "outcome": "failed", "phase": "construct",
+             "error_type": "ValueError", "message": "Free memory on device cuda:0 (5.90/64.00 GiB) on startup is "
+             "less than desired GPU memory utilization (0.9, 57.60 GiB)."}]
+    return evs
+
+
+def test_a_pytest_suites_culprit_is_on_the_console_and_in_junit_as_in_summary_json(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from harness.model import VariantResult
+    from harness.report import console
+    from harness.results import events as events_mod, junit
+
+    evs = _hf_then_vllm_events()
+    buf = io.StringIO()
+    with console.Progress(2, console=Console(file=buf, force_terminal=False, width=400)) as progress:
+        for ev in evs:
+            progress("legacy", 0, ev)
+    assert "— culprit: test_logprobs[opt] (held 57.00 GiB after del_llm" in buf.getvalue()
+
+    planned = [{"name": "test_logprobs[opt]", "index": 0, "classname": "tests.samplers.test_logprobs"},
+               {"name": "test_next", "index": 1, "classname": "tests.samplers.test_logprobs"}]
+    timed = [{"t": float(i), "variant": "legacy", **ev} for i, ev in enumerate(evs)]
+    _, steps = events_mod.collect(timed, planned, log=tmp_path / "log", stopped=None, exit_description="")
+    path = tmp_path / "legacy.xml"
+    junit.write_variant(path, "up", [VariantResult("legacy", "legacy", steps)], 1, {"variant": "legacy"})
+    cases = {c.name: c for c in read_cases(path)}
+    assert cases["test_next"].properties.get("culprit_step") == "test_logprobs[opt]"
+    assert culprit.from_cases(cases.values())[cases["test_next"].key].step == "test_logprobs[opt]"  # summary.json's

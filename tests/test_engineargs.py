@@ -50,7 +50,7 @@ def fake_vllm(tmp_path, monkeypatch):
 SCENARIO = """\
 version: 1
 name: typo
-backend: sim
+backend: vllm
 defaults: {{model: m, {key}: 0.5}}
 variants:
   a: {{profile: bare}}
@@ -126,6 +126,52 @@ def test_an_interpreter_without_vllm_is_said_plainly_and_not_refused(tmp_path, m
     sc = schema.load(_scenario(tmp_path, "gpu_memory_utilisation"))
     notes = engineargs.check(sc, python=other)
     assert len(notes) == 1 and "not checked" in notes[0] and "has no vLLM installed" in notes[0]
+
+
+def test_the_simulated_device_takes_no_engine_arguments_so_none_are_asked_for(tmp_path):
+    path = _scenario(tmp_path, "gpu_memory_utilisation")
+    path.write_text(path.read_text().replace("backend: vllm", "backend: sim"))
+    sc = schema.load(path)
+
+    def asker(python):
+        raise AssertionError(f"{python} asked about vLLM for a simulated run")
+
+    assert engineargs.check(sc, asker=asker) == []
+    assert engineargs.check(schema.load(_scenario(tmp_path)), backend="sim", asker=asker) == []  # --backend sim
+
+
+HANGS = "#!/bin/sh\n# {mark}\nwhile :; do sleep 1; done\n"
+
+
+def test_a_hanging_interpreter_is_named_once_and_its_variants_do_not_run(tmp_path, capsys):
+    """Both variants use an interpreter that never answers: each gets timeouts.worker_start (not a
+    fixed 180 s), the hang is said once, and the run ends with their steps not run, exit 1."""
+    import json
+    import time
+
+    import psutil
+
+    hang = tmp_path / "hangs"
+    hang.write_text(HANGS.format(mark=tmp_path.name))
+    hang.chmod(0o755)
+    path = tmp_path / "s.yaml"
+    path.write_text(SCENARIO.format(key="gpu_memory_utilization").replace(
+        "name: typo\n", "name: typo\ntimeouts: {worker_start: 2, stop_grace: 1}\n").replace(
+        "{profile: bare}", f"{{profile: bare, python: {hang}}}").replace(
+        "{profile: fixed,", f"{{profile: fixed, python: {hang},"))
+    started = time.monotonic()
+    code = cli.main([str(path), "--out", str(tmp_path / "out")])
+    took = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1 and took < 30, (code, took, err)
+    lines = [ln for ln in err.splitlines() if "did not answer" in ln]
+    assert len(lines) == 1 and f"variant(s) a, b: interpreter {hang} did not answer within 2 s" in lines[0]
+    (run_dir,) = (tmp_path / "out" / "typo").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for variant in ("a", "b"):
+        assert summary["counts"][variant]["skipped"] == 1
+        assert any(r.startswith(f"variant {variant!r} did not run 1 of its steps") for r in summary["reasons"])
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(hang) in " ".join(p.info["cmdline"] or [])]
 
 
 OLD_REHEARSAL = """\

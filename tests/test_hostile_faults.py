@@ -300,3 +300,38 @@ def test_bisect_over_interpreters_that_cannot_run_says_so_and_fails(tmp_path):
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "first bad revision" not in proc.stdout
     assert "no verdict: none of the 3 revision(s) tried could be run" in proc.stdout
+
+
+# --------------------------------------------------------------------------- Ctrl-C at any moment of a run
+def test_ctrl_c_at_moments_spread_over_a_run_leaves_every_run_directory_reported(tmp_path):
+    """SIGINT from the start of a run to its end: every run directory that exists then has its
+    report (report.md says INCOMPLETE when the run was cut short), the exit is 0, 1 or 130 with no
+    traceback, and no process of the run is left."""
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(sim_scenarios.bare_vs_fixed("ctrlc", 0.05))
+    start = time.monotonic()
+    assert cli(str(scenario), "--out", str(tmp_path / "full"), timeout=180).returncode == 0
+    span = time.monotonic() - start
+    reported = 0
+    for i in range(12):
+        out = tmp_path / f"out{i}"
+        proc = subprocess.Popen([sys.executable, "run.py", str(scenario), "--out", str(out)], cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(span * (0.2 + 0.8 * i / 12))
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+        proc.send_signal(signal.SIGINT)
+        stdout, err = proc.communicate(timeout=120)
+        assert proc.returncode in (0, 1, 130, -signal.SIGINT), stdout + err
+        assert "Traceback" not in err and "internal error" not in err, err
+        for run_dir in out.glob("ctrlc/*"):
+            reported += 1
+            assert (run_dir / "summary.json").is_file() and (run_dir / "report.md").is_file(), (i, stdout + err)
+            run = json.loads((run_dir / "run.json").read_text())
+            if run["incomplete"]:
+                assert "INCOMPLETE" in (run_dir / "report.md").read_text()
+                assert json.loads((run_dir / "summary.json").read_text())["exit_code"] != 0
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in children if _alive(pid)], "a process of the run outlived it"
+    assert reported, "no signal arrived while a run directory existed; the test proved nothing"

@@ -96,3 +96,80 @@ def test_unknown_key_names_path_and_nearest_key(tmp_path):
 def test_expectation_needing_two_runs_is_refused(tmp_path):
     with pytest.raises(ScenarioError, match=r"steps\[0\].expect.identical_runs: needs workload.runs >= 2"):
         scenario.load(_write(tmp_path, MINIMAL.replace("runs: 2", "runs: 1")))
+
+
+# --------------------------------------------------------------------------- validate, in one pass
+def test_validate_checks_builtin_model_names_and_suggests_the_nearest(tmp_path, capsys):
+    from harness import cli
+
+    path = _write(tmp_path, MINIMAL.replace("version: 1", "version: 1\n    defaults: {model: 'builtin:tiny-lama'}"))
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: defaults.model: no built-in model 'builtin:tiny-lama'; did you mean 'builtin:tiny-llama'?" in err
+
+
+def test_validate_reports_every_mistake_of_a_file_in_one_pass(tmp_path, capsys):
+    from harness import cli
+
+    path = _write(tmp_path, """
+        version: 1
+        platfrom: rocm
+        timeouts: {step: -1}
+        variants: {a: {profile: legacyy}, b: {profile: fixed}}
+        steps:
+          - name: one
+            retries: 3
+            workload: {prompts: ["hi"], sampling: [{temperature: 0.0, max_tokens: 0}]}
+          - {name: two, engine: {model: 'builtin:tiny'}}
+    """)
+    assert cli.main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [ln.split(": ")[2] for ln in lines] == ["platfrom", "timeouts.step", "variants.a.profile",
+                                                     "steps[0].retries", "steps[0].workload.sampling[0].max_tokens",
+                                                     "steps[1].engine.model"], lines
+    assert all(ln.startswith(f"error: {path}: ") for ln in lines)
+    assert "did you mean 'platform'?" in lines[0] and "did you mean 'legacy'?" in lines[2]
+    # only a close name is offered: 'retries' is nothing like 'timeout_s'
+    assert "did you mean" not in lines[3] and "(valid: name, engine, workload, expect, timeout_s)" in lines[3]
+
+
+def test_strict_platform_on_a_machine_without_it_is_the_machines_problem_exit_3(tmp_path, capsys, monkeypatch):
+    from harness import cli
+
+    monkeypatch.setenv("HARNESS_PLATFORM", "cpu")
+    path = _write(tmp_path, MINIMAL.replace("version: 1", "version: 1\n    platform: rocm"))
+    assert cli.main([str(path), "--strict-platform", "--out", str(tmp_path / "out")]) == 3
+    assert "scenario needs 'rocm' but this machine is 'cpu' (--strict-platform)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_reports_every_problem_with_this_machine_in_one_pass_too(tmp_path, capsys):
+    from harness import cli
+
+    path = _write(tmp_path, MINIMAL.replace("version: 1", "version: 1\n    backend: sim\n    defaults: {model: ./nowhere}")
+                  .replace("b: {profile: fixed}", "b: {profile: fixed, python: /no/such/python}"))
+    assert cli.main(["validate", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "variants.b.python: interpreter '/no/such/python' does not exist" in lines[0]
+    assert "defaults.model: model path './nowhere' does not exist" in lines[1]
+
+
+def test_one_mistake_is_one_line_however_much_depends_on_it(tmp_path, capsys):
+    """A typo'd required key is not also "missing"; a wrong variant or step is still there to be
+    named by the baseline and by a fault aimed at it."""
+    from harness import cli
+
+    cases = {
+        "varaints: {a: {profile: legacy}}\nsteps: [{name: s1}]": "varaints: unknown key; did you mean 'variants'?",
+        "variants: {a: {profile: legacyy}}\nbaseline: a\nsteps: [{name: s1}]": "variants.a.profile:",
+        ("variants: {a: {profile: legacy, inject: {crash: {step: s1, phase: workload}}}}\n"
+         "steps: [{name: s1, workload: {prompts: [hi], sampling: [{temperature: -1}]}}]"):
+            "steps[0].workload.sampling[0].temperature: -1 is out of range",
+    }
+    for body, said in cases.items():
+        path = tmp_path / "s.yaml"
+        path.write_text("version: 1\nbackend: sim\n" + body + "\n")
+        assert cli.main(["validate", str(path)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and said in lines[0], lines

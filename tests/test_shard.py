@@ -124,7 +124,7 @@ def test_a_missing_shard_makes_the_merge_incomplete_and_overlaps_are_refused(sce
     shard_out = tmp_path / "shards"
     assert cli.main([str(scenario), "--out", str(shard_out), "--shard", "1/2"]) == 0
     (one,) = run_dirs(shard_out)
-    assert cli.main(["merge", str(one), "--out", str(tmp_path / "merged")]) == 0
+    assert cli.main(["merge", str(one), "--out", str(tmp_path / "merged")]) == 1  # incomplete: never 0
     (merged,) = run_dirs(tmp_path / "merged")
     summary = json.loads((merged / "summary.json").read_text())
     assert summary["incomplete"] is True

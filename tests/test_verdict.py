@@ -236,13 +236,13 @@ def test_incomplete_flag_passes_through_with_a_reason():
 
 def test_interrupted_candidate_that_never_reached_the_failing_steps_proves_nothing():
     report = evaluate({"no_fix": cases(LEAKY), "with_fix": cases({"a": OK})}, "no_fix", 1, incomplete=True)
-    assert report.verdict is Verdict.NOT_REPRODUCED
+    assert report.verdict is Verdict.NOT_PROVEN and report.exit_code == 1
     assert "none of the steps that failed for VRAM in 'no_fix' ran here (b, c)" in report.reasons[1]
 
 
 def test_candidate_with_no_cases_proves_nothing():
     report = evaluate({"no_fix": cases(LEAKY), "with_fix": []}, "no_fix", 1, incomplete=True)
-    assert report.verdict is Verdict.NOT_REPRODUCED
+    assert report.verdict is Verdict.NOT_PROVEN and report.exit_code == 1
 
 
 def test_missing_baseline_or_no_candidate():
@@ -292,7 +292,8 @@ def write_run(run_dir: Path, variants=("no_fix", "with_fix"), repeat=1, incomple
 
 SUMMARY_KEYS = {"version", "scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform",
                 "baseline", "variants", "repeat", "incomplete", "verdict", "exit_code", "reasons", "candidates",
-                "missing", "counts", "cases", "stats", "transitions", "substitutions", "orphans", "allow", "rehearsal"}
+                "missing", "counts", "cases", "stats", "transitions", "substitutions", "orphans", "allow", "rehearsal",
+                "leaks", "teardown_cost"}
 
 
 def test_summary_and_report_written_atomically(tmp_path):
@@ -358,9 +359,11 @@ def test_missing_variant_of_a_finished_run_is_an_error(tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(InputError, match="is not a run directory: no run.json"):
         pipeline.summary_of(tmp_path)
-    write_run(tmp_path, incomplete=True)
-    with pytest.raises(InputError, match="is not a run directory: no JUnit file"):
+    write_run(tmp_path)
+    with pytest.raises(InputError, match="missing JUnit file for variant 'no_fix'"):
         pipeline.summary_of(tmp_path)
+    write_run(tmp_path, incomplete=True)  # interrupted before any worker wrote one: still reported
+    assert pipeline.summary_of(tmp_path).incomplete is True
 
 
 @pytest.mark.parametrize("text, words", [

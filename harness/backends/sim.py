@@ -129,6 +129,10 @@ class SimProbe:
     def read(self, devices: Sequence[int]) -> list[tuple[int, int]]:
         return self._ledger.read(probes.physical_ids(devices))
 
+    def pending(self, devices: Sequence[int]) -> list[int]:
+        """Released memory the device has not given back yet (a wait will see it come back)."""
+        return self._ledger.pending(probes.physical_ids(devices))
+
     def device_name(self, device: int) -> str:
         return self._device_name
 

@@ -29,7 +29,7 @@ DEFAULT_BUILD_TIMEOUT_S = 3600.0
 def _add_predicate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario")
     parser.add_argument("--variant", help="the variant to judge (default: the scenario's baseline)")
-    parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB",
+    parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB|wait>S",
                         help="what makes a revision bad (default: a vram_construction failure)")
     parser.add_argument("--out", default="results", help="results directory (default: results/)")
     overrides.add_argument(parser)
@@ -218,7 +218,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
     """One verdict in the current environment (or --python): 0 good, 1 bad, 125 skip.
 
     A broken scenario or option must stop `git bisect run` rather than mark revisions bad
-    (it reads 1..127 as bad), so such errors exit 128 here, not 2."""
+    (it reads 1..127 as bad), so such errors exit 128 here, not 2: argparse's usage errors too
+    (cli.main), and a bug of the harness."""
     from harness.bisect.predicate import FailOn, run_once
 
     try:
@@ -234,6 +235,9 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         return 125
     except HarnessError as e:
         print(f"error: {e} (aborting: exit {EXIT_ABORT})", file=sys.stderr)
+        return EXIT_ABORT
+    except Exception as e:  # a bug of the harness says nothing about the revision either
+        print(f"internal error: {type(e).__name__}: {e} (aborting: exit {EXIT_ABORT})", file=sys.stderr)
         return EXIT_ABORT
     print(f"{judgement.verdict}: {judgement.reason}")
     if judgement.junit:

@@ -4,7 +4,9 @@
 - `--fail-on any`: bad when any step failed;
 - `--fail-on held-after:ACTION>GIB`: bad when, for any step, the memory still held after the
   teardown action ACTION (property `mem_after_<ACTION>_bytes` minus `mem_before_construct_bytes`)
-  exceeds GIB — the engine half of a fix shows here even when no construction fails.
+  exceeds GIB — the engine half of a fix shows here even when no construction fails;
+- `--fail-on wait>S`: bad when any step waited more than S seconds for memory (property `wait_s`:
+  its settle and teardown waits) — a teardown fix that got slow, as upstream's #57371 did.
 
 A revision is skipped (git bisect's 125) when the run could not happen or cannot tell: the
 interpreter is missing, the worker never started, a `call:` target does not exist in that revision,
@@ -30,6 +32,7 @@ from harness.scenario import schema as scenario_mod
 from harness.scenario import yamlsafe
 from harness.scenario.suite import NATIVE
 from harness.errors import InfrastructureError, InputError, ScenarioError
+from harness.results import cost
 from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
 
@@ -51,22 +54,29 @@ class StepVerdict(str, enum.Enum):
 
 @dataclass(frozen=True)
 class FailOn:
-    kind: str  # "vram", "any" or "held"
+    kind: str  # "vram", "any", "held" or "wait"
     action: str = ""
     limit_gib: float = 0.0
+    limit_s: float = 0.0
 
     @classmethod
     def parse(cls, text: str) -> FailOn:
         if text in ("vram", "any"):
             return cls(text)
-        m = re.fullmatch(r"held-after:(\w+)>(\d+(?:\.\d*)?|\.\d+)", text.replace(" ", ""))
-        if not m:
-            raise InputError(f"--fail-on: {text!r} is not valid (valid: vram, any, held-after:ACTION>GIB, "
-                             "e.g. held-after:engine_core_shutdown>5)")
-        return cls("held", m.group(1), float(m.group(2)))
+        number = r"(\d+(?:\.\d*)?|\.\d+)"
+        m = re.fullmatch(rf"held-after:(\w+)>{number}", text.replace(" ", ""))
+        if m:
+            return cls("held", m.group(1), float(m.group(2)))
+        m = re.fullmatch(rf"wait>{number}", text.replace(" ", ""))
+        if m:
+            return cls("wait", limit_s=float(m.group(1)))
+        raise InputError(f"--fail-on: {text!r} is not valid (valid: vram, any, held-after:ACTION>GIB, wait>SECONDS, "
+                         "e.g. held-after:engine_core_shutdown>5 or wait>30)")
 
     def __str__(self) -> str:
-        return f"held-after:{self.action}>{self.limit_gib:g}" if self.kind == "held" else self.kind
+        if self.kind == "held":
+            return f"held-after:{self.action}>{self.limit_gib:g}"
+        return f"wait>{self.limit_s:g}" if self.kind == "wait" else self.kind
 
     def check(self, scenario: scenario_mod.Scenario, variant: str) -> None:
         """A threshold on an action the variant never runs would call every revision good."""
@@ -106,6 +116,11 @@ def judge(cases: list[Case], fail_on: FailOn) -> tuple[StepVerdict, str]:
             if held is not None and held > fail_on.limit_gib * GIB:
                 return StepVerdict.BAD, (f"step '{case.name}' still held {held / GIB:.2f} GiB after "
                                          f"{fail_on.action} (limit {fail_on.limit_gib:g} GiB)")
+        elif fail_on.kind == "wait":
+            waited = cost.wait_of(case.properties)
+            if waited is not None and waited > fail_on.limit_s:
+                return StepVerdict.BAD, (f"step '{case.name}' waited {waited:.2f} s for memory "
+                                         f"(limit {fail_on.limit_s:g} s)")
         elif case.outcome is Outcome.FAILED and (fail_on.kind == "any"
                                                  or case.failure_class is FailureClass.VRAM_CONSTRUCTION):
             return StepVerdict.BAD, f"step '{case.name}' failed with {case.failure_class}: {case.message[:200]}"

@@ -210,6 +210,7 @@ def _merged_meta(parts: list[_Part], run_id: str, variants: list[str], ran, miss
         finished=None if None in finished else max(finished),
         substitutions=_union(s for p in parts for s in p.meta.get("substitutions") or []),
         orphans=[o for p in parts for o in p.meta.get("orphans") or []],
+        problems=_union(str(x) for p in parts for x in p.meta.get("problems") or []),
         settle=[s for p in parts for s in p.meta.get("settle") or []],
         argv=sys.argv, missing=[[v, r] for v, r in missing],
         shards=[{"run_dir": str(p.run_dir), "run_id": p.meta.get("run_id"), "shard": p.meta.get("shard"),

@@ -36,6 +36,13 @@ class DeviceModelProbe:
             own.flush()
         return self.ledger.read(physical_ids(devices))
 
+    def pending(self, devices: Sequence[int]) -> list[int]:
+        """Released memory the device has not given back yet (a wait will see it come back)."""
+        own = charges.current()
+        if own is not None:
+            own.flush()
+        return self.ledger.pending(physical_ids(devices))
+
     def device_name(self, device: int) -> str:
         return f"{self.model.device_name} (modelled on vLLM-CPU)"
 

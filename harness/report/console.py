@@ -18,6 +18,7 @@ from rich.text import Text
 
 from harness.device import GIB
 from harness import events as vocab
+from harness.results import cost, leaks
 from harness.results.summary import RunSummary
 from harness.xmlsafe import one_line, printable
 
@@ -83,6 +84,8 @@ class Progress:
             self.state["peak"] = max(self.state.get("peak") or 0, ev["used_bytes"])
             if self.state.get("builds"):
                 self.state["builds"][-1][1].append((ev.get("label", ""), ev["used_bytes"]))
+                if "build" in ev:  # a pytest suite's test: its engine builds' readings
+                    self.state.setdefault("tests", set()).add(ev["step"])
         elif kind == vocab.STEP_END:
             self._step_line(variant, repeat, ev)
         if self._live is not None:
@@ -123,7 +126,9 @@ class Progress:
                                      str(ev.get("traceback", "")), "")
         if cls is not FailureClass.VRAM_CONSTRUCTION:
             return ""
-        builds = [culprit.Build(name, tuple(readings)) for name, readings in self.state.get("builds", [])]
+        tests = self.state.get("tests", set())
+        builds = [culprit.Build(name, culprit.step_readings(readings, name in tests))
+                  for name, readings in self.state.get("builds", [])]
         found = culprit.find(builds, len(builds) - 1) if builds else None
         return f" — {found.describe()}" if found else ""
 
@@ -141,12 +146,16 @@ def summary_table(summary: RunSummary, console: Console | None = None) -> None:
     table.add_column("step")
     for v in variants:
         table.add_column(shown(v))
+    unproven = {(v, c.classname, c.step) for v, t in summary.transitions.items()
+                for c in t.cases if c.transition == "not proven"}
     for row in summary.cases:
         cells = []
         for v in variants:
             cell = row.variants.get(v)
             if not cell:
                 cells.append("-")
+            elif (v, row.classname, row.step) in unproven:  # passed, but built no engine
+                cells.append("[yellow]not proven[/]")
             elif cell.outcome == "passed":
                 cells.append("[green]passed[/]")
             elif cell.outcome == "skipped":
@@ -161,6 +170,23 @@ def summary_table(summary: RunSummary, console: Console | None = None) -> None:
     console.print(f"verdict: [bold {colour}]{shown(summary.verdict)}[/]")
     for reason in summary.reasons:
         console.print(f"  - {printable(reason)}", markup=False)
+    for variant, c in summary.teardown_cost.items():
+        if c.get("total_s", 0) >= 0.05:  # a variant that never waited has no cost to tell
+            console.print(f"teardown cost: {printable(cost.describe(variant, c, summary.baseline))}",
+                          markup=False)
+    found = summary.leaks
+    if found:
+        console.print(f"leaks: {len(found)} test(s) left memory behind (run.py report RUN_DIR --leaks)")
+
+
+def print_leaks(summary: RunSummary, console: Console | None = None) -> None:
+    """`run.py report RUN_DIR --leaks`: every test that left memory behind, largest first."""
+    console = console or Console(highlight=False)
+    found = summary.leaks
+    if not found:
+        console.print("no leaks: every test gave back what it took", markup=False)
+    for leak in found:
+        console.print(printable(leaks.describe(leak)), markup=False, soft_wrap=True)
 
 
 def plain_lines() -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from harness.results.junitread import Case
 from harness.results.summary import Cell, RunSummary
 from harness.results.verdict import step_of
-from harness.report import html_failures
+from harness.report import costs, html_failures
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS
 # the drawings live in svg.py; memory_chart and nice_ticks are known here too
@@ -121,7 +121,9 @@ def render(summary: RunSummary) -> str:
     step_numbers = {row.step: i + 1 for i, row in enumerate(summary.cases)}
     body = [_verdict(summary, suite), _charts(summary, variants, tls, cases, step_numbers, repeats),
             _steps(summary, variants, cases, repeats, step_numbers), html_failures.transitions(summary),
-            _counts(summary),
+            _counts(summary), _rows("Teardown cost (seconds waiting for memory)", costs.COST_HEADER,
+                                    costs.cost_rows(summary)),
+            _rows("Leaks", costs.LEAK_HEADER, costs.leak_rows(summary)[:costs.MAX_LEAK_ROWS], costs.LEAKS_NOTE),
             _listing("Substitutions", summary.substitutions),
             _listing("Orphaned processes", summary.orphans),
             f"<footer>run directory <code>{esc(run_dir.name)}</code> · summary.json holds every number shown here"
@@ -337,6 +339,16 @@ def _counts(s: RunSummary) -> str:
                                     [v, c["cases"], c["passed"], c["failed"], c["skipped"],
                                      *(c["classes"][k] for k in classes)]) + "</tr>" for v, c in counts.items())
     return f"<h2>Counts</h2>\n<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
+
+
+def _rows(title: str, header: list[str], rows: list[list[str]], note: str = "") -> str:
+    if not rows:
+        return ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in row) + "</tr>" for row in rows)
+    note = f"<p class=\"muted\">{esc(note)}</p>" if note else ""
+    return (f"<h2>{esc(title)}</h2>{note}\n<div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _listing(title: str, items: Iterable | None) -> str:

@@ -11,6 +11,7 @@ import html
 import re
 from typing import TYPE_CHECKING, Any
 
+from harness.report import costs
 from harness.xmlsafe import printable
 
 if TYPE_CHECKING:
@@ -21,17 +22,18 @@ MAX_STEP_ROWS = 500
 MAX_TRANSITION_ROWS = 200
 MAX_CELL = 400  # a message cut short says less than a long cell
 
-STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "baseline broken": "FAIL",
+STATUS = {"fix confirmed": "PASS", "not reproduced": "INCONCLUSIVE", "not proven": "FAIL", "baseline broken": "FAIL",
           "fix insufficient": "FAIL", "regression": "FAIL"}
 #: The transitions a reviewer acts on; the rest are in summary.json.
-SHOWN_TRANSITIONS = ("regression", "still failing", "fixed")
+SHOWN_TRANSITIONS = ("regression", "still failing", "not proven", "fixed")
 
 
 def render(summary: RunSummary) -> str:
     """report.md of a run's typed summary."""
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _failures(summary), _listing("Substitutions", summary.substitutions),
-             _listing("Orphaned processes", summary.orphans), _listing("Probe disagreements", summary.probe_notes)]
+             _transitions(summary), _failures(summary), _cost(summary), _leaks(summary),
+             _listing("Substitutions", summary.substitutions), _listing("Orphaned processes", summary.orphans),
+             _listing("Probe disagreements", summary.probe_notes)]
     return _fit("\n".join(p for p in parts if p))
 
 
@@ -175,6 +177,21 @@ def _transitions(s: RunSummary) -> str:
                 ["transition", "step", "baseline", "candidate", "message"], rows, MAX_TRANSITION_ROWS,
                 "transitions"))
     return "\n".join(out)
+
+
+def _cost(s: RunSummary) -> str:
+    rows = costs.cost_rows(s)
+    if not rows:
+        return ""
+    return "### Teardown cost (seconds waiting for memory)\n\n" + _table(costs.COST_HEADER, rows, len(rows), "variants")
+
+
+def _leaks(s: RunSummary) -> str:
+    rows = costs.leak_rows(s)
+    if not rows:
+        return ""
+    return (f"### Leaks\n\n_{costs.LEAKS_NOTE}._\n\n"
+            + _table(costs.LEAK_HEADER, rows, costs.MAX_LEAK_ROWS, "leaks"))
 
 
 def _listing(title: str, items: list | None) -> str:

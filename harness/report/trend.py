@@ -100,3 +100,22 @@ def render_html(trends: list[ScenarioTrend]) -> str:
         body.append(f"<div class=\"scroll\"><table><thead><tr><th>night</th>{head}<th>verdict</th><th>vLLM</th>"
                     f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
     return page("Nightly trend", "\n".join(body))
+
+
+def print_flaky(tests: list[Any], min_runs: int, console: Any = None) -> None:
+    """`trend --flaky`: tests by flip rate, then failure rate, with the runs behind each figure;
+    tests that never failed are counted, not listed; too few runs are marked, not ranked."""
+    console = console or Console(highlight=False)
+    shown_tests = [t for t in tests if t.failures]
+    table = Table(title="flakiness: outcome flips between runs of the same code revision",
+                  caption=f"ranked when at least {min_runs} runs of one revision are behind the flip rate")
+    for column in ("rank", "scenario", "variant", "test", "flip rate (flips/pairs, runs)", "failure rate (failed/ran)"):
+        table.add_column(column)
+    rank = 0
+    for t in shown_tests:
+        rank += t.enough
+        flip = "-" if t.flip_rate is None else f"{t.flip_rate:.0%} ({t.flips}/{t.pairs}, {t.flip_runs} runs)"
+        table.add_row(str(rank) if t.enough else f"too few runs ({t.flip_runs})", shown(t.scenario),
+                      shown(t.variant), shown(t.test), flip, f"{t.failure_rate:.0%} ({t.failures}/{t.runs})")
+    console.print(table)
+    console.print(f"{len(tests) - len(shown_tests)} test(s) passed in every run", markup=False)

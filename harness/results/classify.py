@@ -141,6 +141,8 @@ _RULES: tuple[_Rule, ...] = (
     _rule("timeout", _F.TIMEOUT,
           r"Failed: Timeout \(?>", r"\n\+{4,} Timeout \+{4,}[ \t]*$", r"from pytest-timeout",  # pytest-timeout
           r"\nTimeout: step exceeded"),  # the harness's own per-step deadline
+    _rule("live_engine", _F.TEARDOWN_ERROR,  # a wait that could never end, wherever it ran
+          r"LiveEngineHolds", r"held by a live engine built by"),
     _rule("startup_check", _F.VRAM_CONSTRUCTION,  # vLLM refuses to start: every version's wording
           r"Free memory on device\b[^\n]*?\bon startup is less than",
           r"less than desired GPU memory utilization",
@@ -248,7 +250,7 @@ def _kv_budget_gone(text: str, pos: int) -> bool:
 def _resolve(rule: _Rule, m: re.Match[str], text: str, phase: Phase | None) -> FailureClass:
     """The class of a rule's match, given the step's phase (None: read it from the text)."""
     kind = rule.kind
-    if kind in ("crash", "timeout"):
+    if kind in ("crash", "timeout", "live_engine"):
         return rule.cls
     if phase is Phase.TEARDOWN:
         return _F.CRASH if kind == "engine_died" else _F.TEARDOWN_ERROR

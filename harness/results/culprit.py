@@ -21,6 +21,8 @@ from typing import Any, Iterable, Sequence
 
 from harness.device import GIB
 from harness.model import FailureClass, Outcome
+from harness.results.freed import status as freed_status
+from harness.results.freed import time_of
 
 MIN_TOLERANCE = 64 << 20  # allocator noise between two readings of an idle device
 TOLERANCE_SHARE = 0.05  # of what the engine build took
@@ -36,6 +38,9 @@ class Build:
     name: str
     readings: tuple[tuple[str, int], ...]
     vram: bool = False
+    followed: bool = False  # the worker followed its engine's life: freed_at means something
+    freed_at: float | None = None  # epoch seconds its engine object was freed (None: never)
+    at: float | None = None  # epoch seconds of its construction (or the wait before it)
 
     def reading(self, label: str) -> int | None:
         return next((b for lab, b in self.readings if lab == label), None)
@@ -46,9 +51,13 @@ class Culprit:
     step: str
     held_bytes_after: dict[str, int]  # its teardown action -> bytes still held above its starting level
     freed_after: dict[str, str] | None  # {"step": NAME, "at": LABEL}: first reading where it was free
+    status: str | None = None  # at the failing construction: results/freed.py (None: not known)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "held_bytes_after": dict(self.held_bytes_after), "freed_after": self.freed_after}
+        out = {"step": self.step, "held_bytes_after": dict(self.held_bytes_after), "freed_after": self.freed_after}
+        if self.status is not None:
+            out["status"] = self.status
+        return out
 
     def describe(self) -> str:
         """One line for people: "culprit: s1 (held 58.88 GiB after del_llm, ...; never freed)"."""
@@ -58,12 +67,13 @@ class Culprit:
         else:
             at = self.freed_after["at"].removeprefix("after_")
             freed = f"free only at {self.freed_after['step']}'s {at}"
-        return f"culprit: {self.step} (held {held}; {freed})"
+        status = f"; at the failure: {self.status}" if self.status else ""
+        return f"culprit: {self.step} (held {held}; {freed}{status})"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Culprit":
         return cls(str(d["step"]), {str(k): int(v) for k, v in d.get("held_bytes_after", {}).items()},
-                   d.get("freed_after"))
+                   d.get("freed_after"), d.get("status"))
 
 
 def readings_from_properties(props: dict[str, str]) -> tuple[tuple[str, int], ...]:
@@ -113,7 +123,8 @@ def find(builds: Sequence[Build], failing: int) -> Culprit | None:
             continue  # it had come back by the failing construction
         freed = next(({"step": n, "at": lab} for n, lab, v in rest if v <= free_at), None)
         held = {lab.removeprefix("after_"): max(0, v - before) for lab, v in _teardown(build)}
-        return Culprit(build.name, held, freed)
+        status = freed_status(build.freed_at, victim.at) if build.followed and victim.at is not None else None
+        return Culprit(build.name, held, freed, status)
     return None
 
 
@@ -146,16 +157,37 @@ def from_cases(cases: Iterable[Any], repeats: int = 1) -> dict[tuple[str, str], 
         sequences.setdefault((c.suite, c.properties.get("variant", ""), str(repeat or 0)), []).append(c)
     out = {}
     for seq in sequences.values():
-        builds = [Build(c.name, readings_from_properties(c.properties), c.vram_failure) for c in seq]
+        builds = [_case_build(c) for c in seq]
         out.update({seq[i].key: cul for i, cul in find_all(builds).items()})
     return out
 
 
+def _case_build(c: Any) -> Build:
+    props = c.properties
+    freed_at = time_of(props, "engine_freed_at")
+    return Build(c.name, readings_from_properties(props), c.vram_failure, "engine_freed_at" in props, freed_at,
+                 time_of(props, "construct_at"))
+
+
+def step_readings(samples: Iterable[tuple[str, int]], builds: bool) -> tuple[tuple[str, int], ...]:
+    """A step's readings as its JUnit properties keep them (``mem_<label>_bytes``), so the console, the
+    JUnit file and summary.json name the same culprit. A pytest suite's test (``builds``) may build
+    several engines (an HfRunner's model, then vLLM's): one reading per label, the last build's value
+    in the label's first place; mixing the builds' sequences would read the first build's teardown
+    as the engine's."""
+    samples = tuple(samples)
+    return tuple(dict(samples).items()) if builds else samples
+
+
 def from_steps(steps: Iterable[Any]) -> dict[int, Culprit]:
     """Culprits within one worker's step results (harness.model.StepResult), by position."""
-    builds = [Build(s.step, tuple((m.label, m.used_bytes) for m in s.memory),
-                    s.outcome is Outcome.FAILED and s.failure_class is FailureClass.VRAM_CONSTRUCTION)
-              for s in steps]
+    builds = []
+    for s in steps:
+        start = next((m.t for m in s.memory if m.label == "before_construct"), None)
+        at = start if start is not None else (s.memory[-1].t if s.memory else None)
+        builds.append(Build(s.step, step_readings(((m.label, m.used_bytes) for m in s.memory), bool(s.builds)),
+                            s.outcome is Outcome.FAILED and s.failure_class is FailureClass.VRAM_CONSTRUCTION,
+                            s.engine_followed, s.engine_freed_at, at))
     return find_all(builds)
 
 
@@ -164,6 +196,8 @@ def properties(c: Culprit) -> dict[str, str]:
     props = {"culprit_step": c.step}
     props.update({f"culprit_held_after_{a}_bytes": str(b) for a, b in c.held_bytes_after.items()})
     props["culprit_freed_after"] = f"{c.freed_after['step']}:{c.freed_after['at']}" if c.freed_after else ""
+    if c.status is not None:
+        props["culprit_status"] = c.status
     return props
 
 

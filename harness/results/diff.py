@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from harness.results import culprit
+from harness.results import cost, culprit
 from harness.results.junitread import Case, read_cases
 from harness.model import Outcome
 from harness.xmlsafe import printable
@@ -18,6 +18,7 @@ class Transition(str, enum.Enum):
     REGRESSION = "regression"  # passed in the baseline, fails in the candidate
     STILL_FAILING = "still failing"
     FIXED = "fixed"
+    NOT_PROVEN = "not proven"  # failed in the baseline, passed in the candidate without building an engine
     NEW = "new"  # only in the candidate
     GONE = "gone"  # only in the baseline
     SKIPPED = "skipped"  # skipped on either side: nothing to compare
@@ -66,7 +67,9 @@ def transition(base: Case | None, cand: Case | None) -> Transition:
     if Outcome.SKIPPED in (base.outcome, cand.outcome):
         return Transition.SKIPPED
     if base.failed:
-        return Transition.STILL_FAILING if cand.failed else Transition.FIXED
+        if cand.failed:
+            return Transition.STILL_FAILING
+        return Transition.NOT_PROVEN if cand.engines_built == 0 else Transition.FIXED
     return Transition.REGRESSION if cand.failed else Transition.UNCHANGED
 
 
@@ -97,7 +100,16 @@ def summary_line(result: DiffResult) -> str:
     return f"{len(result.cases)} cases: " + (", ".join(parts) if parts else "none")
 
 
-def format_table(result: DiffResult, only_changes: bool = False) -> str:
+def slower_teardowns(result: DiffResult, seconds: float = cost.DEFAULT_WAIT_REGRESSION_S,
+                     factor: float = cost.DEFAULT_WAIT_FACTOR) -> list[dict[str, Any]]:
+    """Cases whose wait for memory grew past the limit (results/cost.py)."""
+    pairs = [(r.label, r.baseline.properties if r.baseline else None, r.candidate.properties if r.candidate else None)
+             for r in result.cases]
+    return cost.slower(pairs, seconds, factor)
+
+
+def format_table(result: DiffResult, only_changes: bool = False,
+                 wait_limit: tuple[float, float] = (cost.DEFAULT_WAIT_REGRESSION_S, cost.DEFAULT_WAIT_FACTOR)) -> str:
     """Aligned columns, interesting transitions first; ``only_changes`` drops passed→passed rows."""
     rows = sorted(result.cases, key=lambda c: ORDER[c.transition])  # stable: file order within a group
     if only_changes:
@@ -107,7 +119,8 @@ def format_table(result: DiffResult, only_changes: bool = False) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3] for row in table]
     return ("\n".join(line.rstrip() for line in lines) + "\n" + summary_line(result) + "\n"
-            + culprit.format_residue(residues(result)))
+            + culprit.format_residue(residues(result))
+            + cost.format_slower(slower_teardowns(result, *wait_limit), *wait_limit))
 
 
 def residues(result: DiffResult) -> list[dict[str, Any]]:
@@ -123,7 +136,8 @@ def _side_json(case: Case | None) -> dict[str, Any] | None:
             "message": case.message, "time": case.time}
 
 
-def to_json(result: DiffResult) -> dict[str, Any]:
+def to_json(result: DiffResult, wait_regression_s: float = cost.DEFAULT_WAIT_REGRESSION_S,
+            wait_factor: float = cost.DEFAULT_WAIT_FACTOR) -> dict[str, Any]:
     return {
         "version": 1,
         "baseline": result.baseline,
@@ -133,5 +147,6 @@ def to_json(result: DiffResult) -> dict[str, Any]:
                    "baseline": _side_json(r.baseline), "candidate": _side_json(r.candidate)}
                   for r in result.cases],
         "residue": residues(result),
+        "slower_teardowns": slower_teardowns(result, wait_regression_s, wait_factor),
     }
 

@@ -151,7 +151,8 @@ class _Steps:
             return
         self.st = self.by_index.setdefault(ev["index"], {"phases": {}, "memory": [], "actions": [], "start": None})
         vocab.dispatch(self, ev)
-        self.st["last_t"] = ev["t"]
+        if ev.get("event") != vocab.ENGINE_FREED:  # it may come during a later step: not this one's doing
+            self.st["last_t"] = ev["t"]
 
     def on_step_start(self, ev: dict[str, Any]) -> None:
         self.st.update(start=ev, t0=ev["t"])
@@ -182,6 +183,10 @@ class _Steps:
         _build(self.st, ev).update({k: v for k, v in ev.items() if k not in _EVENT_KEYS})
 
     on_engine_end = on_engine_start
+
+    def on_engine_freed(self, ev: dict[str, Any]) -> None:
+        """An engine of this step is gone, maybe during a later step (results/freed.py)."""
+        (_build(self.st, ev) if "build" in ev else self.st)["freed_at"] = ev.get("freed_at")
 
     def on_threshold(self, ev: dict[str, Any]) -> None:
         self.st["threshold"] = ev["threshold_bytes"]
@@ -214,13 +219,26 @@ def _base(step: dict, st: dict) -> dict[str, Any]:
             "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 
+def _freed_at(st: dict) -> float | None:
+    """When the step's engine object was freed (a test's: the last of its builds; None while one
+    still lived when the worker ended)."""
+    builds = [b for b in st.get("builds", {}).values() if "after_construct" in b["memory"]]
+    if not builds:
+        return st.get("freed_at")
+    times = [b.get("freed_at") for b in builds]
+    return None if any(t is None for t in times) else max(times)
+
+
 def _finished(step: dict, st: dict, log: Path) -> StepResult:
     end = st["end"]
     outcome = Outcome(end["outcome"])
     res = StepResult(outcome=outcome, duration_s=end["t"] - st["t0"],
                      expectations=[Expectation(**e) for e in end.get("expectations", [])],
                      release_latency_s=end.get("release_latency_s"),
-                     release_after_free_s=end.get("release_after_free_s"), **_base(step, st))
+                     release_after_free_s=end.get("release_after_free_s"), wait_s=end.get("wait_s"),
+                     live_engine_built_by=str(end.get("live_engine_built_by") or ""),
+                     engine_followed="wait_s" in end, engine_freed_at=_freed_at(st), ended_at=end["t"],
+                     **_base(step, st))
     if outcome is Outcome.SKIPPED:  # a pytest suite's skipped test
         res.message = end.get("message", "")
     if outcome is Outcome.FAILED:

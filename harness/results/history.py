@@ -89,6 +89,7 @@ def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, A
             "device_name": versions.device_name,
             "vllm_version": versions.vllm_version,
             "vllm_commit": versions.vllm_commit,
+            "checkout_ref": versions.checkout_ref,  # with the vLLM build, the code revision `trend --flaky` groups by
             "harness_version": versions.harness_version,
             "verdict": summary.verdict,
             "exit_code": summary.exit_code,
@@ -183,6 +184,7 @@ _TEXT, _COUNT, _NUMBER = (str,), (int,), (int, float)
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "version": (_COUNT, True), "scenario": (_TEXT, False), "variant": (_TEXT, False), "night": (_TEXT, False),
     "run_id": (_TEXT, True), "verdict": (_TEXT, True), "vllm_version": (_TEXT, True), "baseline": ((bool,), True),
+    "vllm_commit": (_TEXT, True), "checkout_ref": (_TEXT, True),
     "runs": (_COUNT, True), "passed": (_COUNT, True), "failed": (_COUNT, True), "skipped": (_COUNT, True),
     "steps": ((dict,), False), "release_latency_s": ((dict,), True),
 }

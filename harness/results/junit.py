@@ -8,12 +8,12 @@ from typing import Any
 from junitparser import Failure, JUnitXml, Properties, Property, Skipped, TestCase, TestSuite
 
 from harness import atomic
-from harness.results import culprit
+from harness.results import culprit, leaks
 from harness.model import Outcome, StepResult, VariantResult
 
 
 def case_properties(res: StepResult) -> dict[str, str]:
-    props: dict[str, str] = {"failure_class": str(res.failure_class)}
+    props: dict[str, str] = {"failure_class": str(res.failure_class), "engines_built": str(res.engines_built())}
     if res.phase is not None:
         props["phase"] = str(res.phase)
     for phase, seconds in res.phases.items():
@@ -35,6 +35,11 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props["probe_disagreement_bytes"], props["probe_disagreement_at"] = map(str, res.probe_disagreement)
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
+    if res.wait_s is not None:  # ★ the teardown's cost
+        props["wait_s"] = f"{res.wait_s:.6f}"
+    if res.live_engine_built_by:  # ★ a wait that could never end, and who built what it waited for
+        props["live_engine_built_by"] = res.live_engine_built_by
+    props.update(leaks.properties(res))
     for fact, count in res.log_facts.items():
         props[f"log_{fact}"] = str(count)
     for exp in res.expectations:
@@ -47,7 +52,7 @@ def case_properties(res: StepResult) -> dict[str, str]:
 def build_properties(build: dict[str, Any]) -> dict[str, str]:
     pre = f"engine{build['build']}_"
     props = {pre + k: str(build[k]) for k in ("via", "model", "torn_down_by") if build.get(k) is not None}
-    for k in ("construct_s", "release_latency_s"):
+    for k in ("construct_s", "release_latency_s", "freed_at"):
         if build.get(k) is not None:
             props[pre + k] = f"{build[k]:.6f}"
     if build.get("error"):

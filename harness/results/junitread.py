@@ -51,6 +51,15 @@ class Case:
         return self.outcome is Outcome.FAILED
 
     @property
+    def engines_built(self) -> int | None:
+        """Engines the case built (the harness's ``engines_built`` property); None when the file
+        does not say (another runner's JUnit, or one written before the harness counted them)."""
+        try:
+            return int(self.properties["engines_built"])
+        except (KeyError, ValueError):
+            return None
+
+    @property
     def vram_failure(self) -> bool:
         return self.outcome is Outcome.FAILED and self.failure_class is FailureClass.VRAM_CONSTRUCTION
 

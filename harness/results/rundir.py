@@ -37,6 +37,7 @@ class Versions:
     device_name: str = ""
     python: str = ""
     harness_version: str = ""
+    checkout_ref: str = ""  # a pytest suite's checkout: the commit it was at
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def read(run_dir: Path) -> RunResults:
             missing.append(v)
         else:
             raise InputError(f"{path}: missing JUnit file for variant {v!r}")
-    if not files:
+    if not files and not run.get("incomplete"):  # an interrupted run may end before any worker wrote one
         raise InputError(f"{run_dir} is not a run directory: no JUnit file for any of {', '.join(run['variants'])}")
     events = run_events(run_dir)
     info = worker_info(events)
@@ -175,4 +176,4 @@ def _versions(props: dict[str, str], info: dict[str, Any]) -> Versions:
         vllm_commit=str(info.get("vllm_commit") or props.get("vllm_commit") or commit_of(version)),
         torch_version=props.get("torch_version", ""), platform=props.get("platform", ""),
         device_name=props.get("device_name", ""), python=props.get("python", ""),
-        harness_version=props.get("harness_version", ""))
+        harness_version=props.get("harness_version", ""), checkout_ref=str(info.get("checkout_ref") or ""))

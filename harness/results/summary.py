@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import RESULT_VERSION
-from harness.errors import InputError
-from harness.results import culprit, gate
+from harness.errors import InfrastructureError, InputError
+from harness.results import cost, culprit, gate, leaks
 from harness.results import diff as diffs
 from harness.results.rundir import RunResults, read_json
 from harness.results.stats import Rate
@@ -197,6 +197,10 @@ class RunSummary(Mapping):
     orphans: list[Any]
     rehearsal: bool | None = None  # the machine lacked the scenario's platform
     allow: list[str] = field(default_factory=list)  # failure classes --allow accepted
+    #: ★ memory tests left behind: {test, variant, device, residue_bytes[, status, classname]}, largest first
+    leaks: list[dict[str, Any]] = field(default_factory=list)
+    #: variant -> {total_s, median_s, per_test_s, n[, vs_baseline_per_test_s]}: seconds in memory waits
+    teardown_cost: dict[str, dict[str, Any]] = field(default_factory=dict)
     probe_notes: list[str] = field(default_factory=list)  # where the two probes of a device disagreed
     #: the parsed run directory this summary was computed from; None when loaded from summary.json
     results: RunResults | None = field(default=None, repr=False)
@@ -213,7 +217,10 @@ class RunSummary(Mapping):
             "cases": [r.to_json() for r in self.cases], "stats": self.stats.to_json(),
             "transitions": {v: t.to_json() for v, t in self.transitions.items()},
             "substitutions": list(self.substitutions), "orphans": list(self.orphans),
-            "rehearsal": self.rehearsal, "allow": list(self.allow), "probe_notes": list(self.probe_notes),
+            "rehearsal": self.rehearsal, "allow": list(self.allow),
+            "leaks": [dict(leak) for leak in self.leaks],
+            "teardown_cost": {v: dict(c) for v, c in self.teardown_cost.items()},
+            "probe_notes": list(self.probe_notes),
         }
 
     @classmethod
@@ -233,7 +240,9 @@ class RunSummary(Mapping):
                 stats=Stats.from_json(d["stats"]),
                 transitions={v: Transitions.from_json(t) for v, t in d["transitions"].items()},
                 substitutions=list(d.get("substitutions") or []), orphans=list(d.get("orphans") or []),
-                allow=list(d.get("allow") or []), probe_notes=list(d.get("probe_notes") or []))
+                allow=list(d.get("allow") or []), leaks=[dict(leak) for leak in d.get("leaks") or []],
+                teardown_cost={str(v): dict(c) for v, c in (d.get("teardown_cost") or {}).items()},
+                probe_notes=list(d.get("probe_notes") or []))
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise InputError(f"{source}: not a run summary: {type(e).__name__}: {e}") from None
 
@@ -271,10 +280,14 @@ def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary
     report = evaluate(results.cases, baseline, repeats, incomplete, alpha=alpha, allow=allow)
     culprits = {v: culprit.from_cases(cs, repeats) for v, cs in results.cases.items()}
     reasons = [f"variant {v!r} has no results (no {v}.xml)" for v in results.missing] + report.reasons
+    problems = [str(p) for p in run.get("problems") or [] if p] if isinstance(run.get("problems"), list) else []
+    reasons = [f"did not run as asked: {p}" for p in problems] + reasons
+    # a pytest suite that could not be collected is the machine's problem, as `run` says it: exit 3
+    exit_code = InfrastructureError.exit_code if problems else report.exit_code
     return RunSummary(
         version=RESULT_VERSION, **{k: run.get(k) for k in PASSTHROUGH}, baseline=baseline,
         variants=list(run["variants"]), repeat=repeats, incomplete=incomplete,
-        verdict=report.verdict.value, exit_code=report.exit_code, reasons=reasons,
+        verdict=report.verdict.value, exit_code=exit_code, reasons=reasons,
         candidates={name: Candidate(c.verdict.value, c.exit_code, c.reasons, c.vram_failures,
                                     c.regressions, c.fisher_p, c.not_allowed)
                     for name, c in report.candidates.items()},
@@ -286,7 +299,10 @@ def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary
         transitions={name: _with_culprits(Transitions.of(c.diff), culprits, baseline, name, repeats)
                      for name, c in report.candidates.items()},
         substitutions=list(run.get("substitutions") or []), orphans=list(run.get("orphans") or []),
-        allow=sorted(a.value for a in allow), probe_notes=_probe_notes(results.cases), results=results)
+        allow=sorted(a.value for a in allow),
+        leaks=leaks.from_cases((v, c) for v, cs in results.cases.items() for c in cs),
+        teardown_cost=cost.teardown_cost(results.cases, baseline), probe_notes=_probe_notes(results.cases),
+        results=results)
 
 
 def _probe_notes(cases: dict[str, list]) -> list[str]:

@@ -1,11 +1,15 @@
 """The verdict: does each candidate variant remove the baseline's VRAM construction failures?
 
 Per candidate, every condition that holds is found, and the worst one wins:
-regression > fix insufficient > not reproduced > fix confirmed. The run's verdict is the worst
+regression > fix insufficient > not proven > not reproduced > fix confirmed. The run's verdict is the worst
 over candidates. With repeats, cases are grouped by step (``step[r]`` → ``step``) and a fix is
 only confirmed when Fisher's exact test says the drop in VRAM failures is significant.
 
-No verdict passes while a variant did not run its steps (its worker never started, or stopped
+A step that failed for VRAM in the baseline counts as fixed only when it passed with the fix and
+built an engine doing so: a test that returns before building anything (an environment switch, a
+skip) is no evidence, and a verdict left without evidence is `not proven` (exit 1).
+
+No verdict passes while a run is incomplete, or while a variant did not run its steps (its worker never started, or stopped
 early): a candidate that did not run is `fix insufficient`, and a baseline that did not run makes
 the run's exit code 1 whatever its verdict.
 """
@@ -22,8 +26,8 @@ from harness.results.junitread import Case
 from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
 
 ALPHA = 0.05
-RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.BASELINE_BROKEN: 2,
-        Verdict.FIX_INSUFFICIENT: 3, Verdict.REGRESSION: 4}
+RANK = {Verdict.FIX_CONFIRMED: 0, Verdict.NOT_REPRODUCED: 1, Verdict.NOT_PROVEN: 2, Verdict.BASELINE_BROKEN: 3,
+        Verdict.FIX_INSUFFICIENT: 4, Verdict.REGRESSION: 5}
 VRAM = FailureClass.VRAM_CONSTRUCTION
 _REPEAT_SUFFIX = re.compile(r"\[\d+\]$")
 
@@ -82,10 +86,10 @@ class VerdictReport:
 
     @property
     def exit_code(self) -> int:
-        """0 only when the verdict holds, no candidate failed for a reason that was not allowed, and
-        every variant ran its steps."""
+        """0 only when the verdict holds, no candidate failed for a reason that was not allowed,
+        every variant ran its steps and the run is complete (no shard or repeat missing)."""
         return max([self.verdict.exit_code, *(c.exit_code for c in self.candidates.values()),
-                    1 if self.unrun else 0])
+                    1 if self.unrun or self.incomplete else 0])
 
 
 def step_of(name: str, repeats: int) -> str:
@@ -223,6 +227,8 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
     # crashes or never ran (skipped after such a failure) is no evidence that the memory came back
     unproven = [(k, _how_not_passed(cand.get(k, []))) for k in base_vram_steps]
     unproven = [(k, how) for k, how in unproven if how and how != str(VRAM)]
+    no_engine = [k for k in base_vram_steps if _how_not_passed(cand.get(k, [])) is None
+                 and not any(c.engines_built != 0 for c in cand[k] if c.outcome is Outcome.PASSED)]
 
     p = None
     if repeats > 1:
@@ -250,6 +256,10 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds.setdefault(Verdict.FIX_INSUFFICIENT, (
             f"{len(unrun)} step(s) never ran here (the worker did not start or stopped early): "
             + _names((c.classname, c.name) for c in unrun)))
+    if no_engine:
+        holds[Verdict.NOT_PROVEN] = (
+            f"{len(no_engine)} step(s) that failed for VRAM in {baseline!r} passed here without building an "
+            f"engine, which says nothing about the memory: {_names(no_engine)}")
     if not base_vram and broken:
         holds[Verdict.BASELINE_BROKEN] = broken
     elif not base_vram:
@@ -257,7 +267,7 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         holds[Verdict.NOT_REPRODUCED] = (
             f"baseline {baseline!r} {ran}, so the failure was not reproduced and the comparison proves nothing")
     elif not compared:
-        holds[Verdict.NOT_REPRODUCED] = (
+        holds[Verdict.NOT_PROVEN] = (
             f"none of the steps that failed for VRAM in {baseline!r} ran here ({_names(base_vram_steps)}): "
             "the comparison proves nothing")
     elif p is not None and p >= alpha and Verdict.FIX_INSUFFICIENT not in holds:
@@ -272,7 +282,7 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
         why = (f"{baseline!r} had {base_vram} vram_construction failure(s) ({_names(base_vram_steps)}); "
                f"{name!r} has none and no step regressed")
         reasons = [f"{name}: {verdict}: {why}" + (f" ({counts})" if p is not None else "")]
-    said = {r.key for r in regressions} | {k for k, _ in unproven}  # already named by a reason above
+    said = {r.key for r in regressions} | {k for k, _ in unproven} | set(no_engine)  # named by a reason above
     other = [(k, how) for k, how in gate.not_allowed(cand, allow) if k not in said]
     if other:
         reasons.append(f"{name}: {len(other)} step(s) failed for reasons other than the leak, not allowed "

@@ -8,7 +8,10 @@ cached per interpreter, keyed on the size and mtime of the two source files it c
 quick probe of the interpreter checks that key.
 
 When the interpreter has no vLLM (a machine that only validates, a sim-only venv), the check says
-so plainly and lets the scenario through: nothing is claimed that was not checked.
+so plainly and lets the scenario through: nothing is claimed that was not checked. The question is
+asked only of a `backend: vllm` run (the simulated device builds no vLLM engine), and an interpreter
+gets the scenario's `timeouts.worker_start` to answer, as its worker would: one that hangs is named
+once, and its variants' steps are not run (`Checked.hung`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,7 +30,7 @@ from harness.errors import InfrastructureError, ScenarioError
 from harness.run import procs
 
 MARK = "HARNESS_ENGINEARGS "
-TIMEOUT_S = 180.0
+TIMEOUT_S = 180.0  # when no scenario says how long a worker may take to start
 
 # Runs in the variant's interpreter. With the cached key as argv[1] it stops before importing vLLM.
 _PROBE = r"""
@@ -76,6 +79,16 @@ class Known:
     version: str = ""
     why_not: str = ""  # when names is None: why the check could not be made
     startup: str | None = None  # "" when the modelled device can model its startup check, else why not
+    hung: bool = False  # it did not answer in time: a worker started with it would not either
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the check found besides a refused key (raised): notes, and the variants whose interpreter
+    hung, each with why (``interpreter PATH did not answer within N s ...``)."""
+
+    notes: list[str] = field(default_factory=list)
+    hung: dict[str, str] = field(default_factory=dict)
 
 
 def cache_path() -> Path:
@@ -91,7 +104,7 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def ask(python: str, *, env: dict[str, str] | None = None, timeout: float = TIMEOUT_S) -> Known:
+def ask(python: str, *, env: dict[str, str] | None = None, timeout: float = TIMEOUT_S, grace: float = 5.0) -> Known:
     """The engine argument names ``python``'s vLLM accepts (cached), or why they cannot be known."""
     python = str(python)
     path = cache_path()
@@ -102,14 +115,15 @@ def ask(python: str, *, env: dict[str, str] | None = None, timeout: float = TIME
     if not Path(python).exists():
         return Known(python, None, why_not="the interpreter does not exist")
     try:
-        done = procs.run(argv, timeout=timeout, env=env)
+        done = procs.run(argv, timeout=timeout, env=env, grace=grace)
     except OSError as e:
         return Known(python, None, why_not=f"the interpreter cannot be started ({e.strerror or e})")
     lines = [ln[len(MARK):] for ln in done.output.splitlines() if ln.startswith(MARK)]
-    if done.timed_out or not lines:
+    if done.timed_out:
+        return Known(python, None, why_not=f"did not answer within {timeout:g} s (timeouts.worker_start)", hung=True)
+    if not lines:
         last = (done.output.strip().splitlines() or ["no output"])[-1]
-        why = f"importing vLLM took over {timeout:g} s" if done.timed_out else f"importing vLLM failed: {last}"
-        return Known(python, None, why_not=why)
+        return Known(python, None, why_not=f"importing vLLM failed: {last}")
     answer = json.loads(lines[-1])
     if "error" in answer:
         return Known(python, None, why_not=answer["error"])
@@ -138,21 +152,47 @@ def engine_keys(scenario) -> Iterator[tuple[str, str, str | None]]:
 
 
 def check(scenario, *, variants: list[str] | None = None, python: str | None = None,
-          asker: Callable[[str], Known] = ask) -> list[str]:
-    """Raise ScenarioError on the first engine argument the target vLLM does not know; return notes
-    saying which interpreters could not be asked (nothing checked there).
+          backend: str | None = None, asker: Callable[..., Known] | None = None) -> list[str]:
+    """`check_all`'s notes, a hung interpreter's line among them (for `validate`)."""
+    found = check_all(scenario, variants=variants, python=python, backend=backend, asker=asker)
+    return found.notes + hung_lines(scenario, found)
 
-    ``python`` replaces every variant's interpreter (bisect's revision env, `run --python`)."""
+
+def hung_lines(scenario, found: Checked) -> list[str]:
+    """One line per interpreter that hung, naming it and the variants it was to run."""
+    by_why: dict[str, list[str]] = {}
+    for variant, why in found.hung.items():
+        by_why.setdefault(why, []).append(variant)
+    return [f"{scenario.path}: variant(s) {', '.join(names)}: {why}; their steps are not run"
+            for why, names in by_why.items()]
+
+
+def check_all(scenario, *, variants: list[str] | None = None, python: str | None = None,
+              backend: str | None = None, asker: Callable[..., Known] | None = None) -> Checked:
+    """Raise ScenarioError on the first engine argument the target vLLM does not know; return notes
+    saying which interpreters could not be asked (nothing checked there), and which hung.
+
+    ``python`` replaces every variant's interpreter (bisect's revision env, `run --python`);
+    ``backend`` the scenario's (`--backend`): only vLLM's engines take these arguments."""
+    if (backend or scenario.backend) != "vllm":
+        return Checked()
+    if asker is None:
+        timeouts = scenario.timeouts
+        def asker(interp: str) -> Known:
+            return ask(interp, timeout=timeouts.worker_start, grace=timeouts.stop_grace)
     chosen = [v for v in scenario.variants if not variants or v.name in variants]
     by_python: dict[str, list[str]] = {}
     for v in chosen:
         by_python.setdefault(str(python or v.python or sys.executable), []).append(v.name)
-    notes = []
+    found = Checked()
     for interp, names in by_python.items():
         known = asker(interp)
+        if known.hung:
+            found.hung.update((n, f"interpreter {interp} {known.why_not}") for n in names)
+            continue
         if known.names is None:
-            notes.append(f"{scenario.path}: engine arguments of variant(s) {', '.join(names)} not checked: "
-                         f"{interp} {known.why_not}")
+            found.notes.append(f"{scenario.path}: engine arguments of variant(s) {', '.join(names)} not checked: "
+                               f"{interp} {known.why_not}")
             continue
         for key, arg, only in engine_keys(scenario):
             if (only is None or only in names) and arg not in known.names:
@@ -160,7 +200,7 @@ def check(scenario, *, variants: list[str] | None = None, python: str | None = N
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise UnknownEngineArgument(scenario.path, key, f"not an engine argument of vLLM {known.version} "
                                                         f"(vllm.LLM / EngineArgs in {interp}){hint}")
-    return notes
+    return found
 
 
 def check_startup(scenario, modelled: list[str], *, python: str | None = None,

@@ -19,12 +19,13 @@ from typing import Any
 from harness import multicast
 from harness.device import LEDGER_ENV
 from harness.devicemodel import settings as device_settings
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InfrastructureError
 from harness.model import Substitution
 from harness.run import kinds
 from harness.run.procs import TOKEN_ENV
 from harness.run.tinymodel import ensure_tiny_llama
 from harness.scenario.schema import Scenario, Variant
+from harness.scenario.specs import BUILTIN_MODELS
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +40,7 @@ GPU_ONLY_ARGS = ("pipeline_parallel_size", "kv_cache_dtype", "quantization",
 CPU_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
-BUILTIN_TINY = "builtin:tiny-llama"  # a scenario may name the built-in model directly
+BUILTIN_TINY = BUILTIN_MODELS[0]  # a scenario may name the built-in model directly
 
 
 @dataclass
@@ -55,6 +56,7 @@ class RunPlan:
     repeats: list[int] = field(default_factory=list)
     pytest: dict[str, Any] | None = None  # the suite kind's worker-plan section (a pytest suite's)
     device_models: dict[str, device_settings.DeviceModel] = field(default_factory=dict)  # by variant
+    not_started: dict[str, str] = field(default_factory=dict)  # variant -> why its worker cannot start
 
 
 def detect_platform() -> str:
@@ -88,8 +90,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
         # The simulated device is the scenario's platform wherever it runs.
         plan.platform = scenario.platform if scenario.platform != "any" else "rocm"
     elif scenario.platform not in ("any", host):
-        if strict_platform:
-            raise HarnessError(f"{scenario.path}: platform: scenario needs '{scenario.platform}' but this "
+        if strict_platform:  # this machine cannot run the job: exit 3 (bisect skips such a revision)
+            raise InfrastructureError(f"{scenario.path}: platform: scenario needs '{scenario.platform}' but this "
                                f"machine is '{host}' (--strict-platform)")
         plan.substitutions.append(Substitution("platform", scenario.platform, host,
                                                "this machine does not have the scenario's platform"))

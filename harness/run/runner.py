@@ -37,7 +37,7 @@ from harness.run import preflight
 from harness.run import procs
 from harness.scenario import schema as scenario_mod
 from harness.errors import InfrastructureError
-from harness.model import EXIT_DISK_FULL, StepResult, VariantResult
+from harness.model import EXIT_DISK_FULL, NOT_RUN, Outcome, StepResult, VariantResult
 from harness.run.runid import new_run_id
 
 class Progress(Protocol):
@@ -111,16 +111,22 @@ def plan(scenario: scenario_mod.Scenario, opts: RunOptions) -> planning.RunPlan:
     rplan = planning.build(scenario, backend=opts.backend, variants=opts.variants, repeat=opts.repeat,
                            model=opts.model, strict_platform=opts.strict_platform, steps=opts.steps,
                            vllm_src=opts.vllm_src, checkout_ref=opts.checkout_ref)
-    for note in engineargs.check(scenario, variants=[v.name for v in rplan.variants], python=opts.python):
+    checked = engineargs.check_all(scenario, variants=[v.name for v in rplan.variants], python=opts.python,
+                                   backend=rplan.backend)
+    for note in checked.notes:
         print(f"note: {note}", file=sys.stderr)  # said plainly; the run goes on unchecked there
-    engineargs.check_startup(scenario, list(rplan.device_models), python=opts.python)
+    for line in engineargs.hung_lines(scenario, checked):  # once per interpreter: its variants do not run
+        print(f"error: {line}", file=sys.stderr)
+    rplan.not_started = dict(checked.hung)
+    engineargs.check_startup(scenario, [v for v in rplan.device_models if v not in checked.hung], python=opts.python)
     return rplan
 
 
 def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
     """Every (variant, repeat) of ``opts`` (all, or a shard's) in its own worker, into a new run
     directory: run.json first, each variant's JUnit file after each of its workers, the merged
-    events at the end. Ctrl-C and a full disk leave what was written and mark the run incomplete."""
+    events at the end. Ctrl-C (at any moment once the directory exists) and a full disk leave what
+    was written and mark the run incomplete."""
     scenario = rplan.scenario
     matrix = [(v, r) for v in rplan.variants for r in rplan.repeats
               if opts.only is None or (v.name, r) in opts.only]
@@ -128,14 +134,9 @@ def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
     if early is not None:
         matrix = [(v, r) for r in rplan.repeats for v in rplan.variants]  # round by round, to look after each
     # absolute: the workers start in the repository root, not in the caller's directory
-    run_dir = make_run_dir(Path(opts.out).absolute(), scenario.name, opts.run_id or new_run_id())
+    run_dir = Path(opts.out).absolute() / scenario.name / (opts.run_id or new_run_id())
     result = RunResult(run_dir, rplan, {v.name: [] for v in rplan.variants if any(v is m[0] for m in matrix)})
     rehearsal = next((sub for sub in rplan.substitutions if sub.what == "platform"), None)
-    if rehearsal is not None:  # the README's word for it, said where the run starts
-        opts.announce(f"rehearsal: this machine has no {rehearsal.before}; every step runs for real on "
-                      f"{rehearsal.after}, with the substitutions below")
-    for sub in rplan.substitutions:
-        opts.announce(f"substituted {sub}")
     meta = _run_meta(rplan, run_dir, matrix)
     meta["rehearsal"] = rehearsal is not None
     if opts.shard:
@@ -151,10 +152,22 @@ def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
     ledger = Path(os.environ.get(LEDGER_ENV) or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None
-    try:
+    created = False
+    try:  # from the moment the run directory exists, an interrupt leaves it finished and marked incomplete
+        make_run_dir(run_dir.parent.parent, scenario.name, run_dir.name)
+        created = True
+        atomic.write_json(run_dir / "run.json", meta)
+        if rehearsal is not None:  # the README's word for it, said where the run starts
+            opts.announce(f"rehearsal: this machine has no {rehearsal.before}; every step runs for real on "
+                          f"{rehearsal.after}, with the substitutions below")
+        for sub in rplan.substitutions:
+            opts.announce(f"substituted {sub}")
         for variant, repeat in matrix:
-            hooks.settle(rplan, ledger, _devices(rplan, opts))
-            vr = run_worker(rplan, variant, repeat, run_dir, ledger, opts)
+            if variant.name in rplan.not_started:  # its interpreter did not even answer about vLLM
+                vr = _not_started(rplan, variant, repeat, rplan.not_started[variant.name])
+            else:
+                hooks.settle(rplan, ledger, _devices(rplan, opts))
+                vr = run_worker(rplan, variant, repeat, run_dir, ledger, opts)
             result.variants[variant.name].append(vr)
             _write_variant(result, variant.name, meta)
             meta["orphans"].extend({"variant": variant.name, "repeat": repeat, **o} for o in vr.orphans)
@@ -172,20 +185,48 @@ def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
                 break
     except KeyboardInterrupt:
         result.incomplete = True
+        if not created and not run_dir.is_dir():
+            raise  # nothing was made yet: nothing to finish
     except atomic.DiskFull as e:  # stop cleanly: what is written stays, and the run says it is incomplete
         result.incomplete, disk_full = True, e
-    hooks.finish(ledger)
     if early is not None:
         meta["sequential"] = early.record()
     meta.update(incomplete=result.incomplete, finished=_now())
-    try:
-        atomic.write_json(run_dir / "run.json", meta)
-        events.merge_files(run_dir, [(v.name, r) for v, r in matrix])
-    except atomic.DiskFull as e:
-        disk_full = disk_full or e
+    disk_full = shielded(lambda: _finish(result, meta, matrix, hooks, ledger))[0] or disk_full
     if disk_full is not None:
         raise disk_full
     return result
+
+
+def _finish(result: RunResult, meta: dict[str, Any], matrix, hooks, ledger: Path) -> atomic.DiskFull | None:
+    """What every run directory gets, however its run ended: run.json final, the events merged."""
+    hooks.finish(ledger)
+    try:
+        atomic.write_json(result.run_dir / "run.json", meta)
+        events.merge_files(result.run_dir, [(v.name, r) for v, r in matrix])
+    except atomic.DiskFull as e:
+        return e
+    return None
+
+
+def shielded(finish: Callable[[], Any]) -> tuple[Any, bool]:
+    """``finish()`` run to its end though Ctrl-C (or the CI's SIGTERM) comes meanwhile: its writes are
+    whole-file and idempotent, so an interrupted one is simply made again. Its result, and whether
+    it was interrupted."""
+    for attempt in range(3):
+        try:
+            return finish(), attempt > 0
+        except KeyboardInterrupt:
+            continue
+    return finish(), True
+
+
+def _not_started(rplan: planning.RunPlan, variant, repeat: int, why: str, status: str = "not started") -> VariantResult:
+    """A variant whose worker never started: each planned step (a pytest suite: its session) not run."""
+    planned = rplan.steps or [{"name": "session", "classname": "pytest"}]
+    steps = [StepResult(p["name"], repeat, Outcome.SKIPPED, message=f"{NOT_RUN}{why}", classname=p.get("classname"))
+             for p in planned]
+    return VariantResult(variant.name, variant.profile, steps, {}, [], status)
 
 
 def _early_stop(rplan: planning.RunPlan, opts: RunOptions) -> earlystop.EarlyStop | None:

@@ -1,12 +1,13 @@
 """Load a scenario YAML file and validate it into frozen, typed objects before anything runs.
 
-Every problem raises ScenarioError naming the file and the key path (``steps[2].workload.sampling[0].top_k``)
-and, for unknown keys, the nearest valid spelling.
+Every problem is a ScenarioError naming the file and the key path (``steps[2].workload.sampling[0].top_k``)
+and, for unknown keys, the nearest valid spelling when one is close. Every mistake of a file is
+found in one pass (scenario/checker.py): the parts that can be checked apart are, and `load`
+raises them all together.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.machinery
 import importlib.util
 import sys
@@ -19,6 +20,7 @@ from harness import SCENARIO_VERSION
 from harness import multicast
 from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
+from harness.scenario.checker import Checker, join, kind, suggest
 from harness.errors import ScenarioError
 from harness.scenario import suite as suite_mod
 from harness.scenario.profiles import BUILTIN_PROFILES, Action, Profile
@@ -103,76 +105,10 @@ class Scenario:
         raise KeyError(name)
 
 
-# ----------------------------------------------------------------------------- validation helpers
-class _Ctx:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, key: str | None, msg: str) -> ScenarioError:
-        return ScenarioError(self.path, key or None, msg)
-
-    def mapping(self, value: Any, key: str, allowed: tuple[str, ...] | None,
-                required: tuple[str, ...] = ()) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(key, f"expected a mapping, got {_kind(value)}")
-        for k in value:
-            if not isinstance(k, str):
-                raise self.fail(key, f"keys must be strings, got {k!r}")
-            if allowed is not None and k not in allowed:
-                raise self.fail(_join(key, k), "unknown key" + _suggest(k, allowed))
-        for k in required:
-            if k not in value:
-                raise self.fail(_join(key, k), "required key is missing")
-        return value
-
-    def typed(self, value: Any, key: str, kind: type | tuple[type, ...], what: str) -> Any:
-        if isinstance(value, bool) and bool not in _as_tuple(kind):
-            raise self.fail(key, f"expected {what}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.fail(key, f"expected {what}, got {_kind(value)}")
-        return value
-
-    def number(self, value: Any, key: str, *, lo: float, hi: float, integer: bool = False,
-               lo_open: bool = False) -> float:
-        kind = int if integer else (int, float)
-        self.typed(value, key, kind, "an integer" if integer else "a number")
-        if value != value or (value <= lo if lo_open else value < lo) or value > hi:
-            lo_s = f"> {lo}" if lo_open else f">= {lo}"
-            raise self.fail(key, f"{value} is out of range (must be {lo_s} and <= {hi})")
-        return value
-
-    def text(self, value: Any, key: str) -> str:
-        return self.typed(value, key, str, "a string")
-
-    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
-        self.text(value, key)
-        if value not in choices:
-            raise self.fail(key, f"{value!r} is not valid" + _suggest(value, choices))
-        return value
-
-
-def _as_tuple(kind):
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _join(prefix: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{prefix}[{key}]"
-    return f"{prefix}.{key}" if prefix else key
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
-
-
-def _suggest(word: str, valid) -> str:
-    close = difflib.get_close_matches(str(word), list(valid), n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"{hint} (valid: {', '.join(valid)})"
 
 
 # ----------------------------------------------------------------------------- sections
+_Ctx, _join, _kind = Checker, join, kind
 _TOP = ("version", "name", "description", "platform", "backend", "devices", "repeat", "timeouts",
         "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim")
 
@@ -188,67 +124,91 @@ def load(path: str | Path, sets: Sequence[overrides.Setting] = ()) -> Scenario:
 
 def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> Scenario:
     ctx = _Ctx(path)
+    with ctx.part():  # a mistake the rest of the file cannot be checked past ends it here
+        scenario = _scenario(ctx, path, raw)
+    ctx.done()
+    return scenario
+
+
+def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
     if raw is None:
         raise ctx.fail(None, "file is empty")
     if not isinstance(raw, dict):
         raise ctx.fail(None, f"expected a mapping of scenario keys (version, variants, steps...), got {_kind(raw)}")
     ctx.mapping(raw, "", _TOP, required=("version", "variants"))
+    version = ctx.number(raw["version"], "version", lo=1, hi=10**6, integer=True)
+    if version > SCENARIO_VERSION:
+        raise ctx.fail("version", f"version {version} is newer than this release understands "
+                                  f"({SCENARIO_VERSION}); upgrade the harness")
     if "steps" not in raw and "pytest" not in raw:
         raise ctx.fail("steps", "required key is missing (or 'pytest:', to run vLLM's own test files)")
     if "steps" in raw and "pytest" in raw:
         raise ctx.fail("pytest", "a scenario has either 'steps:' (its own engine steps) or 'pytest:' "
                                  "(vLLM's test files), not both")
-    suite = suite_mod.parse(ctx, raw["pytest"]) if "pytest" in raw else None
-    version = ctx.number(raw["version"], "version", lo=1, hi=10**6, integer=True)
-    if version > SCENARIO_VERSION:
-        raise ctx.fail("version", f"version {version} is newer than this release understands "
-                                  f"({SCENARIO_VERSION}); upgrade the harness")
-    name = ctx.text(raw.get("name", path.stem), "name")
-    if not name.strip():
-        raise ctx.fail("name", "must not be empty")
-    timeouts = _timeouts(ctx, raw.get("timeouts", {}))
+    got: dict[str, Any] = {"name": path.stem, "description": "", "platform": "any", "backend": "vllm", "devices": 1,
+                           "repeat": 1, "timeouts": Timeouts(), "defaults": {}, "sim": SimDevice(), "pytest": None}
+    checks: dict[str, Callable[[], Any]] = {
+        "pytest": lambda: suite_mod.parse(ctx, raw["pytest"]) if "pytest" in raw else None,
+        "name": lambda: _name(ctx, raw.get("name", path.stem)),
+        "description": lambda: ctx.text(raw.get("description", ""), "description"),
+        "platform": lambda: ctx.choice(raw.get("platform", "any"), "platform", PLATFORMS),
+        "backend": lambda: ctx.choice(raw.get("backend", "vllm"), "backend", BACKENDS),
+        "devices": lambda: int(ctx.number(raw.get("devices", 1), "devices", lo=1, hi=64, integer=True)),
+        "repeat": lambda: int(ctx.number(raw.get("repeat", 1), "repeat", lo=1, hi=10_000, integer=True)),
+        "timeouts": lambda: _timeouts(ctx, raw.get("timeouts", {})),
+        "defaults": lambda: _check_engine(ctx, ctx.mapping(raw.get("defaults", {}), "defaults", None), "defaults"),
+        "sim": lambda: _sim(ctx, raw.get("sim", {})),
+    }
+    for key, check in checks.items():
+        with ctx.part():
+            got[key] = check()
     profiles = _profiles(ctx, raw.get("teardown_profiles", {}), path.parent)
     variants = _variants(ctx, raw["variants"], profiles)
-    baseline = raw.get("baseline", variants[0].name)
-    ctx.choice(baseline, "baseline", tuple(v.name for v in variants))
-    defaults = ctx.mapping(raw.get("defaults", {}), "defaults", None)
-    _check_engine(ctx, defaults, "defaults")
+    named = tuple(str(n) for n in raw["variants"])  # a variant that is wrong is still there to be named
+    baseline = raw.get("baseline", named[0])
+    with ctx.part():
+        ctx.choice(baseline, "baseline", named)
+    suite = got["pytest"]
     scenario = Scenario(
-        path=path,
-        name=name,
-        description=ctx.text(raw.get("description", ""), "description"),
-        platform=ctx.choice(raw.get("platform", "any"), "platform", PLATFORMS),
-        backend=ctx.choice(raw.get("backend", "vllm"), "backend", BACKENDS),
-        devices=int(ctx.number(raw.get("devices", 1), "devices", lo=1, hi=64, integer=True)),
-        repeat=int(ctx.number(raw.get("repeat", 1), "repeat", lo=1, hi=10_000, integer=True)),
-        timeouts=timeouts,
-        defaults=MappingProxyType(dict(defaults)),
-        variants=variants,
-        baseline=baseline,
+        path=path, name=got["name"], description=got["description"], platform=got["platform"],
+        backend=got["backend"], devices=got["devices"], repeat=got["repeat"], timeouts=got["timeouts"],
+        defaults=MappingProxyType(dict(got["defaults"])), variants=variants, baseline=baseline,
         profiles=MappingProxyType(profiles),
-        steps=_steps(ctx, raw["steps"], timeouts, path.parent) if suite is None else (),
-        sim=_sim(ctx, raw.get("sim", {})),
-        version=int(version),
-        pytest=suite,
-        overrides=applied,
+        steps=_steps(ctx, raw["steps"], got["timeouts"], path.parent) if "steps" in raw else (),
+        sim=got["sim"], version=int(version), pytest=suite, overrides=applied,
     )
-    suite_mod.check_variants(ctx, variants, suite)
-    if suite is not None:
+    if "pytest" not in raw or suite is not None:  # a broken pytest: block is said once, above
+        with ctx.part():
+            suite_mod.check_variants(ctx, variants, suite)
+    if "pytest" in raw:
         if scenario.backend != "vllm":
             raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
         return scenario  # inject.*.step names a test, known only once pytest has collected
+    named = tuple(b["name"] for b in raw["steps"] if isinstance(b, dict) and isinstance(b.get("name"), str)) \
+        if isinstance(raw["steps"], list) else ()  # a step that is wrong is still there to be named
     for v in variants:  # a fault aimed at a step that does not exist would never fire
-        for kind, spec in v.inject.items():
+        for kind_, spec in v.inject.items():
             if isinstance(spec, dict) and "step" in spec:
-                ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind}.step",
-                           tuple(s.name for s in scenario.steps))
+                with ctx.part():
+                    ctx.choice(spec["step"], f"variants.{v.name}.inject.{kind_}.step", named)
     return scenario
+
+
+def _name(ctx: _Ctx, name: Any) -> str:
+    ctx.text(name, "name")
+    if not name.strip():
+        raise ctx.fail("name", "must not be empty")
+    return name
 
 
 def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
     ctx.mapping(raw, "timeouts", ("step", "worker_start", "stop_grace"))
-    vals = {k: ctx.number(v, f"timeouts.{k}", lo=0, hi=7 * 24 * 3600, lo_open=True) for k, v in raw.items()}
-    return Timeouts(**{k: float(v) for k, v in vals.items()})
+    vals = {}
+    for k, v in raw.items():
+        if k in Timeouts.__dataclass_fields__:  # an unknown key is noted already
+            with ctx.part():
+                vals[k] = float(ctx.number(v, f"timeouts.{k}", lo=0, hi=7 * 24 * 3600, lo_open=True))
+    return Timeouts(**vals)
 
 
 def _sim(ctx: _Ctx, raw: Any) -> SimDevice:
@@ -260,6 +220,8 @@ def _sim(ctx: _Ctx, raw: Any) -> SimDevice:
               "construct_s": (0, 3600, False)}
     for k, v in raw.items():
         key = f"sim.{k}"
+        if k not in keys:
+            continue
         if k in ("seed", "count"):
             out[k] = int(ctx.number(v, key, lo=0 if k == "seed" else 1, hi=2**32, integer=True))
         elif k == "device_name":
@@ -356,16 +318,20 @@ def _profiles(ctx: _Ctx, raw: Any, base: Path) -> dict[str, Profile]:
     profiles = dict(BUILTIN_PROFILES)
     for name, body in raw.items():
         key = _join("teardown_profiles", name)
-        if name in BUILTIN_PROFILES:
-            raise ctx.fail(key, f"'{name}' is a built-in profile; choose another name")
-        if isinstance(body, list):
-            body = {"after": body}
-        ctx.mapping(body, key, ("after", "before"), required=("after",))
-        parts = {}
-        for part in ("after", "before"):
-            items = ctx.typed(body.get(part, []), _join(key, part), list, "a list of actions")
-            parts[part] = tuple(_action(ctx, a, _join(_join(key, part), i), base) for i, a in enumerate(items))
-        profiles[name] = Profile(name, parts["after"], parts["before"])
+        profiles.setdefault(name, Profile(name, ()))  # named, though wrong: its variants are not wrong too
+        with ctx.part():
+            if name in BUILTIN_PROFILES:
+                raise ctx.fail(key, f"'{name}' is a built-in profile; choose another name")
+            if isinstance(body, list):
+                body = {"after": body}
+            ctx.mapping(body, key, ("after", "before"), required=("after",))
+            parts: dict[str, list[Action]] = {"after": [], "before": []}
+            for part in parts:
+                items = ctx.typed(body.get(part, []), _join(key, part), list, "a list of actions")
+                for i, a in enumerate(items):
+                    with ctx.part():
+                        parts[part].append(_action(ctx, a, _join(_join(key, part), i), base))
+            profiles[name] = Profile(name, tuple(parts["after"]), tuple(parts["before"]))
     return profiles
 
 
@@ -379,30 +345,47 @@ def _variants(ctx: _Ctx, raw: Any, profiles: dict[str, Profile]) -> tuple[Varian
     out = []
     for name, body in raw.items():
         key = _join("variants", name)
-        if not name.replace("-", "_").isidentifier():
-            raise ctx.fail(key, "a variant name uses letters, digits, '_' and '-' only")
-        ctx.mapping(body, key, _VARIANT_KEYS, required=("profile",))
-        profile = ctx.choice(body["profile"], _join(key, "profile"), tuple(profiles))
-        python = body.get("python")
-        if python is not None:  # that it exists and runs: run/preflight.py
-            ctx.text(python, _join(key, "python"))
-        env = ctx.mapping(body.get("env", {}), _join(key, "env"), None)
-        for ek, ev in env.items():
-            ctx.typed(ev, _join(_join(key, "env"), ek), (str, int, float), "a string or number")
-        for ek, ev in multicast.conflicts(env).items():
-            raise ctx.fail(_join(_join(key, "env"), ek), f"{ev!r} is refused: {multicast.REASON} "
-                                                          f"(only {multicast.MULTICAST_OFF[ek]!r} is allowed)")
-        engine = ctx.mapping(body.get("engine", {}), _join(key, "engine"), None)
-        out.append(Variant(
-            name=name, profile=profile,
-            python=str(Path(python).expanduser()) if python else None,
-            env=MappingProxyType({k: str(v) for k, v in env.items()}),
-            engine=MappingProxyType(dict(engine)),
-            inject=MappingProxyType(_inject(ctx, body.get("inject", {}), _join(key, "inject"))),
-            description=ctx.text(body.get("description", ""), _join(key, "description")),
-            **suite_mod.variant_checkout(ctx, body, key),
-        ))
+        with ctx.part():
+            if not name.replace("-", "_").isidentifier():
+                raise ctx.fail(key, "a variant name uses letters, digits, '_' and '-' only")
+            ctx.mapping(body, key, _VARIANT_KEYS, required=("profile",))
+            got: dict[str, Any] = {"profile": "", "python": None, "env": {}, "engine": {}, "inject": {},
+                                   "description": "", "checkout": {}}
+            checks = {
+                "profile": lambda: ctx.choice(body["profile"], _join(key, "profile"), tuple(profiles)),
+                "python": lambda: _python(ctx, body.get("python"), _join(key, "python")),
+                "env": lambda: _env(ctx, body.get("env", {}), _join(key, "env")),
+                "engine": lambda: _check_engine(ctx, ctx.mapping(body.get("engine", {}), _join(key, "engine"), None),
+                                                _join(key, "engine")),
+                "inject": lambda: _inject(ctx, body.get("inject", {}), _join(key, "inject")),
+                "description": lambda: ctx.text(body.get("description", ""), _join(key, "description")),
+                "checkout": lambda: suite_mod.variant_checkout(ctx, body, key),
+            }
+            for field_, check in checks.items():
+                with ctx.part():
+                    got[field_] = check()
+            out.append(Variant(name=name, profile=got["profile"], python=got["python"],
+                               env=MappingProxyType({k: str(v) for k, v in got["env"].items()}),
+                               engine=MappingProxyType(dict(got["engine"])), inject=MappingProxyType(got["inject"]),
+                               description=got["description"], **got["checkout"]))
     return tuple(out)
+
+
+def _python(ctx: _Ctx, python: Any, key: str) -> str | None:
+    if python is None:
+        return None
+    ctx.text(python, key)  # that it exists and runs: run/preflight.py
+    return str(Path(python).expanduser())
+
+
+def _env(ctx: _Ctx, env: Any, key: str) -> dict[str, Any]:
+    ctx.mapping(env, key, None)
+    for ek, ev in env.items():
+        ctx.typed(ev, _join(key, ek), (str, int, float), "a string or number")
+    for ek, ev in multicast.conflicts(env).items():
+        raise ctx.fail(_join(key, ek), f"{ev!r} is refused: {multicast.REASON} "
+                                       f"(only {multicast.MULTICAST_OFF[ek]!r} is allowed)")
+    return env
 
 
 _INJECT = {
@@ -418,28 +401,32 @@ def _inject(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
     ctx.mapping(raw, key, tuple(_INJECT))
     out = {}
     for kind, body in raw.items():
-        k = _join(key, kind)
-        if kind == "device_model":
-            out[kind] = _device_model(ctx, body, k)
-            continue
-        ctx.mapping(body, k, _INJECT[kind], required=("seconds",) if kind == "lazy_release" else ("step",))
-        body = dict(body)
-        if "seconds" in body:
-            ctx.number(body["seconds"], _join(k, "seconds"), lo=0, hi=3600)
-        if "phase" in body:
-            ctx.choice(body["phase"], _join(k, "phase"), INJECT_PHASES)
-        if "signal" in body:
-            ctx.choice(body["signal"], _join(k, "signal"), ("SIGKILL", "SIGSEGV", "SIGTERM", "SIGABRT"))
-        if "target" in body:
-            ctx.choice(body["target"], _join(k, "target"), ("worker", "engine"))
-        if "step" in body:
-            ctx.text(body["step"], _join(k, "step"))
-        if "repeat" in body:
-            ctx.number(body["repeat"], _join(k, "repeat"), lo=0, hi=10_000, integer=True)
-        if "hold_mib" in body:
-            ctx.number(body["hold_mib"], _join(k, "hold_mib"), lo=0, hi=1 << 20, integer=True)
-        out[kind] = body
+        if kind in _INJECT:
+            with ctx.part():
+                out[kind] = _fault(ctx, kind, body, _join(key, kind))
     return out
+
+
+def _fault(ctx: _Ctx, kind: str, body: Any, k: str) -> Any:
+    if kind == "device_model":
+        return _device_model(ctx, body, k)
+    ctx.mapping(body, k, _INJECT[kind], required=("seconds",) if kind == "lazy_release" else ("step",))
+    body = dict(body)
+    if "seconds" in body:
+        ctx.number(body["seconds"], _join(k, "seconds"), lo=0, hi=3600)
+    if "phase" in body:
+        ctx.choice(body["phase"], _join(k, "phase"), INJECT_PHASES)
+    if "signal" in body:
+        ctx.choice(body["signal"], _join(k, "signal"), ("SIGKILL", "SIGSEGV", "SIGTERM", "SIGABRT"))
+    if "target" in body:
+        ctx.choice(body["target"], _join(k, "target"), ("worker", "engine"))
+    if "step" in body:
+        ctx.text(body["step"], _join(k, "step"))
+    if "repeat" in body:
+        ctx.number(body["repeat"], _join(k, "repeat"), lo=0, hi=10_000, integer=True)
+    if "hold_mib" in body:
+        ctx.number(body["hold_mib"], _join(k, "hold_mib"), lo=0, hi=1 << 20, integer=True)
+    return body
 
 
 def _device_model(ctx: _Ctx, body: Any, key: str) -> dict[str, Any] | bool:
@@ -449,6 +436,8 @@ def _device_model(ctx: _Ctx, body: Any, key: str) -> dict[str, Any] | bool:
     limits = {"total_gib": (0, 1e6, True), "release_delay_s": (0, 3600, False), "baseline_gib": (0, 1e6, False),
               "release_jitter_s": (0, 3600, False), "seed": (0, 2**31, False)}
     for name, value in body.items():
+        if name not in DEVICE_MODEL_KEYS:
+            continue
         if name == "device_name":
             ctx.text(value, _join(key, name))
         else:
@@ -469,29 +458,46 @@ def _steps(ctx: _Ctx, raw: Any, timeouts: Timeouts, base: Path) -> tuple[Step, .
     seen: set[str] = set()
     out = []
     for i, body in enumerate(raw):
-        key = _join("steps", i)
-        ctx.mapping(body, key, _STEP_KEYS, required=("name",))
-        name = ctx.text(body["name"], _join(key, "name"))
-        if not name.strip() or any(c in name for c in "[]/\n"):
-            raise ctx.fail(_join(key, "name"), f"{name!r} is not a valid step name")
-        if name in seen:
-            raise ctx.fail(_join(key, "name"), f"duplicate step name {name!r}")
-        seen.add(name)
-        engine = ctx.mapping(body.get("engine", {}), _join(key, "engine"), None)
-        _check_engine(ctx, engine, _join(key, "engine"))
-        workload = _workload(ctx, body["workload"], _join(key, "workload")) if "workload" in body else None
-        exp = _expect(ctx, body.get("expect", []), _join(key, "expect"), workload)
-        timeout = ctx.number(body.get("timeout_s", timeouts.step), _join(key, "timeout_s"),
-                             lo=0, hi=7 * 24 * 3600, lo_open=True)
-        out.append(Step(name, MappingProxyType(dict(engine)), workload, MappingProxyType(exp), float(timeout)))
+        with ctx.part():
+            out.append(_step(ctx, body, _join("steps", i), timeouts, seen))
     return tuple(out)
 
 
-def _check_engine(ctx: _Ctx, engine: dict, key: str) -> None:
+def _step(ctx: _Ctx, body: Any, key: str, timeouts: Timeouts, seen: set[str]) -> Step:
+    ctx.mapping(body, key, _STEP_KEYS, required=("name",))
+    name = ctx.text(body["name"], _join(key, "name"))
+    if not name.strip() or any(c in name for c in "[]/\n"):
+        raise ctx.fail(_join(key, "name"), f"{name!r} is not a valid step name")
+    if name in seen:
+        raise ctx.fail(_join(key, "name"), f"duplicate step name {name!r}")
+    seen.add(name)
+    got: dict[str, Any] = {"engine": {}, "workload": None, "expect": {}, "timeout_s": timeouts.step}
+    with ctx.part():
+        got["engine"] = _check_engine(ctx, ctx.mapping(body.get("engine", {}), _join(key, "engine"), None),
+                                      _join(key, "engine"))
+    before = len(ctx.errors)
+    with ctx.part():
+        got["workload"] = _workload(ctx, body["workload"], _join(key, "workload")) if "workload" in body else None
+    if not ctx.failed_since(before):  # expectations are checked against a workload that is right
+        with ctx.part():
+            got["expect"] = _expect(ctx, body.get("expect", []), _join(key, "expect"), got["workload"])
+    with ctx.part():
+        got["timeout_s"] = ctx.number(body.get("timeout_s", timeouts.step), _join(key, "timeout_s"),
+                                      lo=0, hi=7 * 24 * 3600, lo_open=True)
+    return Step(name, MappingProxyType(dict(got["engine"])), got["workload"], MappingProxyType(got["expect"]),
+                float(got["timeout_s"]))
+
+
+def _check_engine(ctx: _Ctx, engine: dict, key: str) -> dict:
     if "gpu_memory_utilization" in engine:
-        ctx.number(engine["gpu_memory_utilization"], _join(key, "gpu_memory_utilization"), lo=0, hi=1, lo_open=True)
+        with ctx.part():
+            ctx.number(engine["gpu_memory_utilization"], _join(key, "gpu_memory_utilization"), lo=0, hi=1,
+                       lo_open=True)
     if "model" in engine:  # that a model path exists: run/preflight.py
-        ctx.text(engine["model"], _join(key, "model"))
+        model = ctx.text(engine["model"], _join(key, "model"))
+        if model.startswith(specs.BUILTIN_PREFIX) and model not in specs.BUILTIN_MODELS:
+            raise ctx.fail(_join(key, "model"), f"no built-in model {model!r}" + suggest(model, specs.BUILTIN_MODELS))
+    return engine
 
 
 def _workload(ctx: _Ctx, raw: Any, key: str) -> Workload:
@@ -515,9 +521,10 @@ def _workload(ctx: _Ctx, raw: Any, key: str) -> Workload:
     checked = []
     for i, sp in enumerate(sampling):
         k = _join(_join(key, "sampling"), i)
-        ctx.mapping(sp, k, SAMPLING_KEYS)
-        _check_sampling(ctx, sp, k)
-        checked.append(MappingProxyType(dict(sp)))
+        with ctx.part():
+            ctx.mapping(sp, k, SAMPLING_KEYS)
+            _check_sampling(ctx, sp, k)
+            checked.append(MappingProxyType(dict(sp)))
     runs = ctx.number(raw.get("runs", 1), _join(key, "runs"), lo=1, hi=1000, integer=True)
     return Workload(tuple(prompts), tuple(checked), int(runs))
 
@@ -530,18 +537,20 @@ def _check_sampling(ctx: _Ctx, sp: dict, key: str) -> None:
     }
     ints = {"n": (1, 1024), "max_tokens": (1, 1 << 20), "min_tokens": (0, 1 << 20), "logprobs": (0, 1024),
             "prompt_logprobs": (0, 1024), "seed": (-(2**63), 2**63 - 1), "top_k": (-1, 1 << 20)}
+    before = len(ctx.errors)
     for k, v in sp.items():
-        if k in ranges:
-            lo, hi, lo_open = ranges[k]
-            ctx.number(v, _join(key, k), lo=lo, hi=hi, lo_open=lo_open)
-        elif k in ints and v is not None:
-            lo, hi = ints[k]
-            ctx.number(v, _join(key, k), lo=lo, hi=hi, integer=True)
-        elif k in ("stop", "bad_words"):
-            items = [v] if isinstance(v, str) else ctx.typed(v, _join(key, k), list, "a string or list of strings")
-            for i, s in enumerate(items):
-                ctx.text(s, _join(_join(key, k), i))
-    if sp.get("min_tokens", 0) > sp.get("max_tokens", 16):
+        with ctx.part():
+            if k in ranges:
+                lo, hi, lo_open = ranges[k]
+                ctx.number(v, _join(key, k), lo=lo, hi=hi, lo_open=lo_open)
+            elif k in ints and v is not None:
+                lo, hi = ints[k]
+                ctx.number(v, _join(key, k), lo=lo, hi=hi, integer=True)
+            elif k in ("stop", "bad_words"):
+                items = [v] if isinstance(v, str) else ctx.typed(v, _join(key, k), list, "a string or list of strings")
+                for i, s in enumerate(items):
+                    ctx.text(s, _join(_join(key, k), i))
+    if not ctx.failed_since(before) and sp.get("min_tokens", 0) > sp.get("max_tokens", 16):
         raise ctx.fail(_join(key, "min_tokens"), "min_tokens is larger than max_tokens")
 
 
@@ -561,6 +570,8 @@ def _expect(ctx: _Ctx, raw: Any, key: str, workload: Workload | None) -> dict[st
         raise ctx.fail(key, "expectations need a workload")
     out = {}
     for name, arg in raw.items():
+        if name not in specs.CHECKS:
+            continue
         problem = specs.CHECKS[name](arg, workload)
         if problem:
             raise ctx.fail(_join(key, name), problem)

@@ -13,6 +13,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 
+# --------------------------------------------------------------------------- built-in models
+BUILTIN_PREFIX = "builtin:"
+#: models the harness builds itself (run/tinymodel.py); a scenario names them as ``model: builtin:NAME``
+BUILTIN_MODELS = ("builtin:tiny-llama",)
+
+
 # --------------------------------------------------------------------------- teardown actions
 @dataclass(frozen=True)
 class ActionParams:

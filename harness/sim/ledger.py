@@ -84,6 +84,12 @@ class Ledger:
         totals = [self._device(state, d)["total"] for d in devices]  # names an unknown device
         return [(_used(state, _key(d), now), total) for d, total in zip(devices, totals)]
 
+    def pending(self, devices: Sequence[int | str]) -> list[int]:
+        """Bytes per device that were released but are not free yet (they will come back by waiting)."""
+        state, now = self._state(), time.time()
+        return [sum(e["nbytes"] for e in state["entries"].values()
+                    if e["device"] == _key(d) and e["free_at"] is not None and e["free_at"] > now) for d in devices]
+
     def held_by(self, pid: int) -> int:
         """Bytes still counted against the devices (held or pending release) for `pid`'s entries."""
         state, now = self._state(), time.time()

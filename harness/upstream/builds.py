@@ -11,6 +11,7 @@ Standard library only: this runs inside the variant's interpreter.
 
 from __future__ import annotations
 
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from harness import events as vocab
 from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.model import Phase
-from harness.worker import teardown
+from harness.worker import engines, teardown
 from harness.upstream.hfhome import HubCache
 
 #: actions that need a vLLM engine; skipped for an HfRunner's model
@@ -60,6 +61,8 @@ class Recorder:
     construct_errors: set[int] = field(default_factory=set)  # id() of exceptions construction raised
     teardown_errors: set[int] = field(default_factory=set)
     latency: float | None = None  # release latency of the test's last torn-down build
+    wait_s: float = 0.0  # the running test's time in memory waits: the profile's and upstream's helpers'
+    live_built_by: list[str] = field(default_factory=list)  # a wait that could never end: who built its holders
     depth: int = 0
     via: str | None = None  # set while a runner's __init__ builds its engine
     _by_object: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
@@ -72,6 +75,7 @@ class Recorder:
     # ------------------------------------------------------------------ tests
     def begin_test(self, step: dict) -> None:
         self.test, self.builds, self.latency = step, [], None
+        self.wait_s, self.live_built_by = 0.0, []
         self.construct_errors.clear()
         self.teardown_errors.clear()
 
@@ -131,10 +135,31 @@ class Recorder:
 
     # ------------------------------------------------------------------ construction
     def _context(self, util: float, llm: Any = None) -> teardown.TeardownContext:
-        r = self.runner
-        return teardown.TeardownContext(llm=llm, backend=r.backend, probe=r.probe, devices=r.devices,
-                                        gpu_memory_utilization=util,
-                                        scenario_dir=self.plan.get("scenario_dir", "."))
+        return self.runner.context(util, llm)
+
+    def _waited(self, ctx: teardown.TeardownContext, error: BaseException | None = None) -> None:
+        """A context's waits count to the running test (a module fixture's teardown runs in the
+        last test of its module, and costs that test)."""
+        self.wait_s += ctx.waited_s
+        if isinstance(error, teardown.LiveEngineHolds):
+            self.live_built_by = list(error.built_by)
+
+    def helper_waited(self, name: str, seconds: float, error: BaseException | None) -> BaseException | None:
+        """Upstream's own memory-wait helper (`name`) ran for ``seconds``; when it failed while
+        engines of this process are alive, the error that names them (else None)."""
+        step = self.test
+        if step is not None:
+            self.wait_s += seconds
+            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name=name, duration_s=seconds,
+                             used_bytes=sum(u for u, _ in self.runner.probe.read(self.runner.devices)),
+                             ok=error is None, error=f"{type(error).__name__}: {error}" if error else "")
+        live = self.runner.engines.live() if error is not None else []
+        if not live:
+            return None
+        self.live_built_by = list(dict.fromkeys(e.built_by for e in live))
+        return teardown.LiveEngineHolds(f"{type(error).__name__}: {error} (upstream's {name} waited for memory "
+                                        f"held by a live engine built by {', '.join(self.live_built_by)}: "
+                                        "still referenced)", self.live_built_by)
 
     def construct(self, key: Any, via: str, model: Any, util: float, subs: list[str],
                   build: Callable[[], None]) -> None:
@@ -149,13 +174,19 @@ class Recorder:
         self.builds.append(rec)
         r, self.depth, self.events.build = self.runner, self.depth + 1, rec.number
         started, error = time.monotonic(), None
+        settle = self._context(rec.util)
         try:
             if self.plan["profile"]["before"]:
-                r.in_phase(step, Phase.SETTLE, lambda: r.run_actions(step, self._context(rec.util),
-                                                                      self.plan["profile"]["before"]))
+                try:
+                    r.in_phase(step, Phase.SETTLE, lambda: r.run_actions(step, settle, self.plan["profile"]["before"]))
+                finally:
+                    self._waited(settle, sys.exc_info()[1])
             baseline = r.sample(step, "before_construct")
+            kids = engines.children()
             r.in_phase(step, Phase.CONSTRUCT, build)
             rec.held = r.sample(step, "after_construct")
+            r.register(getattr(key, "model", key) if via == "HfRunner" else key, step, rec.number, baseline,
+                       rec.held, kids)
             self.events.emit(vocab.THRESHOLD, step=step["name"], index=step["index"],
                              threshold_bytes=sum(self._context(rec.util).threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(rec.held, baseline)))
@@ -235,5 +266,6 @@ class Recorder:
             self.teardown_errors.add(id(e))
             raise
         finally:
+            self._waited(ctx, sys.exc_info()[1])
             ctx.llm = None  # whatever the profile did, nothing here keeps the engine
             self._ended(rec, via, ctx.released_at - ctx.started if ctx.released_at is not None else None)

@@ -9,12 +9,19 @@
   wrapped only to record the memory once it has returned. Their ``__init__`` is wrapped only to
   record the build (``HfRunner``'s model is built there) and to seed the model name.
 
+Upstream's own memory-wait helpers (`WAIT_HELPERS`, found by name in the checkout's
+``tests/utils.py`` and wherever a conftest or test module imported them) are wrapped, not replaced:
+they run as upstream wrote them, and the time inside them is the test's teardown cost
+(`Recorder.helper_waited`); one that fails while engines of this process are still alive fails
+naming them.
+
 `pytest.MonkeyPatch` keeps the originals and restores them exactly.
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +29,8 @@ import pytest
 from harness.upstream.builds import Recorder
 
 RUNNERS = ("VllmRunner", "HfRunner")
+#: upstream's memory waits (tests/utils.py): PR #43023's, and the later settle wait
+WAIT_HELPERS = ("wait_for_gpu_memory_to_clear", "wait_for_rocm_memory_to_settle")
 
 
 class Patches:
@@ -29,6 +38,36 @@ class Patches:
         self.recorder, self.native = recorder, native
         self._mp = pytest.MonkeyPatch()
         self.patched: list[str] = []
+        self._wrapped: dict[int, Any] = {}  # id(original helper) -> its wrapper, shared by every module
+
+    def wait_helpers(self, module: Any) -> None:
+        """Wrap the memory-wait helpers that ``module`` holds (a conftest, tests.utils, a test file)."""
+        for name in WAIT_HELPERS:
+            original = getattr(module, name, None)
+            if not callable(original) or getattr(original, "__wrapped_wait__", False):
+                continue
+            if id(original) not in self._wrapped:
+                self._wrapped[id(original)] = self._observed(name, original)
+            self._replace(module, name, self._wrapped[id(original)])
+
+    def _observed(self, name: str, original: Any) -> Any:
+        rec = self.recorder
+
+        @functools.wraps(original)
+        def helper(*args, **kwargs):
+            start, error = time.monotonic(), None
+            try:
+                return original(*args, **kwargs)
+            except Exception as e:
+                error = e
+                raise
+            finally:
+                named = rec.helper_waited(name, time.monotonic() - start, error)
+                if named is not None:
+                    raise named from error
+
+        helper.__wrapped_wait__ = True
+        return helper
 
     def llm(self, cls: type) -> None:
         rec, original = self.recorder, cls.__init__
@@ -73,9 +112,10 @@ class Patches:
         self._replace(cls, "__init__", __init__)
         self._replace(cls, "__exit__", __exit__)
 
-    def _replace(self, cls: type, attr: str, value: Any) -> None:
-        self._mp.setattr(cls, attr, value)
-        self.patched.append(f"{cls.__module__}.{cls.__qualname__}.{attr}")
+    def _replace(self, owner: Any, attr: str, value: Any) -> None:
+        self._mp.setattr(owner, attr, value)
+        where = f"{owner.__module__}.{owner.__qualname__}" if isinstance(owner, type) else owner.__name__
+        self.patched.append(f"{where}.{attr}")
 
     def undo(self) -> None:
         self._mp.undo()

@@ -21,6 +21,8 @@ Hooks used, in the order pytest calls them:
 from __future__ import annotations
 
 import re
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -75,6 +77,10 @@ class UpstreamPlugin:
                                 getattr(cause, "name", None) or missing_module(str(cause)))
 
     def pytest_plugin_registered(self, plugin, manager):
+        if isinstance(plugin, types.ModuleType):  # a conftest: upstream's wait helpers, its own and tests.utils'
+            for module in (plugin, sys.modules.get("tests.utils")):
+                if module is not None:
+                    self.patches.wait_helpers(module)
         for name in RUNNERS:
             cls = getattr(plugin, name, None)
             if isinstance(cls, type) and id(cls) not in self._patched and \
@@ -101,6 +107,9 @@ class UpstreamPlugin:
         for item in items:
             if not self.patches.native:  # under native, upstream's cleanup_fixture runs as it is
                 item.add_marker(pytest.mark.skip_global_cleanup)
+            module = getattr(item, "module", None)
+            if module is not None:  # a test file that imported a wait helper itself
+                self.patches.wait_helpers(module)
             params = getattr(getattr(item, "callspec", None), "params", {})
             for value in params.values():
                 if looks_like_hub_id(value):
@@ -137,8 +146,10 @@ class UpstreamPlugin:
             yield
         finally:
             self.rec.end_test()
+            extra = {"live_engine_built_by": ", ".join(self.rec.live_built_by)} if self.rec.live_built_by else {}
             self.events.emit(vocab.STEP_END, step=step["name"], index=step["index"], expectations=[],
                              release_latency_s=self.rec.latency, log_offset=log_offset(),
+                             wait_s=round(self.rec.wait_s, 6), **extra,
                              **{k: str(v) for k, v in self._result.items()})
 
     @pytest.hookimpl(hookwrapper=True)

@@ -20,6 +20,17 @@ from harness.worker.steps import StepRunner
 from harness.worker.stream import Events
 
 
+def checkout_ref(rootdir: str) -> str:
+    """The commit the checkout is at (its code revision in history.jsonl); empty outside git."""
+    if not (Path(rootdir) / ".git").exists():
+        return ""
+    try:
+        out = subprocess.run(["git", "-C", rootdir, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def checkout_version(rootdir: str) -> str:
     """The vLLM version of a checkout: its generated ``vllm/_version.py``, else ``git describe``."""
     version_py = Path(rootdir) / "vllm" / "_version.py"
@@ -64,7 +75,7 @@ def main(plan: dict[str, Any]) -> int:
     events.emit(vocab.WORKER_START, pid=os.getpid(), info={
         **backend.info(), "devices": runner.devices, "total_bytes": sum(t for _, t in readings),
         "rootdir": spec["rootdir"], "checkout_vllm_version": checkout_version(spec["rootdir"]),
-        "checkout_ref": spec.get("checkout_ref"),
+        "checkout_ref": spec.get("checkout_ref") or checkout_ref(spec["rootdir"]),
         "pytest_version": pytest.__version__, "python_executable": sys.executable})
     recorder = Recorder(plan, runner, tagged)
     plugin = UpstreamPlugin(recorder, Patches(recorder, native=bool(spec.get("native"))))

@@ -18,7 +18,8 @@ from typing import Any
 from harness import events as vocab
 from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION, Backend, probes
 from harness.model import EXIT_DISK_FULL, Outcome, Phase
-from harness.worker import expect, faults, teardown
+from harness.worker import engines, expect, faults, teardown
+from harness.worker.engines import EngineRegistry
 from harness.worker.stream import Events, disk_full, log_offset, to_log
 from harness.worker.stream import text as _text
 
@@ -43,11 +44,33 @@ class StepRunner:
         if self.lazy:
             self.lazy.start()  # its torch import overlaps the first construction, not a teardown
         self._lazy_releases = None  # helper releases counted when this step's hold began
+        self.engines = EngineRegistry()  # every engine built in this process, alive or gone
+
+    def context(self, util: float, llm: Any = None) -> teardown.TeardownContext:
+        """A teardown context on this worker's device, probe and engines."""
+        return teardown.TeardownContext(llm=llm, backend=self.backend, probe=self.probe, devices=self.devices,
+                                        gpu_memory_utilization=util, engines=self.engines,
+                                        scenario_dir=self.plan.get("scenario_dir", "."))
+
+    def register(self, obj: Any, step: dict, build: int | None, baseline, held, kids: set[int]) -> None:
+        """Follow an engine's life (worker/engines.py): who built it, what it took, when it is gone;
+        ``kids``: this process's children before it was built (the new ones are its EngineCore)."""
+        self.engines.register(obj, step["name"], step["index"], build,
+                              [max(0, h - b) for (h, _), (b, _) in zip(held, baseline)],
+                              sorted(engines.children() - kids))
+
+    def report_freed(self) -> None:
+        """An `engine_freed` event for every engine gone since the last call (finalizers only
+        note the time; here it is safe to write)."""
+        for e in self.engines.drain():
+            extra = {"build": e.build} if e.build is not None else {}
+            self.events.emit(vocab.ENGINE_FREED, step=e.built_by, index=e.index, freed_at=e.freed_at, **extra)
 
     # ------------------------------------------------------------------ memory
     def sample(self, step: dict, label: str) -> list[tuple[int, int]]:
         """Read device memory and emit it as a ``memory`` event labelled ``label``."""
         readings = self.probe.read(self.devices)
+        self.report_freed()
         beside = probes.beside(self.probe, self.devices, readings)  # a second probe's opinion
         host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
         if host is not None:
@@ -112,8 +135,7 @@ class StepRunner:
         a failure of the step is its ``step_end``, never an exception (a full disk is)."""
         name, index = step["name"], step["index"]
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
-        ctx = teardown.TeardownContext(llm=None, backend=self.backend, probe=self.probe, devices=self.devices,
-                                       gpu_memory_utilization=util, scenario_dir=self.plan.get("scenario_dir", "."))
+        ctx = self.context(util)
         self.events.emit(vocab.STEP_START, step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset(),
                          engine_process=self.backend.engine_process())
         failure: tuple[Phase, BaseException, str] | None = None
@@ -125,8 +147,10 @@ class StepRunner:
                 self.in_phase(step, phase, lambda: self.run_actions(step, ctx, self.profile["before"]))
             baseline = self.sample(step, "before_construct")
             phase = Phase.CONSTRUCT
+            kids = engines.children()
             ctx.llm = self.in_phase(step, phase, lambda: self.backend.construct(dict(step["engine"])))
             held = self.sample(step, "after_construct")
+            self.register(ctx.llm, step, None, baseline, held, kids)
             self.events.emit(vocab.THRESHOLD, step=name, index=index,
                              threshold_bytes=sum(ctx.threshold_bytes("auto")),
                              engine_bytes=sum(max(0, h - b) for (h, _), (b, _) in zip(held, baseline)))
@@ -158,7 +182,8 @@ class StepRunner:
             to_log(f"[harness] step {name}: failed in {failure[0]}\n{failure[2].rstrip()}")
         latency = (ctx.released_at - ctx.started) if ctx.released_at and held is not None else None
         fields: dict[str, Any] = {"outcome": str(Outcome.PASSED), "expectations": expectations,
-                                  "release_latency_s": latency, "log_offset": log_offset()}
+                                  "release_latency_s": latency, "log_offset": log_offset(),
+                                  "wait_s": round(ctx.waited_s, 6)}
         after_free = self._release_after_free(ctx) if held is not None else None
         self._lazy_releases = None
         if after_free is not None:
@@ -167,6 +192,9 @@ class StepRunner:
             phase, exc, tb = failure
             fields.update(outcome=str(Outcome.FAILED), phase=str(phase), error_type=type(exc).__name__,
                           message=_text(exc), traceback=tb)
+            if isinstance(exc, teardown.LiveEngineHolds):
+                fields["live_engine_built_by"] = ", ".join(exc.built_by)
+        self.report_freed()
         self.events.emit(vocab.STEP_END, step=name, index=index, **fields)
 
     def _teardown(self, step: dict, ctx: teardown.TeardownContext, held):
@@ -212,6 +240,7 @@ def main(plan: dict[str, Any], backend: Backend) -> int:
     try:
         for step in plan["steps"]:
             runner.run(step)
+        runner.report_freed()
         events.emit(vocab.WORKER_END)
     except Exception as e:
         if not disk_full(e):

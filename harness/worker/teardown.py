@@ -23,6 +23,15 @@ class MemoryNotFreed(ValueError):
     """Raised by `wait_memory`; worded like upstream's wait_for_gpu_memory_to_clear."""
 
 
+class LiveEngineHolds(MemoryNotFreed):
+    """Raised by `wait_memory` as soon as the only memory left to wait for is held by engines that
+    are still alive in this process: no wait can end, so none is made."""
+
+    def __init__(self, message: str, built_by: list[str]):
+        super().__init__(message)
+        self.built_by = built_by
+
+
 @dataclass
 class TeardownContext:
     """What actions act on. ``llm`` is the only reference the worker keeps to the engine."""
@@ -35,6 +44,8 @@ class TeardownContext:
     scenario_dir: str = "."
     started: float = field(default_factory=time.monotonic)
     released_at: float | None = None  # monotonic time usage was first seen under the threshold
+    engines: Any = None  # worker/engines.py's EngineRegistry: which engines of this process are alive
+    waited_s: float = 0.0  # seconds spent in wait_memory and sleep: the teardown's cost
 
     def used(self) -> list[tuple[int, int]]:
         return self.probe.read(self.devices)
@@ -72,6 +83,8 @@ def _engine_core_shutdown(ctx: TeardownContext, p: dict) -> None:
         if not p.get("ignore_errors"):
             raise
         print(f"[harness] engine_core_shutdown: ignored {type(e).__name__}: {e}", flush=True)  # as upstream
+    if ctx.engines is not None:  # an LLM kept alive after this holds no memory: no wait is in vain
+        ctx.engines.shut_down(ctx.llm)
 
 
 def _del_llm(ctx: TeardownContext, p: dict) -> None:
@@ -108,35 +121,62 @@ def wait_memory(ctx: TeardownContext, p: dict) -> None:
     """Poll until every device is under the threshold (never below ``floor_bytes``) and, with
     ``stable_s``, has stayed there within 512 MiB that long (upstream's wait_for_rocm_memory_to_settle).
     Polls every 50 ms (upstream: 5 s, or 1 s when settling), so it returns within about one poll of
-    the memory actually being free."""
+    the memory actually being free. It stops at once, with `LiveEngineHolds`, when what is left over
+    the threshold is held by engines still alive in this process (a fixture's, a global's): they
+    give nothing back however long it waits."""
     threshold = p.get("threshold", "auto")
     timeout = float(p.get("timeout_s", 120.0))
     poll = float(p.get("poll_s", 0.05))
     stable_s, floor = float(p.get("stable_s", 0.0)), int(p.get("floor_bytes", 0))
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     since, seen = None, None  # since when the readings `seen` have held under the threshold
-    while True:
-        readings = ctx.used()
-        ceilings = [max(c, floor) for c in ctx.threshold_bytes(threshold, readings)]
-        if all(u <= c for (u, _), c in zip(readings, ceilings)):
-            now, used = time.monotonic(), [u for u, _ in readings]
-            if seen is None or any(abs(a - b) > STABLE_TOLERANCE_BYTES for a, b in zip(used, seen)):
-                since, seen = now, used
-            if now - since >= stable_s:
-                ctx.released_at = ctx.released_at or since
-                return
-        else:
-            since, seen = None, None
-        if time.monotonic() >= deadline:
-            used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in ctx.used())
-            raise MemoryNotFreed(
-                f"Memory of devices {list(ctx.devices)} not free after {timeout:g} seconds "
-                f"(used: {used}; threshold: {threshold})")
-        time.sleep(poll)
+    try:
+        while True:
+            readings = ctx.used()
+            ceilings = [max(c, floor) for c in ctx.threshold_bytes(threshold, readings)]
+            if all(u <= c for (u, _), c in zip(readings, ceilings)):
+                now, used = time.monotonic(), [u for u, _ in readings]
+                if seen is None or any(abs(a - b) > STABLE_TOLERANCE_BYTES for a, b in zip(used, seen)):
+                    since, seen = now, used
+                if now - since >= stable_s:
+                    ctx.released_at = ctx.released_at or since
+                    return
+            else:
+                since, seen = None, None
+                _live_engines_hold(ctx, readings, ceilings, threshold, start, timeout)
+            if time.monotonic() >= deadline:
+                used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in ctx.used())
+                raise MemoryNotFreed(
+                    f"Memory of devices {list(ctx.devices)} not free after {timeout:g} seconds "
+                    f"(used: {used}; threshold: {threshold})")
+            time.sleep(poll)
+    finally:
+        ctx.waited_s += time.monotonic() - start
+
+
+def _live_engines_hold(ctx: TeardownContext, readings, ceilings, threshold: Any, start: float, timeout: float) -> None:
+    """Raise `LiveEngineHolds` when only engines alive in this process keep the memory over the
+    ceilings (worker/engines.py), and nothing else is on its way back."""
+    if ctx.engines is None:
+        return
+    pending = getattr(ctx.probe, "pending", None)
+    live = ctx.engines.blocking(readings, ceilings, pending(ctx.devices) if pending else None)
+    if live:
+        names = list(dict.fromkeys(e.built_by for e in live))
+        used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in readings)
+        raise LiveEngineHolds(
+            f"Memory of devices {list(ctx.devices)} can never be freed by waiting: held by a live engine built "
+            f"by {', '.join(names)} (still referenced; used: {used}; threshold: {threshold}; gave up after "
+            f"{time.monotonic() - start:.2f} of {timeout:g} seconds)", names)
 
 
 def _sleep(ctx: TeardownContext, p: dict) -> None:
-    time.sleep(float(p.get("seconds", 1.0)))
+    start = time.monotonic()
+    try:
+        time.sleep(float(p.get("seconds", 1.0)))
+    finally:
+        ctx.waited_s += time.monotonic() - start
 
 
 def _call(ctx: TeardownContext, p: dict) -> None:
