@@ -148,7 +148,6 @@ def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
     if scenario.overrides:  # --set: what the command line changed, key by key
         meta["set"] = [{"key": a.key, "before": a.before, "after": a.after, "from": a.setting}
                        for a in scenario.overrides]
-    atomic.write_json(run_dir / "run.json", meta)
     ledger = Path(os.environ.get(LEDGER_ENV) or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
-from harness.errors import InputError, ScenarioError
+from harness.errors import InputError, ScenarioError, ScenarioErrors
 
 SCENARIO_WIDE = "inject"  # a top-level `inject.` path means: under every variant
 _UNSET = object()
@@ -147,12 +147,18 @@ def blamed(path: Path, settings: Sequence[Setting]) -> Iterator[None]:
     """A validation error under a key the command line set says it came from --set."""
     try:
         yield
+    except ScenarioErrors as e:  # every mistake of the file, found in one pass
+        raise ScenarioErrors([_blame(x, settings) for x in e.errors]) from None
     except ScenarioError as e:
-        culprit = _culprit(e.key, settings)
-        if culprit is None or "--set" in str(e):
-            raise
-        message = str(e)[len(f"{e.path}: {e.key}: "):]
-        raise ScenarioError(e.path, e.key, f"{message} (from --set {culprit.text})") from None
+        raise _blame(e, settings) from None
+
+
+def _blame(e: ScenarioError, settings: Sequence[Setting]) -> ScenarioError:
+    culprit = _culprit(e.key, settings)
+    if culprit is None or "--set" in str(e):
+        return e
+    message = str(e)[len(f"{e.path}: {e.key}: "):]
+    return ScenarioError(e.path, e.key, f"{message} (from --set {culprit.text})")
 
 
 def _culprit(key: str | None, settings: Sequence[Setting]) -> Setting | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -127,7 +127,7 @@ def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> S
     with ctx.part():  # a mistake the rest of the file cannot be checked past ends it here
         scenario = _scenario(ctx, path, raw)
     ctx.done()
-    return scenario
+    return replace(scenario, overrides=applied)
 
 
 def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
@@ -175,7 +175,7 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         defaults=MappingProxyType(dict(got["defaults"])), variants=variants, baseline=baseline,
         profiles=MappingProxyType(profiles),
         steps=_steps(ctx, raw["steps"], got["timeouts"], path.parent) if "steps" in raw else (),
-        sim=got["sim"], version=int(version), pytest=suite, overrides=applied,
+        sim=got["sim"], version=int(version), pytest=suite,
     )
     if "pytest" not in raw or suite is not None:  # a broken pytest: block is said once, above
         with ctx.part():
