@@ -27,7 +27,9 @@ def test_rocm_scenario_on_cpu_is_rehearsed_and_says_what_changed(tiny, monkeypat
     assert ("platform", "rocm", "cpu") in subs
     assert ("model", "facebook/opt-125m", "/cache/tiny-llama") in subs
     assert ("dtype", "float16", "float32") in subs
-    assert ("env VLLM_ENABLE_V1_MULTIPROCESSING", "unset", "0") in subs
+    # engines keep vLLM's default (an EngineCore child process), as on the GPU node
+    assert not any("VLLM_ENABLE_V1_MULTIPROCESSING" in s.what for s in rp.substitutions)
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in rp.engine_env
     assert all(s["engine"]["model"] == "/cache/tiny-llama" for s in rp.steps)
     assert len(rp.substitutions) == len({(s.what, s.before, s.after) for s in rp.substitutions})
 
@@ -82,7 +84,11 @@ def test_cpu_tp2_keeps_its_ranks_one_core_each(tiny, two_cores):
 
 
 def test_a_tp2_gpu_scenario_is_rehearsed_with_two_ranks_on_cpu(tiny, two_cores):
-    rp = plan.build(scenario.load(H200X2), host_platform="cpu")
+    # its variants with and without a lazy release are two devices on the modelled device: one at a time
+    with pytest.raises(HarnessError, match="variants.bare_lazy.inject.device_model.release_delay_s: 30 in "
+                                           "variant 'bare_lazy', 0 in variant 'bare'"):
+        plan.build(scenario.load(H200X2), host_platform="cpu")
+    rp = plan.build(scenario.load(H200X2), host_platform="cpu", variants=["legacy_lazy", "fixed_lazy"])
     engine = rp.steps[0]["engine"]
     assert engine["tensor_parallel_size"] == 2 and engine["distributed_executor_backend"] == "mp"
     assert engine["model"] == "/cache/tiny-llama" and rp.engine_env[plan.CPU_BIND_ENV] == "0|1"

@@ -32,7 +32,8 @@ def render(summary: RunSummary) -> str:
     """report.md of a run's typed summary."""
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
              _culprits(summary), _transitions(summary), _failures(summary), _cost(summary), _leaks(summary),
-             _listing("Substitutions", summary.substitutions), _listing("Orphaned processes", summary.orphans)]
+             _listing("Substitutions", summary.substitutions), _listing("Orphaned processes", summary.orphans),
+             _listing("Probe disagreements", summary.probe_notes)]
     return _fit("\n".join(p for p in parts if p))
 
 

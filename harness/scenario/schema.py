@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from harness import SCENARIO_VERSION
 from harness import multicast
-from harness.scenario import specs
+from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
 from harness.scenario.checker import Checker, join, kind, suggest
 from harness.errors import ScenarioError
@@ -96,6 +96,7 @@ class Scenario:
     sim: SimDevice
     version: int = SCENARIO_VERSION
     pytest: suite_mod.PytestSuite | None = None  # upstream's test files instead of steps
+    overrides: tuple[overrides.Applied, ...] = ()  # what --set changed (scenario/overrides.py)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -112,16 +113,21 @@ _TOP = ("version", "name", "description", "platform", "backend", "devices", "rep
         "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim")
 
 
-def load(path: str | Path) -> Scenario:
-    """The scenario file at ``path``, safely parsed and checked into a frozen `Scenario`;
-    `ScenarioError` naming the file and the key path of the first problem."""
+def load(path: str | Path, sets: Sequence[overrides.Setting] = ()) -> Scenario:
+    """The scenario at ``path``, safely parsed, `--set`s applied (overrides.py), checked into a frozen
+    `Scenario`; `ScenarioError` naming the file and the key path of the first problem."""
     path = Path(path)
-    raw = yamlsafe.load(path)
+    with overrides.blamed(path, sets):
+        raw, applied = overrides.apply(path, yamlsafe.load(path), sets)
+        return _validate(path, raw, applied)
+
+
+def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> Scenario:
     ctx = _Ctx(path)
     with ctx.part():  # a mistake the rest of the file cannot be checked past ends it here
         scenario = _scenario(ctx, path, raw)
     ctx.done()
-    return scenario
+    return replace(scenario, overrides=applied)
 
 
 def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
