@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import multicast
-from harness.device import LEDGER_ENV
+from harness.device import LEDGER_ENV, MULTIPROCESSING_ENV
 from harness.devicemodel import settings as device_settings
 from harness.errors import HarnessError, InfrastructureError
 from harness.model import Substitution
@@ -134,7 +134,13 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
             plan.engine_env[CPU_BIND_ENV] = bind
             plan.substitutions.append(Substitution(f"env {CPU_BIND_ENV}", "unset", bind,
                                                    "vLLM on CPU: one core per tensor-parallel rank"))
-    _device_models(plan, rehearsal=backend == "vllm" and host == "cpu" and scenario.platform in device_settings.PRESETS)
+    rehearsal = backend == "vllm" and host == "cpu" and scenario.platform in device_settings.PRESETS
+    if rehearsal and scenario.rehearsal_engine_process == "in-process" and MULTIPROCESSING_ENV not in os.environ:
+        plan.engine_env[MULTIPROCESSING_ENV] = "0"  # a variant's `env:` and the caller's still decide
+        plan.substitutions.append(Substitution(
+            f"env {MULTIPROCESSING_ENV}", "unset", "0",
+            "rehearsal.engine_process: in-process: engines in the worker, not in an EngineCore child"))
+    _device_models(plan, rehearsal=rehearsal)
     _dedupe(plan)
     return plan
 
