@@ -32,7 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                              repeat=args.repeat, model=args.model, strict_platform=args.strict_platform,
                              vllm_src=args.vllm_src, early_stop=not args.no_early_stop, allow=_allow_names(args))
     return pipeline.run_scenario(pipeline.Run(Path(args.scenario), opts, step=args.step, keyword=args.k,
-                                              shard=args.shard))
+                                              shard=args.shard, sets=_sets(args)))
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -52,12 +52,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
 
+    sets = _sets(args)
     if args.profiles:
         _print_profiles()
     elif not args.scenarios:
         raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
-        sc = scenario_mod.load(path)  # every mistake of the file's schema at once
+        sc = scenario_mod.load(path, sets)  # every mistake of the file's schema at once
         problems: list[ScenarioError] = []
         for check in (preflight.check_inputs, _check_checkouts, engineargs.check):  # this machine; each variant's own vLLM
             try:
@@ -128,6 +129,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if regressed and not args.no_fail else 0
 
 
+def _sets(args: argparse.Namespace):
+    from harness.scenario import overrides
+
+    return overrides.parse_all(args.set)
+
+
 def _allow_names(args: argparse.Namespace) -> list[str] | None:
     from harness.results import gate
 
@@ -143,11 +150,18 @@ def _allow(args: argparse.Namespace):
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from harness.results import classify
+    from harness.xmlsafe import printable
 
-    path = Path(args.logfile)
-    if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
-        raise InputError(f"{path}: empty file, nothing to classify")
-    print(classify.classify_file(path))
+    if args.logfile == "-":
+        cls, line = classify.explain_stream(sys.stdin.buffer)
+    else:
+        path = Path(args.logfile)
+        if path.is_file() and path.stat().st_size == 0:  # a log that was never written: nothing to classify
+            raise InputError(f"{path}: empty file, nothing to classify")
+        cls, line = classify.explain_file(path)
+    print(cls)  # stdout holds the class alone, for scripts; why, for people, on stderr
+    print(f"matched: {printable(line)[:500]}" if line else "matched: no failure and no test summary in the text",
+          file=sys.stderr)
     return 0
 
 
@@ -206,6 +220,7 @@ def _allow_argument(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.run import select
+    from harness.scenario import overrides
 
     parser = _Parser(prog="run.py", description="Engine-teardown memory-leak regression harness.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -230,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("vllm", "sim"), help="override the scenario's backend")
     p.add_argument("--out", default="results", help="results directory (default: results/)")
     p.add_argument("--model", help="replace every step's model")
+    overrides.add_argument(p)
     select.add_arguments(p)
     p.add_argument("--strict-platform", action="store_true",
                    help="refuse (exit 3: this machine cannot run the job) instead of rehearsing when it lacks the "
@@ -250,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scenarios", nargs="*")
     p.add_argument("--profiles", action="store_true",
                    help="print the built-in teardown profiles and the upstream code each reproduces")
+    overrides.add_argument(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("report", help="(re)build report and verdict of a run directory")
@@ -272,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="... and to more than F times the baseline's wait (default: 2)")
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("classify", help="print the failure class of a log or traceback")
-    p.add_argument("logfile")
+    p = sub.add_parser("classify", help="print the failure class of a log or traceback, and the line that decided it")
+    p.add_argument("logfile", help="a log file, or - for standard input")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("trend", help="pass rate and release latency per night, from results/history.jsonl")

@@ -49,12 +49,14 @@ class StepKey(TypedDict):
 
 class WorkerStart(Common):
     pid: int
-    info: dict[str, Any]  # platform, device_name, vllm_version, torch_version, python, probe, total_bytes, devices
+    info: dict[str, Any]  # platform, device_name, vllm_version, torch_version, python, probe, probe_second,
+    #                       total_bytes, devices
 
 
 class StepStart(Common, StepKey):
     timeout_s: float
     log_offset: int  # byte offset in the variant's log
+    engine_process: str  # harness.device.ENGINE_PROCESSES: "child" (vLLM's default) or "in-process"
 
 
 class PhaseStart(Common, StepKey):
@@ -71,6 +73,10 @@ class Memory(Common, StepKey, total=False):
     total_bytes: int
     per_device: list[int]
     host_used_bytes: int  # the modelled device only: the host probe's reading beside it
+    second_probe: str  # a second probe of the device (harness/device/probes.py: beside)
+    second_used_bytes: int  # its reading
+    second_error: str  # why it could not read
+    probe_disagreement_bytes: int  # the two readings' largest gap over a device, when over 1 GiB
 
 
 class Action(Common, StepKey):

@@ -130,6 +130,8 @@ class StepResult:
     engine_followed: bool = False  # the worker followed its engines' lives (engine_freed_at means something)
     engine_freed_at: float | None = None  # epoch seconds its (last) engine object was freed; None: never
     ended_at: float | None = None  # epoch seconds of its end (readings after it: a fixture's later teardown)
+    engine_process: str | None = None  # "child" (vLLM's EngineCore process) or "in-process"
+    probe_disagreement: tuple[int, str] | None = None  # the two probes' largest gap over 1 GiB, and where
 
     def case_name(self, repeats: int) -> str:
         return f"{self.step}[{self.repeat}]" if repeats > 1 else self.step

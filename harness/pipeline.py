@@ -47,6 +47,7 @@ class Run:
     step: list[str] | None = None  # --step
     keyword: str | None = None  # -k
     shard: str | None = None  # --shard K/N
+    sets: tuple = ()  # --set PATH=VALUE (harness/scenario/overrides.py)
     allow: frozenset | None = None  # --allow; None: run.json's
     scenario: Scenario | None = None  # load
     partial: bool = False  # select: one shard of several, no verdict of its own
@@ -60,7 +61,7 @@ class Run:
 # --------------------------------------------------------------------------- the stages
 def load(run: Run) -> int | None:
     """The scenario, loaded and checked once: bad input fails before anything is shown or run."""
-    run.scenario = schema.load(run.scenario_path)
+    run.scenario = schema.load(run.scenario_path, run.sets)
     return None
 
 

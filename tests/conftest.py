@@ -14,6 +14,29 @@ from tests.bisect_fixtures import write_scenario
 collect_ignore = ["upstream_tree"]
 
 
+# Test modules that use the real vLLM (they carry the `vllm` marker).
+VLLM_MODULES = frozenset(f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py")
+                         if "pytest.mark.vllm" in p.read_text(encoding="utf-8"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (scripts/test): the modules that use the real vLLM run on one xdist
+    worker, one test at a time, each module's engines built once by its module-scoped fixture;
+    every other test is scheduled on its own, as by ``load``. Each engine takes every core it is
+    given (a TP=2 engine pins one per rank). xdist's own loadgroup marks items through
+    ``item._nodeid``, which pytest 9.2 no longer reads, so the grouping is done here, by module."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class VllmModulesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "vllm" if nodeid.split("::", 1)[0] in VLLM_MODULES else nodeid
+
+    return VllmModulesTogether(config, log)
+
+
 @pytest.fixture
 def work(tmp_path, monkeypatch) -> Path:
     """A bisect workspace: its own env cache, the cwd, a fresh `fakeengine` import, the scenario."""

@@ -1,5 +1,8 @@
 """report.html and the trend page in a real headless Chromium (Debian's `chromium`, installed by .ci/run).
 
+Without Chromium the tests skip, saying so, so `scripts/test` needs nothing but Python; CI installs
+it and sets HARNESS_REQUIRE_CHROMIUM=1, under which a missing browser fails them.
+
 The page is loaded from a file, the DOM is read back after layout (its inline script records how
 wide each chart's line was drawn and where each chart sits), and screenshots at a desktop and a
 phone size are kept under results/screenshots/ as CI artifacts.
@@ -32,12 +35,19 @@ PHONE = (390, 2600)  # an iPhone-sized viewport, tall enough for the whole page
 NARROW = (500, 2600)
 
 
+#: Set by .ci/run, which installs Chromium: there a missing browser fails the test instead of skipping it.
+REQUIRE_ENV = "HARNESS_REQUIRE_CHROMIUM"
+
+
 def chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("no Chromium on this machine: install Debian's `chromium` (.ci/run does)")
+    why = "no Chromium on this machine: install Debian's `chromium` to run the browser tests (.ci/run does)"
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{why}; {REQUIRE_ENV}=1 requires them")
+    pytest.skip(why)
 
 
 def browse(url: str, *args: str, timeout: float = 90) -> str:
@@ -97,6 +107,7 @@ def boxes(page, svgs) -> list[tuple[int, int, int, int]]:
 def lazy_release_run(tmp_path_factory) -> Path:
     """The simulated MI250 lazy-release scenario, as `python run.py scenarios/sim_mi250_lazy_release.yaml`
     runs it (about 30 s: the fixed teardown waits the release delay out after every step)."""
+    chromium()  # no browser: skip (or fail, in CI) before the run, not after it
     out = tmp_path_factory.mktemp("results")
     mp = pytest.MonkeyPatch()
     mp.setenv(history.ENV, str(out / "history.jsonl"))
@@ -117,19 +128,16 @@ def test_lazy_release_report_in_a_browser(lazy_release_run):
         cards = {c["attrs"]["data-variant"]: c for c in page.find("div", "card") if "data-variant" in c["attrs"]}
         assert list(cards) == ["without_fix", "with_fix"]
         svgs = []
-        widest = 0.0
         for v, card in cards.items():
             charts = page.find("svg", "chart", within=card)
             assert len(charts) == 1, f"{v}: no memory chart in its card"
             svgs.append(charts[0])
-            # the page's script ran and laid the memory line out; the charts share one time axis, so a
-            # variant that finished sooner draws a shorter line, and the longest spans most of the chart
+            # the page's script ran and laid the memory line out; each chart's time axis is its own
+            # variant's run, so even the baseline that fails fast spans most of its chart
             drawn, box_width = int(charts[0]["attrs"]["data-drawn"]), int(charts[0]["attrs"]["data-box"].split(",")[2])
-            assert drawn > 0.05 * box_width, f"{v}: memory line {drawn} px wide in a {box_width} px chart"
-            widest = max(widest, drawn / box_width)
+            assert drawn > 0.5 * box_width, f"{v}: memory line {drawn} px wide in a {box_width} px chart"
             assert all(len(p["attrs"]["points"].split()) >= 8
                        for p in page.find("polyline", "memory", within=charts[0]))
-        assert widest > 0.5, "the longest variant's memory line spans most of the shared time axis"
         assert len(page.find("g", "failure", within=svgs[0])) == 7  # every engine after the first
         assert len(page.find("g", "failure", within=svgs[1])) == 0
         (left, top, width, _), (left2, top2, width2, _) = boxes(page, svgs)

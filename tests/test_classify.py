@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.results.classify import MAX_SCAN_BYTES, classify_file, classify_step, classify_text
+from harness.results.classify import MAX_SCAN_BYTES, classify_file, classify_step, classify_text, explain_file
 from harness.errors import InputError
 from harness.model import FailureClass, Phase
 
 F = FailureClass
-LOGS = Path(__file__).parent / "data" / "logs"
+ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "tests" / "data" / "logs"
 CORPUS = sorted(LOGS.glob("*.log"))
 
 
@@ -37,6 +41,31 @@ def test_corpus_is_large_and_covers_every_class():
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
 def test_corpus_file(path: Path):
     assert classify_file(path) is _expected(path)
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_corpus_file_explained_by_a_line_of_it(path: Path):
+    """The line that decided is a line of the log (its CI and logger prefixes gone): a reader can
+    find it, and check the class against it."""
+    cls, line = explain_file(path)
+    assert cls is _expected(path)
+    if cls is F.NONE and line is None:
+        return  # no failure and no test summary: nothing to point at
+    shown = re.sub(r"\x1b(?:\[[0-9;]*[A-Za-z]|_[^\x07]*\x07)", "", path.read_text(encoding="utf-8"))  # colours
+    assert line and line in shown, line
+
+
+def test_cli_prints_the_class_then_why_and_reads_standard_input(tmp_path):
+    log = LOGS / "vram_construction__buildkite_rocm_mi250_samplers_root_above_wrapper.log"
+    for argv, stdin in ((["classify", str(log)], None), (["classify", "-"], log.read_bytes())):
+        proc = subprocess.run([sys.executable, "run.py", *argv], cwd=ROOT, input=stdin, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.decode() == "vram_construction\n"  # the class alone: scripts read it
+        assert proc.stderr.decode().startswith("matched: ValueError: Free memory on device cuda:0 (58.33/63.98 GiB)")
+    empty = subprocess.run([sys.executable, "run.py", "classify", "-"], cwd=ROOT, input=b"", capture_output=True,
+                           timeout=60)
+    assert empty.returncode == 2 and empty.stderr.decode().strip() == \
+        "error: -: standard input was empty, nothing to classify"
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])

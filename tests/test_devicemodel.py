@@ -189,25 +189,39 @@ def test_a_rehearsal_models_the_scenarios_device_by_default(tiny, tmp_path):
 
 
 def test_a_variant_can_turn_it_off_or_set_it(tiny, tmp_path):
-    rp = plan.build(schema.load(_scenario(tmp_path, "{device_model: false}")), host_platform="cpu")
-    assert set(rp.device_models) == {"b"}
+    rp = plan.build(schema.load(_scenario(tmp_path, "{device_model: false}")), host_platform="cpu",
+                    variants=["a"])
+    assert rp.device_models == {}
     env = plan.worker_env(rp, rp.scenario.variant("a"), "t", tmp_path / "l", base={settings.ENV: "{}"})
     assert settings.ENV not in env
     rp = plan.build(schema.load(_scenario(tmp_path, "{device_model: {release_delay_s: 2}}", "cpu")),
-                    host_platform="cpu")
+                    host_platform="cpu", variants=["a"])
     assert set(rp.device_models) == {"a"} and rp.device_models["a"].release_delay_s == 2.0
-    rp = plan.build(schema.load(_scenario(tmp_path, "{lazy_release: {seconds: 3}}")), host_platform="cpu")
-    assert rp.device_models["a"].release_delay_s == 3.0 and rp.device_models["b"].release_delay_s == 8.0
+    rp = plan.build(schema.load(_scenario(tmp_path, "{lazy_release: {seconds: 3}}")), host_platform="cpu",
+                    variants=["a"])
+    assert rp.device_models["a"].release_delay_s == 3.0
 
 
 @pytest.mark.parametrize("inject,host,message", [
     ("{device_model: {total_gib: 16}}", "cuda", "runs under vLLM on CPU only"),
-    ("{device_model: {total_gib: 16}}", "cpu", "every variant of a run uses the same device"),
+    ("{device_model: {total_gib: 16}}", "cpu", "variants.b.inject.device_model.total_gib: 64 in variant 'b', "
+                                               "16 in variant 'a': every variant of a run uses the same device"),
+    ("{device_model: {release_delay_s: 0}}", "cpu", "variants.b.inject.device_model.release_delay_s: 8 in variant"),
+    ("{lazy_release: {seconds: 3}}", "cpu", "variants.b.inject.device_model.release_delay_s: 8 in variant 'b', "
+                                            "3 in variant 'a'"),
+    ("{device_model: false}", "cpu", "variant 'b' runs on the modelled device and 'a' does not"),
+    ("{device_model: {seed: 3, device_name: X}}", "cpu", "device_model.device_name: 'AMD Instinct MI250X/MI250'"),
     ("{lazy_release: {seconds: 3, step: one}}", "cpu", "inject.lazy_release.step"),
 ])
 def test_plan_refuses_what_the_model_cannot_do(tiny, tmp_path, inject, host, message):
-    with pytest.raises(HarnessError, match=message):
+    with pytest.raises(HarnessError) as e:
         plan.build(schema.load(_scenario(tmp_path, inject)), host_platform=host)
+    assert message in str(e.value)
+
+
+def test_variants_may_differ_in_the_seed_only(tiny, tmp_path):
+    rp = plan.build(schema.load(_scenario(tmp_path, "{device_model: {seed: 3}}")), host_platform="cpu")
+    assert rp.device_models["a"].seed == 3 and rp.device_models["b"].seed == 0
 
 
 @pytest.mark.parametrize("inject,key", [

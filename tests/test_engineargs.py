@@ -172,3 +172,37 @@ def test_a_hanging_interpreter_is_named_once_and_its_variants_do_not_run(tmp_pat
         assert summary["counts"][variant]["skipped"] == 1
         assert any(r.startswith(f"variant {variant!r} did not run 1 of its steps") for r in summary["reasons"])
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(hang) in " ".join(p.info["cmdline"] or [])]
+
+
+OLD_REHEARSAL = """\
+version: 1
+name: old
+platform: rocm
+backend: vllm
+defaults: {model: m, gpu_memory_utilization: 0.5}
+variants:
+  a: {profile: legacy}
+steps:
+  - {name: s1}
+"""
+
+
+def test_a_vllm_whose_startup_check_cannot_be_modelled_is_one_line_and_exit_3(fake_vllm, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The fake vLLM is an old release: no vllm.v1.worker, so no request_memory to call."""
+    monkeypatch.setenv("HARNESS_PLATFORM", "cpu")
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_REHEARSAL)
+    assert cli.main([str(path), "--out", str(tmp_path / "out")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "variants.a: vLLM 9.9.9-fake" in err[0], err
+    assert "cannot run on the modelled device, whose startup check it lacks (ModuleNotFoundError" in err[0]
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "out" / "old").exists()
+
+
+def test_a_vllm_with_the_startup_check_passes(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text(OLD_REHEARSAL)
+    sc = schema.load(path)
+    engineargs.check_startup(sc, ["a"], asker=lambda p: engineargs.Known(p, frozenset(), "0.32.0", startup=""))
+    engineargs.check_startup(sc, [], asker=lambda p: engineargs.Known(p, frozenset(), "0.1", startup="no"))

@@ -179,6 +179,17 @@ def test_trend_shows_steps_that_never_ran(tmp_path, capsys):
     assert "50% (1/2, 2 skipped)" in (tmp_path / "trend.html").read_text()
 
 
+def test_a_rehearsals_verdict_says_so_in_its_trend_row(tmp_path, capsys):
+    """A night rehearsed on vLLM-CPU is not the platform's own verdict: its row says `(rehearsal)`."""
+    rehearsed = [{**rec("2025-06-02", v), "rehearsal": True} for v in ("without_fix", "with_fix")]
+    write_history(tmp_path / "history.jsonl", [rec("2025-06-01", "with_fix"), *rehearsed], corrupt=False)
+    (tr,) = pipeline.trend(tmp_path, "sampler_mi250", html_out=tmp_path / "trend.html")
+    assert tr.verdicts == {"2025-06-01": ["fix confirmed"], "2025-06-02": ["fix confirmed (rehearsal)"]}
+    out = capsys.readouterr().out
+    assert out.count("(rehearsal)") == 1 and out.index("2025-06-02") < out.index("(rehearsal)")
+    assert "fix confirmed (rehearsal)" in (tmp_path / "trend.html").read_text()
+
+
 # --------------------------------------------------------------------------- the command
 def test_trend_command_console_and_html(tmp_path, capsys):
     write_history(tmp_path / "history.jsonl", nightly_history())

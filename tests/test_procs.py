@@ -8,6 +8,7 @@ import time
 import uuid
 
 import psutil
+import pytest
 
 from harness.run import procs
 
@@ -26,6 +27,7 @@ if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
         block = bytearray(32 << 20); block[::4096] = b"\1" * len(block[::4096])
+        open(sys.argv[1], "w").close()  # its memory is in place
         time.sleep(600)
     os._exit(0)
 os.wait()
@@ -81,12 +83,18 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path):
 
 def test_sweep_finds_and_kills_an_escaped_grandchild(tmp_path):
     token = uuid.uuid4().hex
-    done = procs.run([sys.executable, "-c", ESCAPING_GRANDCHILD], timeout=30, env=_env(token))
+    ready = tmp_path / "ready"
+    done = procs.run([sys.executable, "-c", ESCAPING_GRANDCHILD, str(ready)], timeout=30, env=_env(token))
     assert done and "forked" in done.output
     assert _wait_for(lambda: len(_family(token)) == 1)  # the parent is gone, the grandchild lives on
+    assert _wait_for(ready.exists)
+    (escaped,) = _family(token)
+    rss = escaped.memory_info().rss
     found = procs.sweep(token, grace=2.0, describe=lambda pid: {"device_bytes": 123})
     assert len(found) == 1
-    assert found[0]["rss_bytes"] > 16 << 20 and found[0]["device_bytes"] == 123
+    # the sweep names the process and reports what it held (not how big a grandchild is here)
+    assert found[0]["pid"] == escaped.pid and "os.fork()" in found[0]["cmdline"]
+    assert found[0]["rss_bytes"] == pytest.approx(rss, rel=0.25) and found[0]["device_bytes"] == 123
     assert _wait_for(lambda: not _family(token), timeout=5)
 
 

@@ -146,8 +146,13 @@ def test_each_step_is_a_result_and_the_junit_carries_the_harness_cases(project):
     result.assert_outcomes(passed=4, failed=2)
     # the harness's report of the failure, not a traceback through the plugin
     result.stdout.fnmatch_lines(["*_ without_fix::seeded _*",
-                                 "vram_construction in construct: ValueError: Free memory on device cuda:0 *"])
+                                 "vram_construction in construct: ValueError: Free memory on device cuda:0 *",
+                                 "",
+                                 "culprit: greedy (held * GiB after del_llm, * GiB after gc_collect; *)"])
     assert "pytest_plugin.py" not in result.stdout.str()
+    # each failure's traceback once (in the worker's log of the step), not again above it
+    seeded = result.stdout.str().split("_ without_fix::seeded _")[1].split("_ without_fix::third _")[0]
+    assert seeded.count("Traceback (most recent call last)") == 1, seeded
     # the session's verdict, from the (variant, repeat) runs merged into one run directory
     result.stdout.fnmatch_lines(["*teardown harness verdicts*", "tiny: fix confirmed (exit 0) - */report.md"])
 

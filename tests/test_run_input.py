@@ -17,7 +17,7 @@ def test_a_run_loads_its_scenario_once(tmp_path, monkeypatch):
     path.write_text(sim_scenarios.lazy_release("once", ["only"]))
     loads = []
     real = schema.load
-    monkeypatch.setattr(schema, "load", lambda p: loads.append(str(p)) or real(p))
+    monkeypatch.setattr(schema, "load", lambda p, *a: loads.append(str(p)) or real(p, *a))
     assert cli.main([str(path), "--out", str(tmp_path / "out")]) in (0, 1)
     assert loads == [str(path)]
 

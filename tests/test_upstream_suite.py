@@ -29,8 +29,8 @@ def _scenario(root: Path, variants: dict[str, str], args: list[str], rootdir: st
     # keeps upstream's VLLM_TEST_CLEAN_GPU_MEMORY as the variant's env sets it
     clean = {"native": ", VLLM_TEST_CLEAN_GPU_MEMORY: '1'"}
     body = "\n".join(f"  {v}: {{profile: {p}, inject: {{device_model: false}}, "
-                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}'{clean.get(p, '')}}}}}"
-                     for v, p in variants.items())
+                     f"env: {{UPSTREAM_TREE_LOG: '{root / (v + '.log')}', VLLM_ENABLE_V1_MULTIPROCESSING: '0'"
+                     f"{clean.get(p, '')}}}}}" for v, p in variants.items())  # in-process engines: quick
     path = root / "suite.yaml"
     path.write_text(textwrap.dedent(f"""\
         version: 1

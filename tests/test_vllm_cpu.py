@@ -21,9 +21,9 @@ SCENARIO = textwrap.dedent("""
     backend: vllm
     timeouts: {step: 300, worker_start: 300}
     defaults: {model: "builtin:tiny-llama", dtype: float32, enforce_eager: true, max_model_len: 256, seed: 0}
-    variants:
-      without_fix: {profile: legacy}
-      with_fix: {profile: fixed}
+    variants:  # in-process engines (fast); tests/test_devicemodel_vllm.py runs child-process ones
+      without_fix: {profile: legacy, env: {VLLM_ENABLE_V1_MULTIPROCESSING: "0"}}
+      with_fix: {profile: fixed, env: {VLLM_ENABLE_V1_MULTIPROCESSING: "0"}}
     steps:
       - name: greedy
         workload: {prompt_set: short, sampling: [{temperature: 0.0, max_tokens: 12}], runs: 2}
@@ -83,7 +83,7 @@ def test_every_step_is_a_real_case_with_timings_and_memory(run_dir, variant, pro
     for name in ("greedy", "seeded", "logprobs_and_penalties"):
         case, props = cases[name], _props(cases[name])
         assert case.is_passed, (name, case.result)
-        assert case.classname == "vllm_cpu_it"
+        assert case.classname == "vllm_cpu_it" and props["engine_process"] == "in-process"
         assert float(props["construct_s"]) > 0.1  # a real engine build, not a stub
         assert float(props["workload_s"]) > 0 and float(props["teardown_s"]) > 0
         assert int(props["mem_after_construct_bytes"]) > int(props["mem_before_construct_bytes"]) > 0

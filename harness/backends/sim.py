@@ -87,6 +87,9 @@ class SimBackend:
         gc.collect()
         self.empty_cache()
 
+    def engine_process(self) -> str:
+        return "in-process"  # the simulated engine is an object of the worker
+
     def empty_cache(self) -> None:
         """Nothing is cached: the ledger holds only what engines hold."""
 

@@ -33,6 +33,7 @@ class VllmBackend:
             "torch_version": getattr(torch, "__version__", "unknown") if torch else "unknown",
             "python": _platform.python_version(),
             "probe": self._probe.name,
+            "probe_second": getattr(getattr(self._probe, "second", None), "name", ""),
         }
 
     def probe(self):
@@ -50,6 +51,11 @@ class VllmBackend:
         from vllm.distributed import cleanup_dist_env_and_memory
 
         cleanup_dist_env_and_memory()
+
+    def engine_process(self) -> str:
+        from harness.device import vllm_engine_process
+
+        return vllm_engine_process()
 
     def empty_cache(self) -> None:
         torch = sys.modules.get("torch")

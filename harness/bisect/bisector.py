@@ -59,6 +59,7 @@ class Options:
     terms: Terms = REGRESSION
     resume: Callable[[Revision, Revision], str] = lambda old, new: ""  # the command for a narrower range
     steps: list[str] | None = None  # --step / -k: only these steps run (None: all)
+    sets: tuple = ()  # --set PATH=VALUE (scenario/overrides.py Setting), applied to every run
     suite_args: list[str] | None = None  # a pytest suite's args: each revision's own tree is its rootdir
     announce: Callable[[str], None] = print
 
@@ -127,7 +128,7 @@ def state_dir(opts: Options) -> Path:
     scenario = Path(opts.scenario)
     selection = () if opts.steps is None else (",".join(opts.steps),)  # verdicts of one selection only
     key = digest(scenario.read_bytes().decode("utf-8", "replace"), opts.variant, str(opts.fail_on),
-                 opts.source.identity(), *selection)
+                 opts.source.identity(), *selection, *(str(s) for s in opts.sets))
     return Path(opts.out) / "bisect" / f"{scenario.stem}-{key}"
 
 
@@ -191,7 +192,7 @@ def try_revision(opts: Options, rev: Revision, where: Path) -> Judgement:
             return Judgement(StepVerdict.SKIP, f"tree: {e}")
     return run_once(opts.scenario, opts.variant, opts.fail_on, where / "runs", python=str(python), steps=opts.steps,
                     run_id=f"{rev.label}-{runner.new_run_id()}", announce=lambda line: opts.announce("  " + line),
-                    vllm_src=str(tree) if tree else None, checkout_ref=rev.key if tree else None)
+                    vllm_src=str(tree) if tree else None, checkout_ref=rev.key if tree else None, sets=opts.sets)
 
 
 def _word(verdict: StepVerdict, terms: Terms) -> str:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, InfrastructureError, InputError, ScenarioError
 from harness.run import select
+from harness.scenario import overrides
 
 EXIT_ABORT = 128  # `git bisect run` stops on an exit code above 127: the scenario itself is broken
 DEFAULT_BUILD_TIMEOUT_S = 3600.0
@@ -31,6 +32,7 @@ def _add_predicate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fail-on", default="vram", metavar="vram|any|held-after:ACTION>GIB|wait>S",
                         help="what makes a revision bad (default: a vram_construction failure)")
     parser.add_argument("--out", default="results", help="results directory (default: results/)")
+    overrides.add_argument(parser)
     select.add_arguments(parser)
 
 
@@ -91,7 +93,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 
     fail_on = FailOn.parse(args.fail_on)
     scenario = _existing(args.scenario, "SCENARIO")
-    precheck(scenario, args.variant, fail_on)
+    sets = overrides.parse_all(args.set)
+    precheck(scenario, args.variant, fail_on, sets)
     steps = select.from_args(scenario, args)
     suite = suite_args(scenario)
     if args.tests_only and suite is None:
@@ -100,7 +103,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     terms = bisector.FIX if args.find == "fix" else bisector.REGRESSION
     source = make_source(args, terms, scenario)
     opts = bisector.Options(scenario=scenario, variant=args.variant, fail_on=fail_on, source=source,
-                            out=Path(args.out).resolve(), terms=terms, steps=steps, suite_args=suite,
+                            out=Path(args.out).resolve(), terms=terms, steps=steps, suite_args=suite, sets=sets,
                             resume=lambda old, new: resume_command(args, source, terms, old, new))
     return bisector.bisect(opts).exit_code
 
@@ -193,6 +196,7 @@ def resume_command(args, source, terms, old, new) -> str:
                "--out": str(Path(args.out).resolve())}
     argv += [a for k, v in options.items() if v for a in (k, v)]
     argv += [a for name in args.step or [] for a in ("--step", name)] + (["-k", args.k] if args.k else [])
+    argv += [a for text in args.set or [] for a in ("--set", text)]
     if args.pip_args:
         argv.append(f"--pip-args={args.pip_args}")  # one form argparse takes for a value like "--no-index"
     argv += [a for d in args.find_links or [] for a in ("--find-links", d)]
@@ -224,7 +228,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         python = str(Path(args.python).absolute()) if args.python else None
         src, ref = _checked_out(scenario, args.vllm_src)
         judgement = run_once(scenario, args.variant, fail_on, Path(args.out).resolve(), python=python,
-                             steps=select.from_args(scenario, args), vllm_src=src, checkout_ref=ref)
+                             steps=select.from_args(scenario, args), vllm_src=src, checkout_ref=ref,
+                             sets=overrides.parse_all(args.set))
     except InfrastructureError as e:
         print(f"skip: {e}", file=sys.stderr)
         return 125

@@ -142,12 +142,12 @@ def _held_bytes(case: Case, action: str) -> int | None:
 def run_once(scenario_path: Path, variant: str | None, fail_on: FailOn, out: Path, *, python: str | None = None,
              run_id: str | None = None, announce: Callable[[str], None] = print,
              steps: list[str] | None = None, vllm_src: str | None = None,
-             checkout_ref: str | None = None) -> Judgement:
+             checkout_ref: str | None = None, sets: tuple = ()) -> Judgement:
     """Run `variant` (default: the scenario's baseline) once and judge it; a pytest suite in
     `vllm_src` when given (the revision `checkout_ref`'s tree, whatever the variants' refs)."""
     try:
         with revision_imports(scenario_path, python):
-            scenario = scenario_mod.load(scenario_path)
+            scenario = scenario_mod.load(scenario_path, sets)
             variant = check(scenario, variant, fail_on)
             result = runner.run(scenario, runner.RunOptions(out=out, variants=[variant], python=python,
                                                             run_id=run_id, announce=announce, steps=steps,
@@ -182,11 +182,11 @@ def check(scenario: scenario_mod.Scenario, variant: str | None, fail_on: FailOn)
     return variant
 
 
-def precheck(scenario_path: Path, variant: str | None, fail_on: FailOn) -> None:
+def precheck(scenario_path: Path, variant: str | None, fail_on: FailOn, sets: tuple = ()) -> None:
     """Catch a typo before the first build, which may take many minutes. Only a `call:` target is
     left to each revision: it may exist only there."""
     try:
-        check(scenario_mod.load(scenario_path), variant, fail_on)
+        check(scenario_mod.load(scenario_path, sets), variant, fail_on)
     except ScenarioError as e:
         if not _is_call_target(e):
             raise

@@ -424,18 +424,22 @@ def _step_lines(path: Path) -> dict[str, int]:
 class StepFailed(Exception):
     """A step of the scenario failed; its report is the harness's, not a Python traceback."""
 
-    def __init__(self, res: StepResult, run_dir: Path | None):
+    def __init__(self, res: StepResult, run_dir: Path | None, culprit: str = ""):
         super().__init__(res.message)
-        self.res, self.run_dir = res, run_dir
+        self.res, self.run_dir, self.culprit = res, run_dir, culprit
 
     def describe(self) -> str:
         res = self.res
         where = f" in {res.phase}" if res.phase else ""
         parts = [f"{res.failure_class}{where}: {res.message}"]
-        if res.traceback and res.traceback.strip() != res.message.strip():
+        if self.culprit:
+            parts.append(self.culprit)
+        tail = res.log_tail.rstrip()[-4000:]
+        # the worker logs the traceback it reports: shown once, in the log where it happened
+        if res.traceback.strip() and res.traceback.strip() != res.message.strip() and res.traceback.strip() not in tail:
             parts.append(res.traceback.rstrip())
-        if res.log_tail.strip():
-            parts.append("--- worker log (this step) ---\n" + res.log_tail.rstrip()[-4000:])
+        if tail.strip():
+            parts.append("--- worker log (this step) ---\n" + tail)
         if self.run_dir is not None:
             parts.append(f"run directory: {self.run_dir}")
         return "\n\n".join(parts)
@@ -453,9 +457,10 @@ class StepItem(pytest.Item):
         run = self.parent
         assert isinstance(run, VariantRun)
         res = self.step_result = run.step(self.name)
-        self.user_properties.extend(_properties(run, res))
+        found = _culprit(run, res)
+        self.user_properties.extend(_properties(run, res, found))
         if res.outcome is Outcome.FAILED:
-            raise StepFailed(res, run.run_dir)
+            raise StepFailed(res, run.run_dir, found.describe() if found else "")
         if res.outcome is Outcome.SKIPPED:
             pytest.skip(res.message or "the step did not run")
 
@@ -470,7 +475,15 @@ class StepItem(pytest.Item):
         return self.path, self._line, f"{self.parent.name}::{self.name}"
 
 
-def _properties(run: VariantRun, res: StepResult) -> list[tuple[str, str]]:
+def _culprit(run: VariantRun, res: StepResult):
+    """A VRAM failure's culprit (harness.results.culprit.Culprit): the step whose engine held the memory."""
+    from harness.results import culprit
+
+    vr = run.result
+    return culprit.from_steps(vr.steps).get(vr.steps.index(res)) if vr is not None and res in vr.steps else None
+
+
+def _properties(run: VariantRun, res: StepResult, found=None) -> list[tuple[str, str]]:
     """The harness's JUnit case properties, then the run's (its suite properties there)."""
     from harness.results.junit import case_properties
 
@@ -479,9 +492,7 @@ def _properties(run: VariantRun, res: StepResult) -> list[tuple[str, str]]:
     vr = run.result
     info = vr.info if vr is not None else {}
     props = list(case_properties(res).items())
-    if vr is not None and res in vr.steps:  # a VRAM failure names the step whose engine held the memory
-        found = culprit.from_steps(vr.steps).get(vr.steps.index(res))
-        props += list(culprit.properties(found).items()) if found else []
+    props += list(culprit.properties(found).items()) if found else []
     props += [("scenario", run.scenario.name), ("variant", run.variant), ("repeat", str(run.repeat)),
               ("teardown_profile", vr.profile if vr else ""), ("backend", run.backend),
               ("platform", str(info.get("platform", ""))), ("device_name", str(info.get("device_name", ""))),

@@ -43,6 +43,24 @@ class Backend(Protocol):
     def generate(self, llm: Any, prompts: list[str], sampling: dict[str, Any]) -> list[dict]: ...
     def cleanup_dist_env(self) -> None: ...
     def empty_cache(self) -> None: ...
+    def engine_process(self) -> str: ...  # one of ENGINE_PROCESSES: where the engine's memory lives
+
+
+#: JUnit ``engine_process``: vLLM's EngineCore in its own process (vLLM's default), or in the caller's
+ENGINE_PROCESSES = ("child", "in-process")
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def vllm_engine_process(env: dict[str, str] | None = None) -> str:
+    """Where vLLM V1 runs its EngineCore: a child process unless VLLM_ENABLE_V1_MULTIPROCESSING=0
+    (vLLM's default is 1; it reads the variable as an int, as here)."""
+    import os
+
+    value = (os.environ if env is None else env).get(MULTIPROCESSING_ENV, "1")
+    try:
+        return "child" if int(value) else "in-process"
+    except ValueError:
+        return "child"
 
 
 class RunnerHooks:

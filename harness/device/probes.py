@@ -1,5 +1,5 @@
-"""Device-memory probes behind one interface (`harness.device.Probe`): NVML, amdsmi, torch, host
-memory (psutil). The modelled device's (harness/devicemodel/probe.py) and the simulated one's
+"""Device-memory probes behind one interface (`harness.device.Probe`): NVML, amdsmi, HIP's/CUDA's
+mem_get_info (through a helper process), host memory (psutil); unit checks, and two probes side by side. The modelled device's (harness/devicemodel/probe.py) and the simulated one's
 (harness/backends/sim.py) implement the same contract above this layer; `harness.backends.PROBES`
 names them all.
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from harness.device import Probe
 
@@ -58,7 +58,7 @@ class NvmlProbe:
         out = []
         for d in devices:
             info = self._nvml.nvmlDeviceGetMemoryInfo(self._handle(d))
-            out.append((int(info.used), int(info.total)))
+            out.append(checked(self.name, int(info.used), int(info.total)))
         return out
 
     def device_count(self) -> int:  # every GPU of the node, whatever *_VISIBLE_DEVICES says
@@ -69,7 +69,24 @@ class NvmlProbe:
         return name.decode() if isinstance(name, bytes) else str(name)
 
 
+class ProbeUnitError(RuntimeError):
+    """A reading that cannot be a device's memory in bytes (MiB taken for bytes, or the reverse)."""
+
+
+def checked(name: str, used: int, total: int) -> tuple[int, int]:
+    """(used, total) in bytes, if they can be: a device of 1 GiB to 64 TiB, used within it. A wait
+    in ROCm's fork once compared MiB with bytes and "released" at once; a probe must not."""
+    if not (1 << 30) <= total <= (64 << 40) or not 0 <= used <= total:
+        raise ProbeUnitError(f"{name}: used {used}, total {total}: not a device's memory in bytes "
+                             "(a unit mix-up, MiB for bytes?)")
+    return used, total
+
+
 class AmdSmiProbe:
+    """amdsmi: bytes from amdsmi_get_gpu_memory_usage/_total where this amdsmi has them, else
+    amdsmi_get_gpu_vram_usage's MiB; either way unit-checked. On a DPX/CPX partition amdsmi can
+    report the whole card, and its used VRAM lags on some parts (MI355X), so it is second to HIP."""
+
     name = "amdsmi"
 
     def __init__(self) -> None:
@@ -83,11 +100,16 @@ class AmdSmiProbe:
         return self._handles[int(physical_ids([device])[0])]
 
     def read(self, devices):
-        out = []
-        for d in devices:
-            usage = self._smi.amdsmi_get_gpu_vram_usage(self._handle(d))  # MiB
-            out.append((int(usage["vram_used"]) << 20, int(usage["vram_total"]) << 20))
-        return out
+        return [checked(self.name, *self._bytes(self._handle(d))) for d in devices]
+
+    def _bytes(self, handle) -> tuple[int, int]:
+        smi = self._smi
+        vram = getattr(getattr(smi, "AmdSmiMemoryType", None), "VRAM", None)
+        if vram is not None and hasattr(smi, "amdsmi_get_gpu_memory_usage"):
+            return (int(smi.amdsmi_get_gpu_memory_usage(handle, vram)),
+                    int(smi.amdsmi_get_gpu_memory_total(handle, vram)))
+        usage = smi.amdsmi_get_gpu_vram_usage(handle)  # MiB
+        return int(usage["vram_used"]) << 20, int(usage["vram_total"]) << 20
 
     def device_count(self) -> int:
         return len(self._handles)
@@ -97,27 +119,100 @@ class AmdSmiProbe:
         return str(info.get("market_name", "AMD GPU"))
 
 
-class TorchProbe:
-    """torch.cuda.mem_get_info: works on CUDA and ROCm, but creates a context in this process."""
+# The helper of MemGetInfoProbe: torch.cuda.mem_get_info is HIP's hipMemGetInfo on ROCm and
+# cudaMemGetInfo on CUDA. One JSON request per line on stdin, one answer per line on stdout.
+_HELPER = r"""
+import json, sys
+import torch
+if not torch.cuda.is_available():
+    raise SystemExit("torch sees no GPU")
+for line in sys.stdin:
+    ask = json.loads(line)
+    try:
+        if ask["op"] == "read":
+            out = [[int(t - f), int(t)] for f, t in (torch.cuda.mem_get_info(d) for d in ask["devices"])]
+        else:
+            out = torch.cuda.get_device_name(ask["device"])
+        print(json.dumps({"ok": out}), flush=True)
+    except Exception as e:
+        print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+"""
 
-    name = "torch"
 
-    def __init__(self) -> None:
-        import torch
+class MemGetInfoProbe:
+    """torch.cuda.mem_get_info (HIP's or CUDA's mem_get_info), asked of a helper process: the device
+    context it needs is the helper's, so the worker, whose engines are measured, gets none (the
+    helper's context is itself device memory, counted as used, as a test process's is upstream).
+    The helper sees the worker's *_VISIBLE_DEVICES, so device indices are the worker's; it ends when
+    the worker closes its stdin (or with the worker's process group)."""
 
-        if not torch.cuda.is_available():
-            raise RuntimeError("torch sees no GPU")
-        self._torch = torch
+    def __init__(self, name: str = "torch", argv: Sequence[str] | None = None) -> None:
+        import subprocess
+        import sys
+
+        self.name = name
+        self._proc = subprocess.Popen(list(argv or [sys.executable, "-c", _HELPER]), stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._ask({"op": "read", "devices": [0]})  # fails here, not mid-run, where there is no GPU
+
+    def _ask(self, request: dict):
+        import json
+
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except OSError:
+            line = ""
+        if not line:
+            self._proc.wait(timeout=30)
+            why = (self._proc.stderr.read() or "").strip().splitlines()
+            raise RuntimeError(f"{self.name} helper: {why[-1] if why else 'no answer'}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"{self.name} helper: {answer['error']}")
+        return answer["ok"]
 
     def read(self, devices):
-        out = []
-        for d in devices:
-            free, total = self._torch.cuda.mem_get_info(d)
-            out.append((int(total - free), int(total)))
-        return out
+        return [checked(self.name, u, t) for u, t in self._ask({"op": "read", "devices": list(devices)})]
 
     def device_name(self, device):
-        return self._torch.cuda.get_device_name(device)
+        return str(self._ask({"op": "name", "device": device}))
+
+
+class DualProbe:
+    """Two probes of one device: the first answers (and waits act on its figures), the second is
+    recorded beside it, so a reading that one of them gets wrong shows as a disagreement."""
+
+    def __init__(self, first: Probe, second: Probe) -> None:
+        self.first, self.second = first, second
+        self.name = first.name
+
+    def read(self, devices):
+        return self.first.read(devices)
+
+    def device_name(self, device):
+        return self.first.device_name(device)
+
+
+DISAGREEMENT_BYTES = 1 << 30  # two probes further apart than this: said in JUnit and the report
+
+
+def beside(probe: Probe, devices: Sequence[int], readings: list[tuple[int, int]]) -> dict[str, Any]:
+    """The second probe's reading for a memory event: its name, its figure, and how far it is from
+    the first's (the largest gap over the devices) when that is over DISAGREEMENT_BYTES."""
+    second = getattr(probe, "second", None)
+    if second is None:
+        return {}
+    try:
+        other = second.read(devices)
+    except Exception as e:  # noqa: BLE001 - a second opinion that fails must not fail the step
+        return {"second_probe": second.name, "second_error": f"{type(e).__name__}: {e}"}
+    gap = max(abs(a - b) for (a, _), (b, _) in zip(readings, other))
+    fields: dict[str, Any] = {"second_probe": second.name, "second_used_bytes": sum(u for u, _ in other)}
+    if gap > DISAGREEMENT_BYTES:
+        fields["probe_disagreement_bytes"] = gap
+    return fields
 
 
 class HostProbe:
@@ -166,29 +261,41 @@ class HostProbe:
         return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def _first_working(*factories):
-    errors = []
+def _hip() -> Probe:
+    return MemGetInfoProbe("hip")
+
+
+def _torch() -> Probe:
+    return MemGetInfoProbe("torch")
+
+
+def _working(*factories) -> list[Probe]:
+    found, errors = [], []
     for factory in factories:
         try:
-            return factory()
+            found.append(factory())
         except Exception as e:  # a missing library or driver: try the next probe
-            errors.append(f"{factory.__name__}: {e}")
-    raise RuntimeError("no memory probe works here: " + "; ".join(errors))
+            errors.append(f"{factory.__name__.lstrip('_')}: {e}")
+    if not found:
+        raise RuntimeError("no memory probe works here: " + "; ".join(errors))
+    return found
 
 
 def for_platform(platform: str, preferred: str | None = None,
                  by_name: dict[str, Callable[[], Probe]] | None = None) -> Probe:
     """Pick a probe: the preferred one if given (looked up in ``by_name``, default `PROBES`), else by
-    platform (NVML/amdsmi first, torch as fallback)."""
+    platform, the first that works answering and the second, where it works too, recorded beside
+    it: on ROCm HIP's mem_get_info (what upstream's waits read since #57450), then amdsmi; on CUDA
+    NVML, then torch's mem_get_info."""
     if preferred:
         return (PROBES if by_name is None else by_name)[preferred]()
-    if platform == "cuda":
-        return _first_working(NvmlProbe, TorchProbe)
-    if platform == "rocm":
-        return _first_working(AmdSmiProbe, TorchProbe)
-    return HostProbe()
+    pair = {"cuda": (NvmlProbe, _torch), "rocm": (_hip, AmdSmiProbe)}.get(platform)
+    if pair is None:
+        return HostProbe()
+    found = _working(*pair)
+    return DualProbe(*found) if len(found) == 2 else found[0]
 
 
 #: the real devices' probes by name (a worker plan's ``probe``)
-PROBES: dict[str, Callable[[], Probe]] = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": TorchProbe,
+PROBES: dict[str, Callable[[], Probe]] = {"nvml": NvmlProbe, "amdsmi": AmdSmiProbe, "torch": _torch, "hip": _hip,
                                           "host": HostProbe}

@@ -20,7 +20,9 @@ puts the originals back.
 from __future__ import annotations
 
 import functools
+import gc
 import math
+import sys
 import weakref
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -41,8 +43,11 @@ def register() -> None:
 
     module, _, name = WORKER.partition(":")
     cls = getattr(importlib.import_module(module), name)
-    for method, after in (("init_device", _startup_check), ("load_model", _charge_weights),
-                          ("initialize_from_config", _charge_kv_cache)):
+    points = (("init_device", _startup_check), ("load_model", _charge_weights),
+              ("initialize_from_config", _charge_kv_cache))
+    if not all(hasattr(cls, m) for m, _ in points):
+        return  # a vLLM the model cannot hook: the runner refused it already (run/engineargs.py)
+    for method, after in points:
         _originals[method] = getattr(cls, method)
         setattr(cls, method, _wrap(_originals[method], after))
 
@@ -85,7 +90,14 @@ def _requested(worker, total: int) -> int:
 
 
 def _startup_check(worker) -> None:
+    """vLLM's check, after what vLLM's GPU worker does before its snapshot (`gc.collect()`,
+    `torch.cuda.empty_cache()`): garbage of an earlier engine in this process is freed first."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
     own, device, total = _device(worker)
+    own.flush()  # what the collection freed is written before the reading
     used, _ = own.ledger.read([device])[0]
     snapshot = SimpleNamespace(total_memory=total, free_memory=total - used, device_=f"cuda:{worker.local_rank}")
     from vllm.v1.worker.utils import request_memory  # raises vLLM's own ValueError

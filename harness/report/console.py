@@ -18,6 +18,7 @@ from rich.text import Text
 
 from harness.device import GIB
 from harness import events as vocab
+from harness.report.markdown import culprit_groups, culprit_text
 from harness.results import cost, leaks
 from harness.results.summary import RunSummary
 from harness.xmlsafe import one_line, printable
@@ -106,31 +107,55 @@ class Progress:
         self.state.setdefault("ended", set()).add(ev["step"])
         ok = ev["outcome"] == "passed"
         mark = "[green]PASS[/]" if ok else "[yellow]SKIP[/]" if ev["outcome"] == "skipped" else "[red]FAIL[/]"
-        why = "" if ok else (f"  {ev.get('phase', '')}: {ev.get('error_type', '')}: "
-                             f"{_one_line(str(ev.get('message', '')))}{self._culprit(ev)}")
+        why = "" if ok else self._why(ev)
         if ev["outcome"] == "skipped":  # a pytest suite's skipped test
             why = f"  {_one_line(str(ev.get('message', '')))}"
         elapsed = time.monotonic() - self.state.get("t0", time.monotonic())
-        # the peak of the step's device-memory readings: what report.html's "peak" is, per step
-        line = f" {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, peak {_gib(self.state.get('peak'))}){why}"
+        line = f" {variant} r{repeat} {ev['step']} ({elapsed:.1f}s, {self._peak(ev)}){why}"
         self.console.print(Text.from_markup(mark) + Text(printable(line)), highlight=False, soft_wrap=True)
 
-    def _culprit(self, ev: dict) -> str:
-        """" — culprit: ..." for a construction that failed for lack of memory."""
+    def _peak(self, ev: dict) -> str:
+        """The peak of the step's device-memory readings (report.html's "peak", per step); a step
+        that never built an engine has none of its own: its readings are an earlier engine's."""
+        readings = self.state["builds"][-1][1] if self.state.get("builds") else []
+        built = any(label == "after_construct" for label, _ in readings)
+        if not built and (ev.get("phase") in ("construct", "settle") or any(label for label, _ in readings)):
+            return "no engine built"
+        return f"peak {_gib(self.state.get('peak'))}"
+
+    def _why(self, ev: dict) -> str:
+        """The failure; a message and culprit already printed for an earlier step of this worker
+        are named, not repeated: every victim of one leak fails with the same text."""
+        message = _one_line(str(ev.get("message", "")))
+        head = f"  {ev.get('phase', '')}: "
+        found = self._culprit(ev)
+        if found is None:
+            return f"{head}{ev.get('error_type', '')}: {message}"
+        said = self.state.setdefault("culprits", {})
+        if found.step not in said:
+            said[found.step] = (ev["step"], message)
+            return f"{head}{ev.get('error_type', '')}: {message} — {found.describe()}"
+        first, first_message = said[found.step]
+        if message == first_message:
+            return f"{head}same error as {first} (culprit: {found.step})"
+        return f"{head}{ev.get('error_type', '')}: {message} — culprit: {found.step}, as for {first}"
+
+    def _culprit(self, ev: dict):
+        """The culprit (harness.results.culprit.Culprit) of a construction that failed for lack of
+        memory; None otherwise."""
         from harness.model import FailureClass, Phase
         from harness.results import classify, culprit
 
         if ev.get("phase") != "construct":
-            return ""
+            return None
         cls = classify.classify_step(Phase.CONSTRUCT, str(ev.get("error_type", "")), str(ev.get("message", "")),
                                      str(ev.get("traceback", "")), "")
         if cls is not FailureClass.VRAM_CONSTRUCTION:
-            return ""
+            return None
         tests = self.state.get("tests", set())
         builds = [culprit.Build(name, culprit.step_readings(readings, name in tests))
                   for name, readings in self.state.get("builds", [])]
-        found = culprit.find(builds, len(builds) - 1) if builds else None
-        return f" — {found.describe()}" if found else ""
+        return culprit.find(builds, len(builds) - 1) if builds else None
 
 
 def _one_line(text: str) -> str:
@@ -167,7 +192,12 @@ def summary_table(summary: RunSummary, console: Console | None = None) -> None:
     colour = "green" if summary.exit_code == 0 else "red"
     if summary.incomplete:
         console.print("[yellow bold]INCOMPLETE[/]: the run was interrupted; partial results only")
-    console.print(f"verdict: [bold {colour}]{shown(summary.verdict)}[/]")
+    for group in culprit_groups(summary):  # each leak once, then the constructions it failed
+        console.print(printable(f"{group['variant']}: {culprit_text(group['culprit'])}; it failed "
+                                f"{len(group['victims'])} construction(s): {', '.join(group['victims'])}"),
+                      markup=False, highlight=False)
+    rehearsal = " [yellow](rehearsal: this machine lacks the scenario's platform)[/]" if summary.rehearsal else ""
+    console.print(f"verdict: [bold {colour}]{shown(summary.verdict)}[/]{rehearsal}")
     for reason in summary.reasons:
         console.print(f"  - {printable(reason)}", markup=False)
     for variant, c in summary.teardown_cost.items():

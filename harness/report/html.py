@@ -18,7 +18,7 @@ from harness.results.summary import Cell, RunSummary
 from harness.results.verdict import step_of
 from harness.report import costs, html_failures
 from harness.report import timeline as timelines
-from harness.report.markdown import STATUS
+from harness.report.markdown import STATUS, verdict_words
 # the drawings live in svg.py; memory_chart and nice_ticks are known here too
 from harness.report.svg import ACTION_COLOURS, FAIL, PHASE_COLOURS, _gib, esc, memory_chart, nice_ticks  # noqa: F401
 
@@ -149,7 +149,7 @@ def _verdict(s: RunSummary, props: dict[str, str]) -> str:
     if s.started:
         facts.append(f"started {esc(s.started)}")
     out = [f"<section class=\"verdict {kind}\" id=\"verdict\"><h1>{esc(s.scenario or 'run')}: "
-           f"<span class=\"status\">{esc(status)}</span> — {esc(verdict)}</h1><ul>{reasons}</ul></section>"]
+           f"<span class=\"status\">{esc(status)}</span> — {esc(verdict_words(s))}</h1><ul>{reasons}</ul></section>"]
     if s.incomplete:
         out.append("<div class=\"banner\"><b>INCOMPLETE</b>: the run was interrupted; "
                    "these results cover only the steps that ran.</div>")
@@ -162,7 +162,6 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
     if not tls:
         return "<h2>Device memory</h2><p class=\"muted\">No memory samples in this run directory.</p>"
     actions = sorted({a.name for tl in tls.values() for a in tl.actions})
-    span = max(tl.duration for tl in tls.values())
     fit = s.platform == "cpu"
     colours = {name: ACTION_COLOURS[i % len(ACTION_COLOURS)] for i, name in enumerate(actions)}
     cards = []
@@ -187,10 +186,13 @@ def _charts(s, variants, tls, cases, step_numbers, repeats) -> str:
             f"<div class=\"{card_cls}\" data-variant=\"{esc(v)}\">"
             f"<h3>{esc(v)}{base}</h3>"
             f"<div class=\"sub\">{esc(' · '.join(sub))}</div>"
-            f"{memory_chart(tl, colours, classes, step_numbers, span_s=span, fit=fit)}{_legend(tl, colours)}</div>")
-    note = (f"<p class=\"muted\">Every chart's time axis spans {span:.1f} s, the longest variant's run, so the "
-            "charts compare" + ("; memory axes fit the trace (host memory: a CPU rehearsal has no device memory)"
-                                if fit else "") + ".</p>")
+            f"{memory_chart(tl, colours, classes, step_numbers, fit=fit)}{_legend(tl, colours)}</div>")
+    # a shared time axis would squeeze a baseline that fails fast into a sliver of a long fixed run,
+    # its step numbers printed over each other: each chart spans its own run, and says how long
+    spans = ", ".join(f"{v} {tls[v].duration:.1f} s" for v in variants if v in tls)
+    note = (f"<p class=\"muted\">Each chart's time axis spans its own variant's run ({esc(spans)})"
+            + ("; memory axes fit the trace (host memory: a CPU rehearsal has no device memory)" if fit else "")
+            + ".</p>")
     return "<h2>Device memory over time</h2>\n" + note + "<div class=\"grid charts\">" + "\n".join(cards) + "</div>"
 
 
@@ -206,9 +208,12 @@ def _classes_by_step(cases: list[Case], repeats: int) -> dict[tuple[str, int], s
 
 def _legend(tl: timelines.Timeline, colours: dict[str, str]) -> str:
     phases = [p for p in ("settle", "construct", "workload", "teardown") if any(s.phase == p for s in tl.spans)]
+    # the threshold's value is said here, not on the plot, where it would sit on the memory line
+    last = next((st.threshold for st in reversed(tl.steps) if st.threshold is not None), None)
+    threshold = f": the next engine starts only below {_gib(last)} used" if last is not None else ""
     items = ["<span><span class=\"sw\" style=\"background:#24292f;height:3px\"></span>memory used</span>",
              f"<span><span class=\"sw\" style=\"background:none;border-top:2px dashed {FAIL};height:0\"></span>"
-             "start threshold</span>"]
+             f"start threshold{esc(threshold)}</span>"]
     items += [f"<span><span class=\"sw\" style=\"background:{PHASE_COLOURS[p]};opacity:.35\"></span>{esc(p)}</span>"
               for p in phases]
     for name in sorted({a.name for a in tl.actions}):

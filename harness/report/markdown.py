@@ -31,8 +31,9 @@ SHOWN_TRANSITIONS = ("regression", "still failing", "not proven", "fixed")
 def render(summary: RunSummary) -> str:
     """report.md of a run's typed summary."""
     parts = [_title(summary), _reasons(summary), _steps(summary), _counts(summary), _stats(summary),
-             _transitions(summary), _failures(summary), _cost(summary), _leaks(summary),
-             _listing("Substitutions", summary.substitutions), _listing("Orphaned processes", summary.orphans)]
+             _culprits(summary), _transitions(summary), _failures(summary), _cost(summary), _leaks(summary),
+             _listing("Substitutions", summary.substitutions), _listing("Orphaned processes", summary.orphans),
+             _listing("Probe disagreements", summary.probe_notes)]
     return _fit("\n".join(p for p in parts if p))
 
 
@@ -58,10 +59,17 @@ def _table(header: list[str], rows: list[list[str]], limit: int, what: str) -> s
     return "\n".join(lines) + "\n"
 
 
+def verdict_words(s: RunSummary) -> str:
+    """The verdict as every headline says it: a rehearsal (the machine lacked the scenario's
+    platform) says so right beside it, not in the small print."""
+    return f"{s.verdict} (rehearsal)" if s.rehearsal else str(s.verdict)
+
+
 def _title(s: RunSummary) -> str:
     verdict = s.verdict
     status = "FAIL" if s.exit_code else STATUS.get(verdict, "UNKNOWN")  # failures not allowed count too
-    lines = [f"## {_cell(s.scenario or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.exit_code)})\n"]
+    rehearsal = " — rehearsal" if s.rehearsal else ""
+    lines = [f"## {_cell(s.scenario or 'run')}: {status} ({_cell(verdict)}, exit {_cell(s.exit_code)}){rehearsal}\n"]
     if s.incomplete:
         lines.append("> **INCOMPLETE**: the run was interrupted; these results cover only the steps that ran.\n")
     facts = [f"run {_code(s.run_id)}", f"baseline {_code(s.baseline)}",
@@ -135,11 +143,15 @@ def _side(side: dict[str, Any] | None) -> str:
 
 def _message(c: TransitionRow) -> str:
     """The failure worth reading: the candidate's when it fails, else what the baseline failed with;
-    a VRAM failure's culprit after it."""
+    a VRAM failure with a culprit points at the Culprits table, which says its message once."""
     for side in (c.candidate, c.baseline):
         if side and side["outcome"] == "failed":
-            return side["message"] + (f" — {culprit_text(side['culprit'])}" if side.get("culprit") else "")
+            return _see_culprit(side.get("culprit")) or side["message"]
     return ""
+
+
+def _see_culprit(culprit: dict[str, Any] | None) -> str:
+    return f"culprit {culprit['step']}: see Culprits" if culprit else ""
 
 
 def culprit_text(c: dict[str, Any]) -> str:
@@ -147,6 +159,31 @@ def culprit_text(c: dict[str, Any]) -> str:
     from harness.results.culprit import Culprit
 
     return Culprit.from_dict(c).describe()
+
+
+def culprit_groups(s: RunSummary) -> list[dict[str, Any]]:
+    """The VRAM failures of each variant grouped by culprit, in step order: {variant, culprit (the
+    first victim's entry), message (the first victim's), victims: [step, ...]}. One leak fails every
+    construction after it with the same text; a reader needs it once, then who it hit."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in s.cases:
+        for v, cell in row.variants.items():
+            if cell is not None and cell.culprit:
+                group = groups.setdefault((v, cell.culprit["step"]), {"variant": v, "culprit": cell.culprit,
+                                                                       "message": cell.message, "victims": []})
+                group["victims"].append(row.step)
+    return list(groups.values())
+
+
+def _culprits(s: RunSummary) -> str:
+    rows = [[g["variant"], culprit_text(g["culprit"]),
+             f"{len(g['victims'])}: {', '.join(g['victims'])}", g["message"]] for g in culprit_groups(s)]
+    if not rows:
+        return ""
+    return ("### Culprits\n\nEach engine whose memory was still held when later engines failed to start "
+            "(`vram_construction`), the constructions it failed, and their message once.\n\n"
+            + _table(["variant", "culprit", "failed constructions", "message"],
+                     rows, MAX_TRANSITION_ROWS, "culprits"))
 
 
 def _failures(s: RunSummary) -> str:
@@ -158,11 +195,10 @@ def _failures(s: RunSummary) -> str:
     for row in s.cases:
         for v, cell in row.variants.items():
             if cell.outcome == "failed":
-                culprit = culprit_text(cell.culprit) if cell.culprit else ""
-                rows.append([v, row.step, cell.failure_class, cell.message, culprit])
+                rows.append([v, row.step, cell.failure_class, _see_culprit(cell.culprit) or cell.message])
     if not rows:
         return ""
-    return "### Failures\n\n" + _table(["variant", "step", "class", "message", "culprit"], rows,
+    return "### Failures\n\n" + _table(["variant", "step", "class", "message"], rows,
                                         MAX_TRANSITION_ROWS, "failures")
 
 

@@ -30,16 +30,22 @@ def esc(value: Any) -> str:
 def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
                  step_numbers: dict[str, int], width: int = 460, height: int = 270,
                  span_s: float | None = None, fit: bool = False) -> str:
-    """One variant's device memory as an inline SVG. ``span_s``: the time axis's length, shared by
-    every variant's chart so they compare; ``fit``: the memory axis fits the trace, not the total
+    """One variant's device memory as an inline SVG. ``span_s``: the time axis's length (default:
+    the variant's own run); ``fit``: the memory axis fits the trace, not the total
     (host memory on a CPU rehearsal is far larger than anything an engine there uses)."""
     lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
     lane_h = 8
     height += lane_h * len(lanes) + (4 if lanes else 0)
     left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
-    pw, ph = width - left - right, height - top - bottom
-    axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
+    pw = width - left - right
     duration = max(span_s or tl.duration, 1e-3)
+    label_rows = _label_rows([left + pw * min(max(st.start / duration, 0.0), 1.0) for st in tl.steps],
+                             [len(str(step_numbers.get(st.name, st.index + 1))) for st in tl.steps])
+    if any(row == 1 for row in label_rows):  # room for the second row of step numbers
+        top += STEP_ROW_H
+        height += STEP_ROW_H
+    ph = height - top - bottom
+    axis_y = top + ph + (lane_h * len(lanes) + 4 if lanes else 0)  # the time axis sits under the lanes
     ymax = float(max(tl.total or 0, tl.peak, max((st.threshold or 0 for st in tl.steps), default=0), 1))
     if fit:
         ymax = float(max(tl.peak, 1))
@@ -89,13 +95,6 @@ def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[
     if thr:
         out.append(f"<polyline class=\"threshold\" points=\"{thr}\" fill=\"none\" stroke=\"{FAIL}\" "
                    f"stroke-width=\"1.5\" stroke-dasharray=\"5 3\"/>")
-        last = next((st.threshold for st in reversed(tl.steps) if st.threshold is not None), None)
-        if last is not None:
-            ty = y(last)
-            label_y = ty - 5 if ty - 5 > top + 12 else ty + 14
-            out.append(f"<text x=\"{left + pw - 3}\" y=\"{label_y:.1f}\" text-anchor=\"end\" fill=\"{FAIL}\" "
-                       f"style=\"fill:{FAIL}\" paint-order=\"stroke\" stroke=\"#fff\" stroke-width=\"3\">"
-                       f"next engine starts only below {_gib(last)} used</text>")
     # memory used: one line per worker (repeat); a new process starts from what the device holds then.
     # Drawn as steps: a reading holds until the next one, so a hold that ends at once (ROCm's lazy
     # release, a wait_memory) is not drawn as a slow slope between two samples.
@@ -137,19 +136,18 @@ def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[
             out.append(f"<circle class=\"lane\" cx=\"{x(a.t):.1f}\" cy=\"{ly:.1f}\" r=\"2.8\" "
                        f"fill=\"{colours.get(name, '#6e7781')}\"{ring}><title>{esc(_step_title(tl, a.step))}: "
                        f"{esc(name)} {'ok' if a.ok else 'failed: ' + esc(a.error)}</title></circle>")
-    # step numbers along the top, failures marked
-    last_x = -1e9
-    for st in tl.steps:
+    # step numbers along the top, failures marked, in up to two rows; a number that would overprint
+    # both rows' neighbours is left out (its step's line, cross and tooltips remain)
+    for st, row in zip(tl.steps, label_rows):
         number = step_numbers.get(st.name, st.index + 1)
         failed = st.outcome != "passed"
         xx = x(st.start)
         out.append(f"<line x1=\"{xx:.1f}\" x2=\"{xx:.1f}\" y1=\"{top}\" y2=\"{top + ph}\" stroke=\"#afb8c1\" "
                    "stroke-width=\"0.6\"/>")
-        if xx - last_x >= 16 or failed:
+        if row is not None:
             colour = f" fill=\"{FAIL}\" style=\"fill:{FAIL};font-weight:700\"" if failed else ""
-            out.append(f"<text class=\"stepno\" x=\"{xx + 2:.1f}\" y=\"{top - 6}\"{colour}>{number}"
-                       f"<title>{esc(_step_title(tl, st.pos))}</title></text>")
-            last_x = xx
+            out.append(f"<text class=\"stepno\" x=\"{xx + 2:.1f}\" y=\"{top - 6 - STEP_ROW_H * row}\"{colour}>"
+                       f"{number}<title>{esc(_step_title(tl, st.pos))}</title></text>")
     for st in tl.steps:
         if st.outcome == "passed" or st.fail_t is None:
             continue
@@ -164,6 +162,23 @@ def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[
                    f"L{fx + 5:.1f},{fy - 5:.1f}\" stroke=\"{FAIL}\" stroke-width=\"2.6\" stroke-linecap=\"round\"/></g>")
     out.append("</svg>")
     return "".join(out)
+
+
+STEP_ROW_H = 12  # px between the two rows of step numbers
+DIGIT_W = 9.0  # px a digit takes: 11 px chart font, 15 px on a phone (svg.chart text in the CSS)
+
+
+def _label_rows(xs: list[float], digits: list[int]) -> list[int | None]:
+    """The row (0 or 1) each step number is printed in, left to right, or None where it would
+    overprint the numbers already in both rows."""
+    ends = [-1e9, -1e9]  # where each row's last number ends
+    rows: list[int | None] = []
+    for xx, n in zip(xs, digits):
+        row = next((r for r in (0, 1) if xx + 2 >= ends[r] + 3), None)
+        if row is not None:
+            ends[row] = xx + 2 + DIGIT_W * n
+        rows.append(row)
+    return rows
 
 
 def _step_title(tl: timelines.Timeline, pos: int) -> str:

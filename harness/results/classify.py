@@ -33,12 +33,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from harness import boundedread
 from harness.errors import InputError
 from harness.model import FailureClass, Phase
 
-__all__ = ["MAX_SCAN_BYTES", "classify_file", "classify_step", "classify_text"]
+__all__ = ["MAX_SCAN_BYTES", "classify_file", "classify_step", "classify_text", "explain_file", "explain_stream",
+           "explain_text"]
 
 #: Only the end of a longer text is read: the failure that ended a run is at its end.
 MAX_SCAN_BYTES = 2 * 1024 * 1024
@@ -274,27 +276,42 @@ def _decide(text: str, phase: Phase | None, own: str | None = None,
             rules: tuple[_Rule, ...] = _RULES) -> FailureClass | None:
     """The first rule that matches decides. ``own`` (the step's own exception, without the log
     tail) is where engine-death messages count: a log tail shows them after clean shutdowns too."""
+    found = _decide_at(text, phase, own, rules)
+    return found[0] if found else None
+
+
+def _decide_at(text: str, phase: Phase | None, own: str | None = None,
+               rules: tuple[_Rule, ...] = _RULES) -> tuple[FailureClass, str] | None:
+    """`_decide`, with the line of the text that decided."""
     for rule in rules:
-        if rule.kind == "engine_died" and own is not None:
-            m = rule.search(own)
-            if m is not None:
-                return _resolve(rule, m, own, phase)
-            continue
-        m = rule.search(text)
+        where = own if rule.kind == "engine_died" and own is not None else text
+        m = rule.search(where)
         if m is not None:
-            return _resolve(rule, m, text, phase)
+            return _resolve(rule, m, where, phase), _line_at(where, m.start())
     return None
+
+
+def _line_at(text: str, pos: int) -> str:
+    if text[pos:pos + 1] == "\n":  # a pattern anchored at a line start begins with its newline
+        pos += 1
+    end = text.find("\n", pos)
+    return text[text.rfind("\n", 0, pos) + 1:len(text) if end < 0 else end].strip()
 
 
 def _unrecognised(text: str) -> FailureClass | None:
     """A failure no rule knows, placed by its context; None when the text shows no failure."""
+    found = _unrecognised_at(text)
+    return found[0] if found else None
+
+
+def _unrecognised_at(text: str) -> tuple[FailureClass, str] | None:
     m = _EXCEPTION_LINE.search(text) or _FAILURE.search(text)  # an exception line is where frames are
     if m is None:
         return None
     where = _context(text, m.start())
-    if where in _BUILDING:
-        return _F.CONSTRUCTION_ERROR
-    return _F.TEARDOWN_ERROR if where is Phase.TEARDOWN else _F.ASSERTION
+    cls = (_F.CONSTRUCTION_ERROR if where in _BUILDING
+           else _F.TEARDOWN_ERROR if where is Phase.TEARDOWN else _F.ASSERTION)
+    return cls, _line_at(text, m.start())
 
 
 def _session_passed(text: str) -> bool:
@@ -311,12 +328,19 @@ def _session_passed(text: str) -> bool:
 
 def classify_text(text: str) -> FailureClass:
     """The failure class of any log or traceback text; `FailureClass.NONE` when it shows none."""
+    return explain_text(text)[0]
+
+
+def explain_text(text: str) -> tuple[FailureClass, str | None]:
+    """`classify_text`, with the line that decided it (as read: prefixes such as timestamps and
+    pytest's ``E`` gone); None when the text shows no failure and no test summary."""
     norm = _normalize(text[-MAX_SCAN_BYTES:])
-    if _CRASH_RULE.search(norm):
-        return _F.CRASH
+    m = _CRASH_RULE.search(norm)
+    if m is not None:
+        return _F.CRASH, _line_at(norm, m.start())
     if _session_passed(norm):
-        return _F.NONE
-    return _decide(norm, None, rules=_RULES[1:]) or _unrecognised(norm) or _F.NONE
+        return _F.NONE, _line_at(norm, _SUMMARY.search(norm).start())
+    return _decide_at(norm, None, rules=_RULES[1:]) or _unrecognised_at(norm) or (_F.NONE, None)
 
 
 def classify_step(phase: Phase | str | None, error_type: str, message: str, traceback: str = "",
@@ -345,7 +369,25 @@ def classify_step(phase: Phase | str | None, error_type: str, message: str, trac
 def classify_file(path: str | os.PathLike[str]) -> FailureClass:
     """`classify_text` of a file (its last `MAX_SCAN_BYTES`). Raises `InputError` when the file
     cannot be read."""
+    return explain_file(path)[0]
+
+
+def explain_stream(stream: BinaryIO) -> tuple[FailureClass, str | None]:
+    """`explain_text` of a stream read to its end (standard input), keeping its last `MAX_SCAN_BYTES`.
+    Raises `InputError` when it held nothing."""
+    tail = bytearray()
+    while chunk := stream.read(1 << 20):
+        tail += chunk
+        if len(tail) > 2 * MAX_SCAN_BYTES:
+            del tail[:-MAX_SCAN_BYTES]
+    if not tail.strip():
+        raise InputError("-: standard input was empty, nothing to classify")
+    return explain_text(bytes(tail[-MAX_SCAN_BYTES:]).decode("utf-8", errors="replace"))
+
+
+def explain_file(path: str | os.PathLike[str]) -> tuple[FailureClass, str | None]:
+    """`explain_text` of a file (its last `MAX_SCAN_BYTES`)."""
     name = os.fspath(path)
     data = boundedread.read(name, MAX_SCAN_BYTES, lambda msg: InputError(f"{name}: {msg}"), "a log file",
                             tail=True)
-    return classify_text(data.decode("utf-8", errors="replace"))
+    return explain_text(data.decode("utf-8", errors="replace"))

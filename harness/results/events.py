@@ -167,6 +167,8 @@ class _Steps:
             st["current_phase"] = str(Phase.WORKLOAD)
 
     def on_memory(self, ev: dict[str, Any]) -> None:
+        if ev.get("probe_disagreement_bytes", 0) > self.st.get("disagreement", (0, ""))[0]:
+            self.st["disagreement"] = (ev["probe_disagreement_bytes"], ev["label"])  # the step's largest
         self.st["memory"].append(MemorySample(ev["label"], ev["t"], ev["used_bytes"], ev["total_bytes"],
                                               [int(u) for u in ev.get("per_device") or []]))
         if "build" in ev:
@@ -212,6 +214,8 @@ def _log_ends(plan_steps: list[dict], by_index: dict[int, dict]) -> dict[int, in
 def _base(step: dict, st: dict) -> dict[str, Any]:
     return {"step": step["name"], "repeat": 0, "phases": st["phases"], "memory": st["memory"],
             "actions": st["actions"], "threshold_bytes": st.get("threshold"), "classname": step.get("classname"),
+            "engine_process": st["start"].get("engine_process"),
+            "probe_disagreement": st.get("disagreement"),
             "builds": [b for _, b in sorted(st.get("builds", {}).items())]}
 
 

@@ -92,6 +92,7 @@ def record(summary: RunSummary, run_dir: Path | None = None) -> list[dict[str, A
             "checkout_ref": versions.checkout_ref,  # with the vLLM build, the code revision `trend --flaky` groups by
             "harness_version": versions.harness_version,
             "verdict": summary.verdict,
+            "rehearsal": bool(summary.rehearsal),  # the machine lacked the scenario's platform
             "exit_code": summary.exit_code,
             "variant_verdict": cand.verdict if cand else None,
             "runs": sum(s["runs"] for s in steps.values()),
@@ -184,6 +185,7 @@ _TEXT, _COUNT, _NUMBER = (str,), (int,), (int, float)
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "version": (_COUNT, True), "scenario": (_TEXT, False), "variant": (_TEXT, False), "night": (_TEXT, False),
     "run_id": (_TEXT, True), "verdict": (_TEXT, True), "vllm_version": (_TEXT, True), "baseline": ((bool,), True),
+    "rehearsal": ((bool,), True),
     "vllm_commit": (_TEXT, True), "checkout_ref": (_TEXT, True),
     "runs": (_COUNT, True), "passed": (_COUNT, True), "failed": (_COUNT, True), "skipped": (_COUNT, True),
     "steps": ((dict,), False), "release_latency_s": ((dict,), True),
@@ -294,7 +296,8 @@ def trend(records: list[dict[str, Any]], scenario: str | None = None, nights: in
                 cell.versions.append(str(r["vllm_version"]))
             if (r.get("run_id"), str(r["night"])) not in seen_runs and r.get("verdict"):
                 seen_runs.add((r.get("run_id"), str(r["night"])))
-                verdicts[str(r["night"])].append(str(r["verdict"]))
+                # a rehearsal's verdict is not the platform's: the row says so where the verdict is
+                verdicts[str(r["night"])].append(str(r["verdict"]) + (" (rehearsal)" if r.get("rehearsal") else ""))
         baseline = next((r["variant"] for r in recs if r.get("baseline")), None)
         out.append(ScenarioTrend(name, window, variants, cells, verdicts, _flaky(name, recs, window, recent),
                                  baseline))

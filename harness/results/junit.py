@@ -29,6 +29,10 @@ def case_properties(res: StepResult) -> dict[str, str]:
         props["release_latency_s"] = f"{res.release_latency_s:.6f}"
     if res.release_after_free_s is not None:
         props["release_after_free_s"] = f"{res.release_after_free_s:.6f}"
+    if res.engine_process:
+        props["engine_process"] = res.engine_process
+    if res.probe_disagreement:
+        props["probe_disagreement_bytes"], props["probe_disagreement_at"] = map(str, res.probe_disagreement)
     if res.threshold_bytes is not None:
         props["threshold_bytes"] = str(res.threshold_bytes)
     if res.wait_s is not None:  # ★ the teardown's cost

@@ -201,6 +201,7 @@ class RunSummary(Mapping):
     leaks: list[dict[str, Any]] = field(default_factory=list)
     #: variant -> {total_s, median_s, per_test_s, n[, vs_baseline_per_test_s]}: seconds in memory waits
     teardown_cost: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe_notes: list[str] = field(default_factory=list)  # where the two probes of a device disagreed
     #: the parsed run directory this summary was computed from; None when loaded from summary.json
     results: RunResults | None = field(default=None, repr=False)
 
@@ -219,6 +220,7 @@ class RunSummary(Mapping):
             "rehearsal": self.rehearsal, "allow": list(self.allow),
             "leaks": [dict(leak) for leak in self.leaks],
             "teardown_cost": {v: dict(c) for v, c in self.teardown_cost.items()},
+            "probe_notes": list(self.probe_notes),
         }
 
     @classmethod
@@ -239,7 +241,8 @@ class RunSummary(Mapping):
                 transitions={v: Transitions.from_json(t) for v, t in d["transitions"].items()},
                 substitutions=list(d.get("substitutions") or []), orphans=list(d.get("orphans") or []),
                 allow=list(d.get("allow") or []), leaks=[dict(leak) for leak in d.get("leaks") or []],
-                teardown_cost={str(v): dict(c) for v, c in (d.get("teardown_cost") or {}).items()})
+                teardown_cost={str(v): dict(c) for v, c in (d.get("teardown_cost") or {}).items()},
+                probe_notes=list(d.get("probe_notes") or []))
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise InputError(f"{source}: not a run summary: {type(e).__name__}: {e}") from None
 
@@ -298,7 +301,20 @@ def summarize(results: RunResults, allow: frozenset | None = None) -> RunSummary
         substitutions=list(run.get("substitutions") or []), orphans=list(run.get("orphans") or []),
         allow=sorted(a.value for a in allow),
         leaks=leaks.from_cases((v, c) for v, cs in results.cases.items() for c in cs),
-        teardown_cost=cost.teardown_cost(results.cases, baseline), results=results)
+        teardown_cost=cost.teardown_cost(results.cases, baseline), probe_notes=_probe_notes(results.cases),
+        results=results)
+
+
+def _probe_notes(cases: dict[str, list]) -> list[str]:
+    """One line per case whose two probes read more than 1 GiB apart (JUnit probe_disagreement_*)."""
+    notes = []
+    for variant, cs in cases.items():
+        for c in cs:
+            gap = c.properties.get("probe_disagreement_bytes")
+            if gap:
+                notes.append(f"{variant}: {c.name}: the device's two probes disagree by {int(gap) / 2**30:.2f} GiB "
+                             f"(at {c.properties.get('probe_disagreement_at', '?')}); the first one's figures were used")
+    return notes
 
 
 def _sequential(run: dict[str, Any], path: Path) -> dict[str, Any] | None:

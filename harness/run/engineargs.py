@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from harness import atomic
-from harness.errors import ScenarioError
+from harness.errors import InfrastructureError, ScenarioError
 from harness.run import procs
 
 MARK = "HARNESS_ENGINEARGS "
@@ -41,7 +41,8 @@ spec = importlib.util.find_spec("vllm")
 if spec is None or not spec.origin:
     out(error="has no vLLM installed"); sys.exit(0)
 root = os.path.dirname(spec.origin)
-files = [os.path.join(root, "engine", "arg_utils.py"), os.path.join(root, "entrypoints", "llm.py")]
+files = [os.path.join(root, "engine", "arg_utils.py"), os.path.join(root, "entrypoints", "llm.py"),
+         os.path.join(root, "v1", "worker", "utils.py"), os.path.join(root, "v1", "worker", "cpu_worker.py")]
 key = ";".join(f"{p}:{s.st_size}:{s.st_mtime_ns}" for p in files if os.path.exists(p) for s in [os.stat(p)])
 if len(sys.argv) > 1 and sys.argv[1] == key:
     out(key=key, cached=True); sys.exit(0)
@@ -54,7 +55,14 @@ try:
               if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 except Exception:
     pass
-out(key=key, names=sorted(names), version=getattr(vllm, "__version__", "unknown"))
+try:  # the points the modelled device hooks (harness/devicemodel/plugin.py): vLLM's startup check
+    from vllm.v1.worker.utils import request_memory
+    from vllm.v1.worker.cpu_worker import CPUWorker
+    missing = [m for m in ("init_device", "load_model", "initialize_from_config") if not hasattr(CPUWorker, m)]
+    startup = f"vllm.v1.worker.cpu_worker.CPUWorker has no {', '.join(missing)}" if missing else ""
+except Exception as e:
+    startup = f"{type(e).__name__}: {e}"
+out(key=key, names=sorted(names), version=getattr(vllm, "__version__", "unknown"), startup=startup)
 """
 
 
@@ -70,6 +78,7 @@ class Known:
     names: frozenset[str] | None
     version: str = ""
     why_not: str = ""  # when names is None: why the check could not be made
+    startup: str | None = None  # "" when the modelled device can model its startup check, else why not
     hung: bool = False  # it did not answer in time: a worker started with it would not either
 
 
@@ -119,14 +128,15 @@ def ask(python: str, *, env: dict[str, str] | None = None, timeout: float = TIME
     if "error" in answer:
         return Known(python, None, why_not=answer["error"])
     if answer.get("cached"):
-        return Known(python, frozenset(entry["names"]), entry.get("version", ""))
-    cache[slot] = {"python": python, "key": answer["key"], "names": answer["names"], "version": answer["version"]}
+        return Known(python, frozenset(entry["names"]), entry.get("version", ""), startup=entry.get("startup"))
+    cache[slot] = {"python": python, "key": answer["key"], "names": answer["names"], "version": answer["version"],
+                   "startup": answer.get("startup")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_json(path, cache)
     except OSError:
         pass  # a read-only home: the check still holds, it is only not remembered
-    return Known(python, frozenset(answer["names"]), answer["version"])
+    return Known(python, frozenset(answer["names"]), answer["version"], startup=answer.get("startup"))
 
 
 def engine_keys(scenario) -> Iterator[tuple[str, str, str | None]]:
@@ -191,3 +201,18 @@ def check_all(scenario, *, variants: list[str] | None = None, python: str | None
                 raise UnknownEngineArgument(scenario.path, key, f"not an engine argument of vLLM {known.version} "
                                                         f"(vllm.LLM / EngineArgs in {interp}){hint}")
     return found
+
+
+def check_startup(scenario, modelled: list[str], *, python: str | None = None,
+                  asker: Callable[[str], Known] = ask) -> None:
+    """The modelled device wraps vLLM-CPU's worker and calls vLLM's own startup check; a vLLM
+    without them (an older release, bisecting on CPU) cannot be rehearsed: one line, exit 3."""
+    for v in scenario.variants:
+        if v.name not in modelled:
+            continue
+        interp = str(python or v.python or sys.executable)
+        known = asker(interp)
+        if known.startup:
+            raise InfrastructureError(f"{scenario.path}: variants.{v.name}: vLLM {known.version} ({interp}) cannot run "
+                                      f"on the modelled device, whose startup check it lacks ({known.startup}); "
+                                      "run it on a GPU, or set inject.device_model: false")

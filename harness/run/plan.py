@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import multicast
-from harness.device import LEDGER_ENV
+from harness.device import LEDGER_ENV, MULTIPROCESSING_ENV
 from harness.devicemodel import settings as device_settings
 from harness.errors import HarnessError, InfrastructureError
 from harness.model import Substitution
@@ -29,9 +29,10 @@ from harness.scenario.specs import BUILTIN_MODELS
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]
 
-# Environment for a vLLM-CPU rehearsal: the engine in the calling process builds in ~2 s instead
-# of ~14 s, and a 1 GiB KV cache is plenty for the tiny model.
-CPU_REHEARSAL_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+# Environment for vLLM on CPU: a 1 GiB KV cache is plenty for the tiny model. Engines keep vLLM's
+# default, an EngineCore child process, as on a GPU node (VLLM_ENABLE_V1_MULTIPROCESSING=0 in the
+# caller's environment or a variant's `env:` builds them in the worker instead: faster, less faithful).
+CPU_REHEARSAL_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 # Engine arguments that only mean something on a GPU, dropped on CPU. tensor_parallel_size is kept:
 # vLLM-CPU runs TP ranks as processes ("mp" executor), one core each (VLLM_CPU_OMP_THREADS_BIND).
 GPU_ONLY_ARGS = ("pipeline_parallel_size", "kv_cache_dtype", "quantization",
@@ -94,6 +95,8 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
                                f"machine is '{host}' (--strict-platform)")
         plan.substitutions.append(Substitution("platform", scenario.platform, host,
                                                "this machine does not have the scenario's platform"))
+    for a in scenario.overrides:  # --set PATH=VALUE, first: the scenario as this run read it
+        plan.substitutions.append(Substitution(a.key, a.before, a.after, f"--set {a.setting}"))
     for k, v in multicast.conflicts(os.environ).items():
         plan.substitutions.append(Substitution(f"env {k}", v, multicast.MULTICAST_OFF[k], multicast.REASON))
     tiny = None
@@ -124,14 +127,20 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
         for k, v in CPU_REHEARSAL_ENV.items():
             if k not in os.environ:
                 plan.engine_env[k] = v
-                plan.substitutions.append(Substitution(f"env {k}", "unset", v, "vLLM on CPU: in-process engine, small KV cache"))
+                plan.substitutions.append(Substitution(f"env {k}", "unset", v, "vLLM on CPU: small KV cache"))
         if ranks > 1 and CPU_BIND_ENV not in os.environ:
             # without it vLLM-CPU wants a NUMA node per rank ("Not enough allowed NUMA nodes")
             bind = "|".join(str(c) for c in _cpu_cores()[:ranks])
             plan.engine_env[CPU_BIND_ENV] = bind
             plan.substitutions.append(Substitution(f"env {CPU_BIND_ENV}", "unset", bind,
                                                    "vLLM on CPU: one core per tensor-parallel rank"))
-    _device_models(plan, rehearsal=backend == "vllm" and host == "cpu" and scenario.platform in device_settings.PRESETS)
+    rehearsal = backend == "vllm" and host == "cpu" and scenario.platform in device_settings.PRESETS
+    if rehearsal and scenario.rehearsal_engine_process == "in-process" and MULTIPROCESSING_ENV not in os.environ:
+        plan.engine_env[MULTIPROCESSING_ENV] = "0"  # a variant's `env:` and the caller's still decide
+        plan.substitutions.append(Substitution(
+            f"env {MULTIPROCESSING_ENV}", "unset", "0",
+            "rehearsal.engine_process: in-process: engines in the worker, not in an EngineCore child"))
+    _device_models(plan, rehearsal=rehearsal)
     _dedupe(plan)
     return plan
 
@@ -155,14 +164,33 @@ def _device_models(plan: RunPlan, rehearsal: bool) -> None:
                 raise HarnessError(f"{sc.path}: variants.{v.name}.inject.lazy_release.step: the modelled "
                                    "device slows every release; drop `step` or set device_model: false")
             model = device_settings.replace(model, release_delay_s=float(lazy["seconds"]))
-        first = next(iter(plan.device_models.values()), None)
-        if first and (first.total_gib, first.baseline_gib) != (model.total_gib, model.baseline_gib):
-            raise HarnessError(f"{key}: every variant of a run uses the same device: total_gib and "
-                               f"baseline_gib must be those of the others ({first.total_gib:g}, {first.baseline_gib:g})")
         plan.device_models[v.name] = model
         plan.substitutions.append(Substitution(
             "device", sc.platform, f"modelled {model.describe()}",
             "vLLM-CPU engines under a model of the device's startup check, accounting and release delay"))
+    _one_device(plan)
+
+
+def _one_device(plan: RunPlan) -> None:
+    """Every variant of a run runs on one device: a baseline with an 8 s reclaim against a
+    candidate with none (or on host memory) would make any fix look good. Only the seed may differ."""
+    first, *others = plan.variants
+    a = plan.device_models.get(first.name)
+    for v in others:
+        b = plan.device_models.get(v.name)
+        where = f"{plan.scenario.path}: variants.{v.name}.inject.device_model"
+        if (a is None) != (b is None):
+            on, off = (first.name, v.name) if b is None else (v.name, first.name)
+            raise HarnessError(f"{where}: variant '{on}' runs on the modelled device and '{off}' does not: "
+                               "every variant of a run uses the same device")
+        if a is None or b is None:
+            continue
+        for k in device_settings.KEYS:
+            if k != "seed" and getattr(a, k) != getattr(b, k):
+                shown = [f"{x:g}" if isinstance(x, float) else repr(x) for x in (getattr(b, k), getattr(a, k))]
+                raise HarnessError(f"{where}.{k}: {shown[0]} in variant '{v.name}', {shown[1]} in "
+                                   f"variant '{first.name}': every variant of a run uses the same device "
+                                   "(only the seed may differ)")
 
 
 def _tiny_llama() -> str:

@@ -118,6 +118,7 @@ def plan(scenario: scenario_mod.Scenario, opts: RunOptions) -> planning.RunPlan:
     for line in engineargs.hung_lines(scenario, checked):  # once per interpreter: its variants do not run
         print(f"error: {line}", file=sys.stderr)
     rplan.not_started = dict(checked.hung)
+    engineargs.check_startup(scenario, [v for v in rplan.device_models if v not in checked.hung], python=opts.python)
     return rplan
 
 
@@ -144,6 +145,9 @@ def execute(rplan: planning.RunPlan, opts: RunOptions) -> RunResult:
         meta["steps_selected"] = list(opts.steps)
     if opts.allow:
         meta["allow"] = sorted(opts.allow)
+    if scenario.overrides:  # --set: what the command line changed, key by key
+        meta["set"] = [{"key": a.key, "before": a.before, "after": a.after, "from": a.setting}
+                       for a in scenario.overrides]
     ledger = Path(os.environ.get(LEDGER_ENV) or run_dir / "sim-ledger.json")
     hooks = backends.runner_hooks(rplan.backend, next(iter(rplan.device_models.values()), None))
     disk_full: atomic.DiskFull | None = None
@@ -259,7 +263,7 @@ def _write_variant(result: RunResult, name: str, meta: dict[str, Any]) -> None:
         "backend": result.plan.backend, "platform": info.get("platform", result.plan.platform),
         "device_name": info.get("device_name", ""), "vllm_version": info.get("vllm_version", ""),
         "torch_version": info.get("torch_version", ""), "python": info.get("python", ""),
-        "probe": info.get("probe", ""), "run_id": meta["run_id"], "harness_version": __version__,
+        "probe": info.get("probe", ""), "probe_second": info.get("probe_second", ""), "run_id": meta["run_id"], "harness_version": __version__,
         "substitution": meta["substitutions"], "worker_exit": [vr.exit_status for vr in vrs],
     }
     case_props = {"profile": vrs[0].profile}

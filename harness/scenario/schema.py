@@ -11,14 +11,15 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from harness import SCENARIO_VERSION
 from harness import multicast
-from harness.scenario import specs
+from harness.device import ENGINE_PROCESSES
+from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
 from harness.scenario.checker import Checker, join, kind, suggest
 from harness.errors import ScenarioError
@@ -96,6 +97,8 @@ class Scenario:
     sim: SimDevice
     version: int = SCENARIO_VERSION
     pytest: suite_mod.PytestSuite | None = None  # upstream's test files instead of steps
+    overrides: tuple[overrides.Applied, ...] = ()  # what --set changed (scenario/overrides.py)
+    rehearsal_engine_process: str = "child"  # `rehearsal: {engine_process}`: only a rehearsal on vLLM-CPU reads it
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -109,19 +112,24 @@ class Scenario:
 # ----------------------------------------------------------------------------- sections
 _Ctx, _join, _kind = Checker, join, kind
 _TOP = ("version", "name", "description", "platform", "backend", "devices", "repeat", "timeouts",
-        "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim")
+        "defaults", "variants", "baseline", "teardown_profiles", "steps", "pytest", "sim", "rehearsal")
 
 
-def load(path: str | Path) -> Scenario:
-    """The scenario file at ``path``, safely parsed and checked into a frozen `Scenario`;
-    `ScenarioError` naming the file and the key path of the first problem."""
+def load(path: str | Path, sets: Sequence[overrides.Setting] = ()) -> Scenario:
+    """The scenario at ``path``, safely parsed, `--set`s applied (overrides.py), checked into a frozen
+    `Scenario`; `ScenarioError` naming the file and the key path of the first problem."""
     path = Path(path)
-    raw = yamlsafe.load(path)
+    with overrides.blamed(path, sets):
+        raw, applied = overrides.apply(path, yamlsafe.load(path), sets)
+        return _validate(path, raw, applied)
+
+
+def _validate(path: Path, raw: Any, applied: tuple[overrides.Applied, ...]) -> Scenario:
     ctx = _Ctx(path)
     with ctx.part():  # a mistake the rest of the file cannot be checked past ends it here
         scenario = _scenario(ctx, path, raw)
     ctx.done()
-    return scenario
+    return replace(scenario, overrides=applied)
 
 
 def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
@@ -140,7 +148,8 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         raise ctx.fail("pytest", "a scenario has either 'steps:' (its own engine steps) or 'pytest:' "
                                  "(vLLM's test files), not both")
     got: dict[str, Any] = {"name": path.stem, "description": "", "platform": "any", "backend": "vllm", "devices": 1,
-                           "repeat": 1, "timeouts": Timeouts(), "defaults": {}, "sim": SimDevice(), "pytest": None}
+                           "repeat": 1, "timeouts": Timeouts(), "defaults": {}, "sim": SimDevice(), "pytest": None,
+                           "rehearsal": "child"}
     checks: dict[str, Callable[[], Any]] = {
         "pytest": lambda: suite_mod.parse(ctx, raw["pytest"]) if "pytest" in raw else None,
         "name": lambda: _name(ctx, raw.get("name", path.stem)),
@@ -152,6 +161,7 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         "timeouts": lambda: _timeouts(ctx, raw.get("timeouts", {})),
         "defaults": lambda: _check_engine(ctx, ctx.mapping(raw.get("defaults", {}), "defaults", None), "defaults"),
         "sim": lambda: _sim(ctx, raw.get("sim", {})),
+        "rehearsal": lambda: _rehearsal(ctx, raw.get("rehearsal", {})),
     }
     for key, check in checks.items():
         with ctx.part():
@@ -169,7 +179,7 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         defaults=MappingProxyType(dict(got["defaults"])), variants=variants, baseline=baseline,
         profiles=MappingProxyType(profiles),
         steps=_steps(ctx, raw["steps"], got["timeouts"], path.parent) if "steps" in raw else (),
-        sim=got["sim"], version=int(version), pytest=suite,
+        sim=got["sim"], version=int(version), pytest=suite, rehearsal_engine_process=got["rehearsal"],
     )
     if "pytest" not in raw or suite is not None:  # a broken pytest: block is said once, above
         with ctx.part():
@@ -203,6 +213,11 @@ def _timeouts(ctx: _Ctx, raw: Any) -> Timeouts:
             with ctx.part():
                 vals[k] = float(ctx.number(v, f"timeouts.{k}", lo=0, hi=7 * 24 * 3600, lo_open=True))
     return Timeouts(**vals)
+
+
+def _rehearsal(ctx: _Ctx, raw: Any) -> str:
+    ctx.mapping(raw, "rehearsal", ("engine_process",))
+    return ctx.choice(raw.get("engine_process", "child"), "rehearsal.engine_process", ENGINE_PROCESSES)
 
 
 def _sim(ctx: _Ctx, raw: Any) -> SimDevice:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from harness import events as vocab
+from harness.device import vllm_engine_process
 from harness.model import Outcome
 from harness.worker.stream import log_offset
 from harness.upstream.builds import Recorder
@@ -140,7 +141,7 @@ class UpstreamPlugin:
         self._result = {"outcome": Outcome.PASSED}
         self.rec.begin_test(step)
         self.events.emit(vocab.STEP_START, step=step["name"], index=step["index"], timeout_s=step["timeout_s"],
-                         log_offset=log_offset())
+                         log_offset=log_offset(), engine_process=vllm_engine_process())
         try:
             yield
         finally:

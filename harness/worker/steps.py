@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from harness import events as vocab
-from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION, Backend
+from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION, Backend, probes
 from harness.model import EXIT_DISK_FULL, Outcome, Phase
 from harness.worker import engines, expect, faults, teardown
 from harness.worker.engines import EngineRegistry
@@ -71,7 +71,7 @@ class StepRunner:
         """Read device memory and emit it as a ``memory`` event labelled ``label``."""
         readings = self.probe.read(self.devices)
         self.report_freed()
-        beside = {}
+        beside = probes.beside(self.probe, self.devices, readings)  # a second probe's opinion
         host = getattr(self.probe, "host", None)  # a modelled device keeps host memory beside it
         if host is not None:
             beside["host_used_bytes"] = host.read(self.devices[:1])[0][0]
@@ -136,7 +136,8 @@ class StepRunner:
         name, index = step["name"], step["index"]
         util = float(step["engine"].get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         ctx = self.context(util)
-        self.events.emit(vocab.STEP_START, step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset())
+        self.events.emit(vocab.STEP_START, step=name, index=index, timeout_s=step["timeout_s"], log_offset=log_offset(),
+                         engine_process=self.backend.engine_process())
         failure: tuple[Phase, BaseException, str] | None = None
         expectations: list[dict] = []
         held = None
