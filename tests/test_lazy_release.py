@@ -79,6 +79,9 @@ class FakeBackend:
     def probe(self):
         return self.device
 
+    def engine_process(self):
+        return "in-process"
+
     def construct(self, engine_args):
         self.device.engine_alive = True
         core = SimpleNamespace(shutdown=lambda: setattr(self.device, "engine_alive", False))

@@ -213,6 +213,7 @@ def test_a_fix_whose_tests_return_before_building_an_engine_is_not_proven(tmp_pa
         platform: rocm
         pytest: {{rootdir: {tree}, args: [tests/samplers, -q]}}
         timeouts: {{step: 300, worker_start: 300}}
+        rehearsal: {{engine_process: in-process}}
         variants:
           without_fix: {{profile: legacy, inject: {{{model}}}}}
           with_fix: {{profile: legacy, env: {{SKIP_ENGINES: "1"}}, inject: {{{model}}}}}

@@ -293,7 +293,7 @@ def write_run(run_dir: Path, variants=("no_fix", "with_fix"), repeat=1, incomple
 SUMMARY_KEYS = {"version", "scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform",
                 "baseline", "variants", "repeat", "incomplete", "verdict", "exit_code", "reasons", "candidates",
                 "missing", "counts", "cases", "stats", "transitions", "substitutions", "orphans", "allow", "rehearsal",
-                "leaks", "teardown_cost"}
+                "leaks", "teardown_cost", "probe_notes"}
 
 
 def test_summary_and_report_written_atomically(tmp_path):
