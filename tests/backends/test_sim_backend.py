@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,8 +24,8 @@ from harness.backends.sim import SimBackend, SimLLM
 from harness.device.probes import VISIBLE_ENV
 from harness.scenario.schema import BUILTIN_PROFILES
 from harness.sim.ledger import GIB, Ledger
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 UTIL = 0.9
 DELAY = 0.8  # the release delay: long enough that "right after the release" is still inside it
 ENGINE = {"model": "facebook/opt-125m", "gpu_memory_utilization": UTIL, "seed": 0}

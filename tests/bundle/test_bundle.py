@@ -2,159 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import lzma
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 
 from harness.bundle import cli, defaults, install as node, pack, resolve, unpack
 from harness.bundle import fatbin as cuda
-from harness.bundle.build import build as build_bundle
 from harness.errors import HarnessError, InputError
-
-PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
-PYTAG = f"{sys.version_info[0]}{sys.version_info[1]}"
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def make_wheel(wheel_dir: Path, name: str, version: str, files: dict[str, bytes], requires=(),
-               executable=(), tag: str = "py3-none-any") -> Path:
-    """A wheel: a zip of the files plus a .dist-info with METADATA, WHEEL and RECORD."""
-    dist = f"{name}-{version}.dist-info"
-    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
-        f"Requires-Dist: {r}\n" for r in requires) + "\nA tiny package.\n"
-    allfiles = dict(files)
-    allfiles[f"{dist}/METADATA"] = meta.encode()
-    allfiles[f"{dist}/WHEEL"] = f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
-    record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in allfiles.items()) + f"{dist}/RECORD,,\n"
-    allfiles[f"{dist}/RECORD"] = record.encode()
-    path = wheel_dir / f"{name}-{version}-{tag}.whl"
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for p, d in allfiles.items():
-            info = zipfile.ZipInfo(p, (2020, 1, 1, 0, 0, 0))
-            info.external_attr = (0o755 if p in executable else 0o644) << 16
-            z.writestr(info, d)
-    return path
-
-
-# A fake ELF with a .nv_fatbin section, for the fat binary compaction.
-
-def fatbin_entry(kind: int, arch: int, payload: bytes) -> bytes:
-    assert len(payload) % 8 == 0
-    head = struct.pack("<HHIQIIHHI", kind, 0x0101, 64, len(payload), len(payload), 0, 0, 0, arch)
-    return head + bytes(64 - len(head)) + payload
-
-
-def fatbin(*entries: bytes) -> bytes:
-    body = b"".join(entries)
-    return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(body)) + body
-
-
-def fake_elf(sections: dict[str, bytes]) -> bytes:
-    names = list(sections) + [".shstrtab"]
-    shstr = b"\0" + b"".join(n.encode() + b"\0" for n in names)
-    body = bytearray(64)
-    offsets = {}
-    for n, data in sections.items():
-        body += bytes(-len(body) % 8)
-        offsets[n] = len(body)
-        body += data
-    str_off = len(body)
-    body += shstr + bytes(-(len(body) + len(shstr)) % 8)
-    shoff = len(body)
-
-    def sh(name: str, typ: int, off: int, size: int) -> bytes:
-        return struct.pack("<IIQQQQIIQQ", shstr.index(b"\0" + name.encode() + b"\0") + 1, typ, 0, 0, off, size,
-                           0, 0, 8, 0)
-    body += bytes(64)
-    for n, data in sections.items():
-        body += sh(n, 1, offsets[n], len(data))
-    body += sh(".shstrtab", 3, str_off, len(shstr))
-    body[:16] = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
-    struct.pack_into("<HHIQQQIHHHHHH", body, 16, 3, 62, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
-                     len(sections) + 2, len(sections) + 1)
-    return bytes(body)
-
-
-def payload(seed: str, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        out += hashlib.sha256(f"{seed}{len(out)}".encode()).digest()
-    return out[:n]
-
-
-E90, E80, P80, E100, E120 = (payload(s, 512) for s in ("e90", "e80", "p80", "e100", "e120"))
-
-
-def cuda_so() -> bytes:
-    return fake_elf({
-        ".text": payload("text", 256),
-        ".nv_fatbin": fatbin(fatbin_entry(2, 80, E80), fatbin_entry(2, 90, E90), fatbin_entry(1, 80, P80))
-        + fatbin(fatbin_entry(2, 80, E80), fatbin_entry(1, 80, P80))
-        + fatbin(fatbin_entry(2, 100, E100), fatbin_entry(2, 120, E120[:256])),
-    })
-
-
-@pytest.fixture
-def wheels(tmp_path: Path) -> Path:
-    wd = tmp_path / "wheels"
-    wd.mkdir()
-    common = {
-        "tinypkg/big.bin": payload("big", 300_000),  # unchanged between versions
-        "tinypkg/_drop_me.so": b"dropped" * 100,
-        "tinypkg/ext.cpython-39-x86_64-linux-gnu.so": b"old python",
-        f"tinypkg/ext.cpython-{PYTAG}-x86_64-linux-gnu.so": b"this python",
-        "tinypkg/_cuda.so": cuda_so(),
-    }
-    make_wheel(wd, "tinypkg", "1.0", {**common, "tinypkg/__init__.py": b"VERSION = '1.0'\n",
-                                     "tinypkg/old.py": b"gone in 2.0\n",
-                                     "tinypkg/tool": b"#!/bin/sh\necho hi\n"},
-               requires=["tinydep>=1.0,<2", "presentpkg>=1", "notbundled; python_version >= '3'",
-                         "winonly; sys_platform == 'win32'"], executable=["tinypkg/tool"])
-    make_wheel(wd, "tinypkg", "2.0", {**common, "tinypkg/__init__.py": b"VERSION = '2.0'\n",
-                                     "tinypkg/new.py": b"new in 2.0\n",
-                                     "tinypkg/tool": b"#!/bin/sh\necho hi\n"},
-               requires=["tinydep>=1.0,<2", "presentpkg>=1"], executable=["tinypkg/tool"])
-    make_wheel(wd, "tinydep", "1.5", {"tinydep.py": b"X = 1\n"}, requires=["subdep", "presentpkg>=2"])
-    make_wheel(wd, "tinydep", "2.0", {"tinydep.py": b"X = 2\n"})
-    make_wheel(wd, "subdep", "0.1", {"subdep/__init__.py": b""})
-    return wd
-
-
-NO_PIP = [sys.executable, "-c", "raise SystemExit('the tests must not download')"]
-
-
-def build(wd: Path, version: str, out: Path, **kw) -> dict:
-    opts = dict(python_version=PY, wheel_dir=wd, package="tinypkg", deps=["tinydep"], extra=[],
-                present=["presentpkg"], drop=["tinypkg/_drop_me.so"], part_size=64 * 1024, xz_preset=1,
-                pip=NO_PIP, log=lambda m: None)
-    opts.update(kw)
-    return build_bundle(version, out, **opts)
-
-
-def wheel_files(whl: Path) -> dict[str, bytes]:
-    with zipfile.ZipFile(whl) as z:
-        return {n: z.read(n) for n in z.namelist()}
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
+from tests.fixtures import (E80, E90, E120, P80, PYTAG, ROOT, build, cuda_so, fake_elf, fatbin, fatbin_entry,
+                            make_wheel, sha, wheel_files)
 
 def test_full_bundle_drops_listed_files_and_other_pythons(wheels, tmp_path):
     m = build(wheels, "1.0", tmp_path / "b1")

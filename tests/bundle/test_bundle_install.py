@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.bundle import install as node
-from tests.test_bundle import ROOT, build, wheels  # noqa: F401 (the fixture)
+from tests.fixtures import ROOT, build
 
 NO_PYTHONPATH = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 

@@ -10,7 +10,7 @@ from packaging.specifiers import SpecifierSet
 from harness.bundle import install as node
 from harness.bundle import resolve, unpack
 from harness.errors import HarnessError
-from tests.test_bundle import PY, build, make_wheel, wheels  # noqa: F401 (the fixture)
+from tests.fixtures import PY, build, make_wheel
 
 PLATFORMS = ("manylinux_2_17_x86_64", "linux_x86_64")
 

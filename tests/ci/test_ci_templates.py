@@ -19,8 +19,8 @@ import yaml
 
 from harness import cli
 from tests import sim_scenarios
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 BUILDKITE = ROOT / "ci" / "buildkite" / "nightly-amd.yml"
 VERDICT_SH = ROOT / "ci" / "buildkite" / "verdict.sh"
 GITHUB = ROOT / "ci" / "github" / "nightly.yml"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -20,10 +19,9 @@ import pytest
 
 from harness.scenario import yamlsafe
 from harness.errors import ScenarioError
+from tests.fixtures import DATA, ROOT, assert_one_line_error, cli
 
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(__file__).resolve().parent / "data" / "bad_scenarios"
-TIMEOUT = 60
+CORPUS = DATA / "bad_scenarios"
 
 # case (file name without .yaml) -> fragments the one error line must contain after "error: FILE: ".
 # The first fragment starts the message: the key path (or the line number for YAML-level errors).
@@ -145,24 +143,6 @@ EXPECTED: dict[str, tuple[str, ...]] = {
 }
 
 CORPUS_FILES = sorted(CORPUS.iterdir())
-
-
-def cli(*args: str, timeout: float = TIMEOUT, preexec_fn=None, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn,
-                          env={**os.environ, **env} if env else None)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int = 2) -> str:
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == code, output
-    assert "Traceback" not in output
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- the corpus

@@ -23,7 +23,7 @@ from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
 from harness.results.junitread import Case, read_cases
 from harness.results.verdict import evaluate
 from tests import sim_scenarios
-from tests.test_bad_input import ROOT, assert_one_line_error, cli
+from tests.fixtures import ROOT, assert_one_line_error, cli
 
 
 def _alive(pid: int) -> bool:

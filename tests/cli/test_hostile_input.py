@@ -22,7 +22,7 @@ from harness.report import markdown
 from harness import xmlsafe
 from harness.results.junitread import read_cases
 from tests import sim_scenarios
-from tests.test_bad_input import ROOT, assert_one_line_error, cli
+from tests.fixtures import ROOT, assert_one_line_error, cli
 
 # --------------------------------------------------------------------------- XML-safe text
 AWKWARD = ["x\ty", "x y", "x\ny", "x\ry", "\x1b[31mERROR\x1b[0m", "nul\x00byte", "\ufffe\uffff", "lone \ud800 \udfff",

@@ -11,10 +11,9 @@ import pytest
 from harness import cli
 from harness.errors import InputError, ScenarioError
 from harness.scenario import overrides, schema
+from tests.fixtures import ROOT
+from tests.sim_scenarios import lazy_release
 
-from sim_scenarios import lazy_release
-
-ROOT = Path(__file__).resolve().parents[1]
 MI250 = ROOT / "scenarios/sampler_mi250.yaml"
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
 
 
 def test_a_pytest_without_the_plugin_names_the_command_that_works():

@@ -21,8 +21,8 @@ from harness.errors import HarnessError, ScenarioError
 from harness.run import plan
 from harness.scenario import schema
 from harness.sim.ledger import GIB, Ledger
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 MI250 = ROOT / "scenarios/sampler_mi250.yaml"
 MODEL = settings.DeviceModel(total_gib=16.0, release_delay_s=0.3, baseline_gib=0.5)
 

@@ -17,9 +17,9 @@ from junitparser import JUnitXml, Properties
 
 from harness import cli
 from harness.sim.ledger import GIB
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.vllm
-ROOT = Path(__file__).resolve().parents[1]
 
 HEAD = """
 version: 1

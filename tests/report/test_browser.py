@@ -23,10 +23,10 @@ import pytest
 from harness import cli
 from harness import pipeline
 from harness.results import history
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "results" / "screenshots"
 DESKTOP = (1400, 2000)  # tall enough for the whole page of the lazy-release run
 PHONE = (390, 2600)  # an iPhone-sized viewport, tall enough for the whole page

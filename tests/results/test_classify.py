@@ -14,10 +14,10 @@ import pytest
 from harness.results.classify import MAX_SCAN_BYTES, classify_file, classify_step, classify_text, explain_file
 from harness.errors import InputError
 from harness.model import FailureClass, Phase
+from tests.fixtures import DATA, ROOT
 
 F = FailureClass
-ROOT = Path(__file__).resolve().parent.parent
-LOGS = ROOT / "tests" / "data" / "logs"
+LOGS = DATA / "logs"
 CORPUS = sorted(LOGS.glob("*.log"))
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from harness.results.diff import Transition, diff, diff_files, format_table, to_json
 from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
+from tests.fixtures import DATA
 
-DATA = Path(__file__).parent / "data" / "junit"
+JUNIT = DATA / "junit"
 P, F, S = Outcome.PASSED, Outcome.FAILED, Outcome.SKIPPED
 
 
@@ -82,7 +82,7 @@ def test_json_is_serialisable_and_complete():
 
 
 def test_diff_files_on_harness_fixtures():
-    result = diff_files(DATA / "harness_no_fix.xml", DATA / "harness_with_fix.xml")
+    result = diff_files(JUNIT / "harness_no_fix.xml", JUNIT / "harness_with_fix.xml")
     assert {c.key[1]: c.transition.value for c in result.cases} == {
         "logprobs": "unchanged", "seeded": "fixed", "penalties": "fixed"}
     assert result.baseline.endswith("harness_no_fix.xml")

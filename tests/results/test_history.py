@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import ROOT
 from harness import cli
 from harness import pipeline
 from harness.results import history
@@ -107,7 +108,7 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
             r["padding"] = "x" * 3000  # lines bigger than a pipe buffer
             history.append({str(path)!r}, [r])
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(w)], cwd=Path(__file__).parent.parent)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(w)], cwd=ROOT)
              for w in range(4)]
     assert [p.wait(timeout=60) for p in procs] == [0] * 4
     records, warnings = history.load(path)

@@ -13,8 +13,9 @@ import harness.results
 from harness.errors import InputError
 from harness.results.junitread import Case, read_cases
 from harness.model import FailureClass, Outcome
+from tests.fixtures import DATA
 
-DATA = Path(__file__).parent / "data" / "junit"
+JUNIT = DATA / "junit"
 VRAM_LINE = ("ValueError: Free memory on device cuda:0 (7.41/79.18 GiB) on startup is less than desired "
              "GPU memory utilization (0.9, 71.26 GiB).")
 
@@ -83,7 +84,7 @@ def test_harness_file_written_with_junitparser(tmp_path):
 
 
 def test_static_harness_file():
-    cases = read_cases(DATA / "harness_no_fix.xml")
+    cases = read_cases(JUNIT / "harness_no_fix.xml")
     assert [(c.name, c.outcome, c.failure_class) for c in cases] == [
         ("logprobs", Outcome.PASSED, FailureClass.NONE),
         ("seeded", Outcome.FAILED, FailureClass.VRAM_CONSTRUCTION),
@@ -94,7 +95,7 @@ def test_static_harness_file():
 
 
 def test_plain_pytest_junitxml_is_classified():
-    cases = by_name(read_cases(DATA / "pytest_samplers.xml"))
+    cases = by_name(read_cases(JUNIT / "pytest_samplers.xml"))
     assert len(cases) == 9
     assert all(c.suite == "pytest" and c.properties == {} for c in cases.values())
     vram = cases["test_one_token_bad_word"]
@@ -136,7 +137,7 @@ def test_classifier_gets_message_text_and_system_err(tmp_path, monkeypatch):
 
 
 def test_bare_testsuite_with_nested_suites_and_odd_attributes():
-    cases = read_cases(DATA / "nested_suites.xml")
+    cases = read_cases(JUNIT / "nested_suites.xml")
     assert [(c.suite, c.classname, c.name) for c in cases] == [
         ("tests/samplers/test_min_p.py", "test_min_p", "test_min_p[0.1]"),
         ("tests/samplers/test_min_p.py", "test_min_p", "test_min_p[0.5]"),
@@ -159,7 +160,7 @@ def test_error_element_counts_as_failed(tmp_path):
 
 
 def test_duplicate_keys_are_kept_apart():
-    cases = read_cases(DATA / "duplicates.xml")
+    cases = read_cases(JUNIT / "duplicates.xml")
     assert [c.name for c in cases] == ["test_get_prompt_logprobs", "test_get_prompt_logprobs#2",
                                        "test_max_logprobs"]
     assert len({c.key for c in cases}) == 3
@@ -178,9 +179,9 @@ def test_empty_suite_has_no_cases(tmp_path):
 ])
 def test_bad_files_are_one_line_input_errors(name, words):
     with pytest.raises(InputError) as info:
-        read_cases(DATA / name)
+        read_cases(JUNIT / name)
     message = str(info.value)
-    assert message.startswith(str(DATA / name) + ": ")
+    assert message.startswith(str(JUNIT / name) + ": ")
     assert words in message
     assert "\n" not in message
 
@@ -203,7 +204,7 @@ def test_binary_garbage_is_an_input_error(tmp_path):
 
 
 def test_cases_are_hashable_and_frozen():
-    (case,) = [c for c in read_cases(DATA / "harness_with_fix.xml") if c.name == "seeded"]
+    (case,) = [c for c in read_cases(JUNIT / "harness_with_fix.xml") if c.name == "seeded"]
     assert case in {case}
     with pytest.raises(AttributeError):
         case.name = "other"  # type: ignore[misc]

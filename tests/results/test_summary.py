@@ -14,7 +14,7 @@ from harness.errors import InputError
 from harness.results import junitread, summary as results_summary
 from harness.results.summary import RunSummary
 from harness.results.stats import Rate
-from tests.test_verdict import ASSERT, OK, VRAM, write_run, write_variant
+from tests.fixtures import ASSERT, OK, VRAM, write_run, write_variant
 
 
 @pytest.fixture(params=[1, 4], ids=["single", "repeats"])

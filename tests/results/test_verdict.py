@@ -4,12 +4,10 @@ report built from a run directory (summary.json, report.md)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 
-from tests.fixtures import run_summary
+from tests.fixtures import ASSERT, CRASH, OK, VRAM, run_summary, write_run, write_variant
 from harness.results import stats
 from harness.errors import InputError
 from harness.results.junitread import Case
@@ -18,8 +16,6 @@ from harness import pipeline
 from harness.report import markdown
 from harness.results.verdict import evaluate, step_of
 
-VRAM, ASSERT, CRASH = FailureClass.VRAM_CONSTRUCTION, FailureClass.ASSERTION, FailureClass.CRASH
-OK = FailureClass.NONE
 SKIP = "skip"
 
 
@@ -255,40 +251,6 @@ def test_missing_baseline_or_no_candidate():
 
 
 # ----------------------------------------------------------------------------- run directory → report
-
-def write_variant(run_dir: Path, variant: str, steps: dict[str, FailureClass], repeats: int = 1) -> None:
-    """A <variant>.xml as the runner writes it (junit.py), built with junitparser."""
-    suite = TestSuite(variant)
-    suite.add_property("variant", variant)
-    out = []
-    for r in range(repeats):
-        for step, cls in steps.items():
-            cls = cls[r] if isinstance(cls, list) else cls
-            case = TestCase(f"{step}[{r}]" if repeats > 1 else step, classname="demo", time=2.0)
-            props = Properties()
-            props.add_property(Property("failure_class", str(cls)))
-            case.append(props)
-            if cls is not OK:
-                failure = Failure(f"ValueError: {cls} | with a pipe", str(cls))
-                failure.text = "Traceback (most recent call last):\n  ..."
-                case.result = [failure]
-            out.append(case)
-    suite.add_testcases(out)
-    xml = JUnitXml()
-    xml.add_testsuite(suite)
-    xml.write(str(run_dir / f"{variant}.xml"))
-
-
-def write_run(run_dir: Path, variants=("no_fix", "with_fix"), repeat=1, incomplete=False, **extra) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"version": 1, "scenario": "sampler_mi250", "scenario_path": "scenarios/sampler_mi250.yaml",
-            "run_id": "20250612-031407-ab12", "baseline": "no_fix", "variants": list(variants),
-            "repeat": repeat, "incomplete": incomplete, "started": "2025-06-12T03:14:07+00:00",
-            "finished": "2025-06-12T03:40:00+00:00", "substitutions": [], "orphans": [],
-            "backend": "sim", "platform": "rocm", **extra}
-    (run_dir / "run.json").write_text(json.dumps(meta))
-    return run_dir
-
 
 SUMMARY_KEYS = {"version", "scenario", "scenario_path", "run_id", "started", "finished", "backend", "platform",
                 "baseline", "variants", "repeat", "incomplete", "verdict", "exit_code", "reasons", "candidates",

@@ -27,9 +27,9 @@ from harness.results import events as harness_events
 from harness.run import procs
 from harness.run import runner
 from harness.errors import InfrastructureError
+from tests.fixtures import DATA, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = Path(__file__).resolve().parent / "data" / "fault_scenarios"
+SCENARIOS = DATA / "fault_scenarios"
 MARK_ENV = "HARNESS_FAULT_TEST_MARK"
 PIDS_ENV = "HARNESS_FAULT_TEST_PIDS"  # fault_hooks.start_engine_child records its children here
 RUN_TIMEOUT = 150  # seconds; a healthy run of any scenario here takes a fraction of that

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
 from harness.run import plan
 from harness.scenario import schema as scenario
 from harness.errors import HarnessError
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 MI250 = ROOT / "scenarios/sampler_mi250.yaml"
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harness.run import tinymodel
+from tests.fixtures import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 EXPECTED_FILES = {
     "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "recipe.json",
@@ -29,7 +29,7 @@ def _digests(model_dir: Path) -> dict[str, str]:
 def _build_in_subprocess(cache: Path, hash_seed: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HARNESS_CACHE": "/nonexistent-should-not-be-used"}
     return subprocess.Popen([sys.executable, "-m", "harness.run.tinymodel", "--cache", str(cache)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen) -> Path:

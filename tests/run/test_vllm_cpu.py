@@ -21,7 +21,7 @@ SCENARIO = textwrap.dedent("""
     backend: vllm
     timeouts: {step: 300, worker_start: 300}
     defaults: {model: "builtin:tiny-llama", dtype: float32, enforce_eager: true, max_model_len: 256, seed: 0}
-    variants:  # in-process engines (fast); tests/test_devicemodel_vllm.py runs child-process ones
+    variants:  # in-process engines (fast); tests/devicemodel/test_devicemodel_vllm.py runs child-process ones
       without_fix: {profile: legacy, env: {VLLM_ENABLE_V1_MULTIPROCESSING: "0"}}
       with_fix: {profile: fixed, env: {VLLM_ENABLE_V1_MULTIPROCESSING: "0"}}
     steps:

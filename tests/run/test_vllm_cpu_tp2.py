@@ -16,10 +16,11 @@ import pytest
 from junitparser import JUnitXml, Properties
 
 from harness import cli
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.vllm
 
-SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "cpu_tp2.yaml"
+SCENARIO = ROOT / "scenarios" / "cpu_tp2.yaml"
 MIB = 1 << 20
 STEPS = ["greedy", "seeded"]
 

@@ -10,8 +10,8 @@ import pytest
 
 from harness.scenario import schema as scenario
 from harness.errors import ScenarioError
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _write(tmp_path, text: str) -> Path:

@@ -9,15 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from harness import atomic
 from harness.sim import ledger as ledger_mod
 from harness.sim.ledger import ENV, GIB, Ledger, OutOfDeviceMemory
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"total_gib": 16.0, "baseline_gib": 0.5, "count": 2, "release_delay_s": 0.0}
 
 

@@ -5,15 +5,14 @@ waits for that memory. The wait stops at once and names the test that built the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from harness import cli
 from harness.results.junitread import read_cases
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.vllm
-ROOT = Path(__file__).resolve().parents[1]
 SHARED, OWN = "test_shared_engine", "test_own_engine"
 
 

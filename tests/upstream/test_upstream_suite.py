@@ -14,10 +14,11 @@ import pytest
 from junitparser import JUnitXml, Properties
 
 from harness import cli
+from tests.fixtures import ROOT
 
 pytestmark = pytest.mark.vllm
 
-TREE = Path(__file__).parent / "upstream_tree"
+TREE = ROOT / "tests" / "upstream_tree"
 PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["engine_core_shutdown", "del_llm", "cleanup_dist_env"],
                    "fixed": ["engine_core_shutdown", "del_llm", "cleanup_dist_env", "wait_memory"]}
 GREEDY = "test_greedy[8-facebook/opt-125m]"

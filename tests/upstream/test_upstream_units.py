@@ -22,8 +22,8 @@ from harness.scenario import schema
 from harness.upstream import hfhome, planning as upstream_planning, results
 from harness.upstream.builds import Recorder, TaggedEvents
 from harness.upstream.plugin import junit_names, missing_module
+from tests.fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _scenario(tmp_path, rootdir="${VLLM_SRC}", extra="") -> Path:

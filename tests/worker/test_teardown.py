@@ -8,29 +8,10 @@ import time
 import pytest
 
 from harness.worker import teardown
-
-GIB = 2**30
-
-
-class FakeProbe:
-    name = "fake"
-
-    def __init__(self, used: int, total: int = 80 * GIB):
-        self.used, self.total = used, total
-
-    def read(self, devices):
-        return [(self.used, self.total) for _ in devices]
-
-    def device_name(self, device):
-        return "fake"
-
-
-def _ctx(probe, util=0.9):
-    return teardown.TeardownContext(llm=None, backend=None, probe=probe, devices=[0], gpu_memory_utilization=util)
-
+from tests.fixtures import GIB, FakeProbe, teardown_context
 
 def test_auto_threshold_is_one_minus_utilisation_of_total():
-    ctx = _ctx(FakeProbe(0), util=0.9)
+    ctx = teardown_context(FakeProbe(0), util=0.9)
     assert ctx.threshold_bytes("auto") == [int(0.1 * 80 * GIB)]
     assert ctx.threshold_bytes(0.25) == [int(0.25 * 80 * GIB)]
     assert ctx.threshold_bytes(5 * GIB) == [5 * GIB]
@@ -38,7 +19,7 @@ def test_auto_threshold_is_one_minus_utilisation_of_total():
 
 def test_wait_memory_returns_within_a_poll_of_the_release():
     probe = FakeProbe(70 * GIB)
-    ctx = _ctx(probe)
+    ctx = teardown_context(probe)
     release_at = time.monotonic() + 0.5
     threading.Timer(0.5, lambda: setattr(probe, "used", 1 * GIB)).start()
     teardown.wait_memory(ctx, {"threshold": "auto", "timeout_s": 5})
@@ -48,7 +29,7 @@ def test_wait_memory_returns_within_a_poll_of_the_release():
 
 
 def test_wait_memory_times_out_with_upstreams_wording():
-    ctx = _ctx(FakeProbe(70 * GIB))
+    ctx = teardown_context(FakeProbe(70 * GIB))
     with pytest.raises(teardown.MemoryNotFreed, match=r"Memory of devices \[0\] not free after 0.2 seconds"):
         teardown.wait_memory(ctx, {"timeout_s": 0.2})
 
@@ -57,7 +38,7 @@ def test_del_llm_drops_the_only_reference():
     class Engine:
         pass
 
-    ctx = _ctx(FakeProbe(0))
+    ctx = teardown_context(FakeProbe(0))
     ctx.llm = Engine()
     teardown.run_action(ctx, {"name": "del_llm"})
     assert ctx.llm is None
@@ -74,7 +55,7 @@ def test_engine_core_shutdown_calls_through_the_llm(monkeypatch):
         class llm_engine:  # noqa: N801 - mirrors vLLM's attribute path
             engine_core = Core()
 
-    ctx = _ctx(FakeProbe(0))
+    ctx = teardown_context(FakeProbe(0))
     ctx.llm = LLM()
     teardown.run_action(ctx, {"name": "engine_core_shutdown"})
     assert calls == ["shutdown"]
@@ -82,7 +63,7 @@ def test_engine_core_shutdown_calls_through_the_llm(monkeypatch):
 
 def test_call_action_runs_the_users_function(tmp_path):
     (tmp_path / "myhooks.py").write_text("def mark(ctx, value):\n    ctx.marked = value\n")
-    ctx = _ctx(FakeProbe(0))
+    ctx = teardown_context(FakeProbe(0))
     ctx.scenario_dir = str(tmp_path)
     teardown.run_action(ctx, {"name": "call", "params": {"target": "myhooks:mark", "kwargs": {"value": 7}}})
     assert ctx.marked == 7
@@ -92,7 +73,7 @@ def test_is_free_judges_readings_already_taken():
     """The worker asks about the sample it just recorded (the same numbers its events show), not a
     second reading that may differ."""
     probe = FakeProbe(70 * GIB)
-    ctx = _ctx(probe, util=0.9)
+    ctx = teardown_context(probe, util=0.9)
     assert not ctx.is_free()
     assert ctx.is_free(readings=[(1 * GIB, 80 * GIB)])
     probe.used = 1 * GIB

@@ -12,7 +12,7 @@ import pytest
 from harness import cli
 from harness.worker import teardown
 from harness.scenario.profiles import BUILTIN_PROFILES, PROFILE_SOURCES
-from tests.test_teardown import GIB, FakeProbe, _ctx
+from tests.fixtures import GIB, FakeProbe, teardown_context
 
 
 class Core:
@@ -37,7 +37,7 @@ def _llm(core: Core):
 
 def test_engine_core_shutdown_passes_the_timeout_and_ignores_errors_only_when_asked(capsys):
     core = Core()
-    ctx = _ctx(FakeProbe(0))
+    ctx = teardown_context(FakeProbe(0))
     ctx.llm = _llm(core)
     teardown.run_action(ctx, {"name": "engine_core_shutdown", "params": {"timeout_s": 60.0}})
     teardown.run_action(ctx, {"name": "engine_core_shutdown", "params": {}})
@@ -51,7 +51,7 @@ def test_engine_core_shutdown_passes_the_timeout_and_ignores_errors_only_when_as
 
 def test_settle_waits_until_memory_has_been_stable_for_stable_s():
     probe = FakeProbe(70 * GIB)
-    ctx = _ctx(probe)
+    ctx = teardown_context(probe)
     # under the threshold at 0.2 s, then still moving by more than 512 MiB until 0.6 s
     threading.Timer(0.2, lambda: setattr(probe, "used", 3 * GIB)).start()
     threading.Timer(0.6, lambda: setattr(probe, "used", 1 * GIB)).start()
@@ -63,7 +63,7 @@ def test_settle_waits_until_memory_has_been_stable_for_stable_s():
 
 
 def test_settle_never_asks_for_less_than_the_floor():
-    ctx = _ctx(FakeProbe(3 * GIB), util=0.99)  # auto threshold: 0.8 GiB, under what the driver keeps
+    ctx = teardown_context(FakeProbe(3 * GIB), util=0.99)  # auto threshold: 0.8 GiB, under what the driver keeps
     with pytest.raises(teardown.MemoryNotFreed):
         teardown.wait_memory(ctx, {"timeout_s": 0.2})
     teardown.wait_memory(ctx, {"timeout_s": 0.2, "floor_bytes": 4 * GIB})
