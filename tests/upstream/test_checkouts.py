@@ -145,3 +145,19 @@ def test_bisect_step_runs_the_checkout_git_bisect_checked_out(tmp_path, repo, mo
     # --vllm-src wins over pytest.rootdir; HEAD is the revision, which every variant then runs
     assert command._checked_out(sc, str(path)) == (str(path), shas[-1])
     assert command._checked_out(_steps(tmp_path, "{profile: legacy}"), None) == (None, None)
+
+
+def test_a_lazy_release_under_native_is_refused_not_ignored(tmp_path, capsys, repo):
+    """`native` runs no action of the harness's, so no helper could hold the memory given back."""
+    path = tmp_path / "native_lazy.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        version: 1
+        platform: cuda
+        pytest: {{rootdir: {repo[0]}, args: [tests/samplers/test_pair.py]}}
+        variants:
+          v: {{profile: native, inject: {{device_model: false, lazy_release: {{seconds: 5}}}}}}
+        """))
+    assert cli.main([str(path), "--out", str(tmp_path / "r")]) == 2
+    (line,) = _errors(capsys)
+    assert f"{path}: variants.v.inject.lazy_release:" in line and "'legacy'" in line
+    assert not (tmp_path / "r").exists()
