@@ -10,13 +10,16 @@ import pytest
 from harness.bisect import envs
 from tests.bisect_fixtures import write_scenario
 
-# a test tree shaped like vLLM's own, run by tests/test_upstream_suite.py in its own pytest sessions
+# a test tree shaped like vLLM's own, run by tests/upstream/test_upstream_suite.py in its own pytest sessions
 collect_ignore = ["upstream_tree"]
 
 
-# Test modules that use the real vLLM (they carry the `vllm` marker).
-VLLM_MODULES = frozenset(f"tests/{p.name}" for p in Path(__file__).parent.glob("test_*.py")
-                         if "pytest.mark.vllm" in p.read_text(encoding="utf-8"))
+# Test modules that use the real vLLM (they carry the `vllm` marker), as node ids name them:
+# tests/<package>/test_x.py. upstream_tree's modules are run by their own pytest sessions, not here.
+_HERE = Path(__file__).parent
+VLLM_MODULES = frozenset(p.relative_to(_HERE.parent).as_posix() for p in _HERE.rglob("test_*.py")
+                         if _HERE / "upstream_tree" not in p.parents
+                         and "pytest.mark.vllm" in p.read_text(encoding="utf-8"))
 
 
 @pytest.hookimpl(optionalhook=True)

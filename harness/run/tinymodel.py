@@ -217,7 +217,7 @@ def _train_tokenizer(spec: dict):
         show_progress=False,
     )
     # One paragraph at a time, in a fixed order; the trainer breaks ties between equally frequent
-    # pairs deterministically (checked by tests/test_tinymodel.py across processes).
+    # pairs deterministically (checked by tests/run/test_tinymodel.py across processes).
     tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
     if tok.get_vocab_size() != spec["vocab_size"]:
         raise RuntimeError(f"tiny Llama tokenizer has {tok.get_vocab_size()} tokens, "
