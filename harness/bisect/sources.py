@@ -306,6 +306,11 @@ def _expand(token: str, values: dict[str, list[str]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- commits
+def _first_parent_revisions(repo: git.Repo, old: str, new: str) -> list[Revision]:
+    """The commits from `old` to `new` along first parents: what commit and tree bisections search."""
+    return [Revision(c.sha, c.short, c.subject) for c in repo.first_parent_path(old, new)]
+
+
 @dataclass
 class CommitSource:
     repo: git.Repo
@@ -315,7 +320,7 @@ class CommitSource:
     cache: EnvCache
 
     def revisions(self) -> list[Revision]:
-        return [Revision(c.sha, c.short, c.subject) for c in self.repo.first_parent_path(self.old, self.new)]
+        return _first_parent_revisions(self.repo, self.old, self.new)
 
     def identity(self) -> dict:
         return {"repo": str(self.repo.path), "recipe": self.recipe.describe(), "pip_args": list(self.recipe.pip_args),
@@ -351,7 +356,7 @@ class TreeSource:
     python: str
 
     def revisions(self) -> list[Revision]:
-        return [Revision(c.sha, c.short, c.subject) for c in self.repo.first_parent_path(self.old, self.new)]
+        return _first_parent_revisions(self.repo, self.old, self.new)
 
     def identity(self) -> dict:
         return {"repo": str(self.repo.path), "tests_only": True, "python": self.python}
