@@ -26,12 +26,14 @@ from harness.run.procs import TOKEN_ENV
 from harness.run.tinymodel import ensure_tiny_llama
 from harness.scenario.schema import Scenario, Variant
 from harness.scenario.specs import BUILTIN_MODELS
+from harness.scenario.suite import NATIVE
 
 HARNESS_ROOT = Path(__file__).resolve().parents[2]
 
 # Environment for vLLM on CPU: a 1 GiB KV cache is plenty for the tiny model. Engines keep vLLM's
-# default, an EngineCore child process, as on a GPU node (VLLM_ENABLE_V1_MULTIPROCESSING=0 in the
-# caller's environment or a variant's `env:` builds them in the worker instead: faster, less faithful).
+# default, an EngineCore child process, as on a GPU node; `rehearsal: {engine_process: in-process}`,
+# VLLM_ENABLE_V1_MULTIPROCESSING=0 in the caller's environment or a variant's `env:` builds them in
+# the worker instead (faster, less faithful).
 CPU_REHEARSAL_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 # Engine arguments that only mean something on a GPU, dropped on CPU. tensor_parallel_size is kept:
 # vLLM-CPU runs TP ranks as processes ("mp" executor), one core each (VLLM_CPU_OMP_THREADS_BIND).
@@ -177,7 +179,7 @@ def _faults_native_cannot_take(plan: RunPlan) -> None:
     back: a lazy release there would be silently ignored. On the modelled device it is the release
     delay instead, which needs no action."""
     for v in plan.variants:
-        if v.profile == "native" and "lazy_release" in v.inject and v.name not in plan.device_models:
+        if v.profile == NATIVE and "lazy_release" in v.inject and v.name not in plan.device_models:
             raise HarnessError(f"{plan.scenario.path}: variants.{v.name}.inject.lazy_release: under 'native' the "
                                "harness runs no teardown action that could hold the released memory; use "
                                "profile 'legacy' (upstream's __exit__ before PR #43023) for a lazy release")
