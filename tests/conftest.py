@@ -22,22 +22,23 @@ VLLM_MODULES = frozenset(p.relative_to(_HERE.parent).as_posix() for p in _HERE.r
                          and "pytest.mark.vllm" in p.read_text(encoding="utf-8"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--vllm-lanes", type=int, default=1, metavar="N",
+                     help="with --dist loadgroup: how many real-vLLM test modules may run at once (default 1)")
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """``--dist loadgroup`` (scripts/test): the modules that use the real vLLM run on one xdist
-    worker, one test at a time, each module's engines built once by its module-scoped fixture;
-    every other test is scheduled on its own, as by ``load``. Each engine takes every core it is
-    given (a TP=2 engine pins one per rank). xdist's own loadgroup marks items through
-    ``item._nodeid``, which pytest 9.2 no longer reads, so the grouping is done here, by module."""
+    """``--dist loadgroup`` (scripts/test): each module that uses the real vLLM runs on one xdist
+    worker, its engines built once by its module-scoped fixture, at most ``--vllm-lanes`` such
+    modules at once (tests/vllm_lanes.py); every other test is scheduled on its own, as by
+    ``load``. xdist's own loadgroup marks items through ``item._nodeid``, which pytest 9.2 no longer
+    reads, so the grouping is done here, by module."""
     if config.getoption("dist") != "loadgroup":
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from tests.vllm_lanes import VllmLanes
 
-    class VllmModulesTogether(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "vllm" if nodeid.split("::", 1)[0] in VLLM_MODULES else nodeid
-
-    return VllmModulesTogether(config, log)
+    return VllmLanes(config, log, vllm_modules=VLLM_MODULES, lanes=config.getoption("vllm_lanes"))
 
 
 @pytest.fixture

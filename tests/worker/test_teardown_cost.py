@@ -257,11 +257,11 @@ def test_fail_on_wait_judges_the_wait_and_refuses_nonsense():
 
 # --------------------------------------------------------------------------- bisect --fail-on wait>S
 def test_bisect_fail_on_wait_finds_the_commit_that_added_the_slow_wait(work, capsys):
-    """fakeengine's teardown waits for the memory; at commit 2 its wait polls every 31 s instead
-    of every 50 ms, so each teardown waits 31 s for a release that took 0.5 s."""
+    """fakeengine's teardown waits for the memory; at commit 2 its wait polls every 4 s instead
+    of every 50 ms, so each teardown waits 4 s for a release that took 0.5 s."""
     from tests.bisect_fixtures import GOOD_TEARDOWN, RECIPE_ARGS, commit_files, engine_files, git, main
 
-    slow = GOOD_TEARDOWN.replace('{"timeout_s": 20}', '{"timeout_s": 60, "poll_s": 31}')
+    slow = GOOD_TEARDOWN.replace('{"timeout_s": 20}', '{"timeout_s": 60, "poll_s": 4}')
     assert slow != GOOD_TEARDOWN
     repo = work / "repo"
     repo.mkdir()
@@ -269,14 +269,14 @@ def test_bisect_fail_on_wait_finds_the_commit_that_added_the_slow_wait(work, cap
     shas = []
     for i in range(3):
         files = {**engine_files(f"0.{i}", False), "fakeengine/teardown.py": slow if i == 2 else GOOD_TEARDOWN}
-        shas.append(commit_files(repo, files, f"commit {i}" + (": poll the memory every 31 s" if i == 2 else "")))
+        shas.append(commit_files(repo, files, f"commit {i}" + (": poll the memory every 4 s" if i == 2 else "")))
     rc = main(["bisect", "scenario/fakeengine.yaml", "--out", "results", "--repo", "repo", "--good", shas[0],
-               "--bad", shas[-1], "--step", "first", "--fail-on", "wait>30", *RECIPE_ARGS])
+               "--bad", shas[-1], "--step", "first", "--fail-on", "wait>2", *RECIPE_ARGS])
     out = capsys.readouterr()
     text = out.out + out.err
     assert rc == 0, text
-    assert f"first bad revision: {shas[2][:10]} commit 2: poll the memory every 31 s" in text
-    assert "waited 3" in text and "for memory (limit 30 s)" in text
+    assert f"first bad revision: {shas[2][:10]} commit 2: poll the memory every 4 s" in text
+    assert "waited 4." in text and "for memory (limit 2 s)" in text
 
 
 # --------------------------------------------------------------------------- upstream's own wait helpers
