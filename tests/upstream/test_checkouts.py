@@ -32,6 +32,16 @@ def _errors(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
 
 
+def _refused_naming(path: Path, key: str, tmp_path: Path, capsys) -> None:
+    """validate and a run both exit 2 with one error line naming the file and the key; the run
+    writes no run directory."""
+    for argv in (["validate", str(path)], [str(path), "--out", str(tmp_path / "r")]):
+        assert cli.main(argv) == 2
+        (line,) = _errors(capsys)
+        assert f"{path}: {key}:" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_export_writes_the_test_tree_and_nothing_into_the_repository(repo, tmp_path):
     path, shas = repo
     before = state(path)
@@ -72,11 +82,7 @@ def _steps(tmp_path, variant: str) -> Path:
                                           ("{profile: legacy, rootdir: /tmp}", "variants.v.rootdir")])
 def test_a_steps_scenario_refuses_native_and_checkouts(tmp_path, capsys, variant, key):
     path = _steps(tmp_path, variant)
-    for argv in (["validate", str(path)], [str(path), "--out", str(tmp_path / "r")]):
-        assert cli.main(argv) == 2
-        (line,) = _errors(capsys)
-        assert f"{path}: {key}:" in line
-    assert not (tmp_path / "r").exists()
+    _refused_naming(path, key, tmp_path, capsys)
 
 
 def test_tests_only_on_a_steps_scenario_is_refused(tmp_path, capsys, repo):
@@ -95,11 +101,7 @@ def test_a_ref_that_does_not_resolve_names_its_key(tmp_path, capsys, repo, monke
     monkeypatch.setenv("UPSTREAM_REPO", str(repo[0]))
     monkeypatch.delenv("UNSET_REF_FOR_TEST", raising=False)
     path = scenario(tmp_path, base=base, head=repo[1][-1])
-    for argv in (["validate", str(path)], [str(path), "--out", str(tmp_path / "r")]):
-        assert cli.main(argv) == 2
-        (line,) = _errors(capsys)
-        assert f"{path}: {key}:" in line
-    assert not (tmp_path / "r").exists()
+    _refused_naming(path, key, tmp_path, capsys)
 
 
 def test_a_ref_in_a_folder_that_is_no_repository(tmp_path, capsys, monkeypatch):
