@@ -20,6 +20,7 @@ from harness import RESULT_VERSION
 from harness import cli as harness_cli
 from harness.bundle.build import build as build_bundle
 from harness.model import FailureClass
+from harness.results.junitread import read_cases
 from harness.results.summary import RunSummary
 from harness.worker import teardown
 
@@ -124,14 +125,25 @@ class FakeProbe:
         return "fake"
 
 
-def teardown_context(probe, util=0.9):
-    return teardown.TeardownContext(llm=None, backend=None, probe=probe, devices=[0], gpu_memory_utilization=util)
+def teardown_context(probe, util=0.9, engines=None):
+    return teardown.TeardownContext(llm=None, backend=None, probe=probe, devices=[0], gpu_memory_utilization=util,
+                                    engines=engines)
 
 
 # ----------------------------------------------------------------------------- JUnit of real runs
 def junit_cases(path: Path) -> dict:
     """A one-suite JUnit file's cases by name."""
     return {c.name: c for c in next(iter(JUnitXml.fromfile(str(path))))}
+
+
+def suite_props(path: Path) -> dict[str, str]:
+    """A one-suite JUnit file's suite properties."""
+    return {p.name: p.value for p in next(iter(JUnitXml.fromfile(str(path)))).properties()}
+
+
+def read_by_name(path: Path) -> dict:
+    """A harness JUnit file's cases as the harness reads them (results/junitread.py), by name."""
+    return {c.name: c for c in read_cases(path)}
 
 
 def pytest_cases(path: Path) -> dict:

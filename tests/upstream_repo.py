@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.bisect_fixtures import commit_files, git
+from tests.bisect_fixtures import commit_files, dirty, git, snapshot
 
 TREE = Path(__file__).parent / "upstream_tree"
 #: upstream's VllmRunner.__exit__ at 9aaf83ef, as tests/upstream_tree has it
@@ -56,20 +56,14 @@ def make_repo(path: Path) -> list[str]:
 
 
 def make_dirty(repo: Path) -> None:
-    """The user's checkout as people leave it: a staged change, an unstaged one, an untracked file."""
-    (repo / "README.md").write_text("staged\n", encoding="utf-8")
-    git(repo, "add", "README.md")
-    (repo / "tests" / "conftest.py").write_text("# work in progress\n", encoding="utf-8")
-    (repo / "notes.txt").write_text("untracked\n", encoding="utf-8")
+    """The user's checkout as people leave it: a staged README, work in progress on the runner."""
+    dirty(repo, staged=("README.md", "staged\n"), unstaged="tests/conftest.py")
 
 
 def state(repo: Path) -> dict[str, str]:
-    """What a run must leave exactly as it was: HEAD, index, work tree, refs, worktrees."""
-    return {"head": git(repo, "rev-parse", "HEAD"), "branch": git(repo, "symbolic-ref", "-q", "HEAD"),
-            "status": git(repo, "status", "--porcelain", "--untracked-files=all"),
-            "staged": git(repo, "diff", "--cached"), "unstaged": git(repo, "diff"),
-            "refs": git(repo, "for-each-ref"), "worktrees": git(repo, "worktree", "list", "--porcelain"),
-            "files": "\n".join(sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if ".git" not in p.parts))}
+    """What a run must leave exactly as it was: the checkout (snapshot), every ref and worktree."""
+    return {**snapshot(repo), "refs": git(repo, "for-each-ref"),
+            "worktrees": git(repo, "worktree", "list", "--porcelain")}
 
 
 def scenario(folder: Path, *, base: str = "${BASE_REF}", head: str = "${HEAD_REF}", release_delay_s: float = 0,

@@ -13,6 +13,7 @@ from harness.bisect.search import Behaviour, Bisection, Status, max_runs
 from harness.errors import InputError
 from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
+from tests.fixtures import GIB
 
 OLD, NEW, SKIP = Behaviour.OLD, Behaviour.NEW, Behaviour.SKIP
 
@@ -124,8 +125,6 @@ def test_verdicts_outside_the_range_are_refused():
 
 
 # --------------------------------------------------------------------------- the predicate
-GIB = 2**30
-
 
 def case(name, failure=FailureClass.NONE, **props):
     """A JUnit case as junitread reads it; its engine was built unless construction failed."""

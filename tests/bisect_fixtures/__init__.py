@@ -127,11 +127,13 @@ def make_engine_repo(path: Path, n: int, first_bad: int, unbuildable: Iterable[i
             for i in range(n)]
 
 
-def dirty(repo: Path) -> None:
-    """Leave the user's checkout as people do: a staged change, an unstaged one, an untracked file."""
-    (repo / "fakeengine" / "__init__.py").write_text('__version__ = "staged"\n', encoding="utf-8")
-    git(repo, "add", "fakeengine/__init__.py")
-    (repo / "build.py").write_text("# work in progress\n", encoding="utf-8")
+def dirty(repo: Path, staged: tuple[str, str] = ("fakeengine/__init__.py", '__version__ = "staged"\n'),
+          unstaged: str = "build.py") -> None:
+    """Leave the user's checkout as people do: a staged change (path, text), an unstaged one, an
+    untracked file."""
+    (repo / staged[0]).write_text(staged[1], encoding="utf-8")
+    git(repo, "add", staged[0])
+    (repo / unstaged).write_text("# work in progress\n", encoding="utf-8")
     (repo / "notes.txt").write_text("untracked\n", encoding="utf-8")
 
 

@@ -133,7 +133,7 @@ def test_a_missing_shard_makes_the_merge_incomplete_and_overlaps_are_refused(sce
     assert cli.main(["merge", str(one), "--out", str(tmp_path / "merged")]) == 1  # incomplete: never 0
     (merged,) = run_dirs(tmp_path / "merged")
     summary = json.loads((merged / "summary.json").read_text())
-    assert summary["incomplete"] is True
+    assert summary["incomplete"] is True and summary["exit_code"] == 1
     assert "4 of 9 (variant, repeat) pairs ran in none of these shards" in capsys.readouterr().out
 
     assert cli.main(["merge", str(one), str(one), "--out", str(tmp_path / "again")]) == 2

@@ -20,10 +20,10 @@ import pytest
 from harness import atomic
 from harness.bisect import search
 from harness.model import NEVER_STARTED, NOT_RUN, FailureClass, Outcome, Verdict
-from harness.results.junitread import Case, read_cases
+from harness.results.junitread import Case
 from harness.results.verdict import evaluate
 from tests import sim_scenarios
-from tests.fixtures import ROOT, assert_one_line_error, cli
+from tests.fixtures import ROOT, assert_one_line_error, cli, read_by_name
 
 
 def _alive(pid: int) -> bool:
@@ -210,7 +210,7 @@ def test_a_disk_that_fills_mid_run_stops_cleanly_and_keeps_what_was_written(tmp_
     line = assert_one_line_error(proc, f"error: {small_disk}: disk full (No space left on device)", code=3)
     assert "internal error" not in line and "the run stopped" in line
     run_dir = next((out / "diskfull").iterdir())
-    cases = {c.name: c for c in read_cases(run_dir / "a.xml")}
+    cases = read_by_name(run_dir / "a.xml")
     assert [c.outcome for c in cases.values()] == [Outcome.PASSED, Outcome.PASSED], "the finished variant is kept"
     assert not list(run_dir.rglob(".*.tmp")), "no partial file left"
     # the step the full disk interrupted is no crash of the step: it did not finish, and says why

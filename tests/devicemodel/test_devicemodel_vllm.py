@@ -12,11 +12,10 @@ import subprocess
 import sys
 
 import pytest
-from junitparser import JUnitXml
 
 from harness.sim.ledger import GIB
 from tests.fixtures import ROOT, VLLM_CPU_HEAD as HEAD
-from tests.fixtures import case_props as _props, failure_type as _failure, junit_cases as _cases, run_scenario as _run
+from tests.fixtures import case_props as _props, failure_type as _failure, junit_cases as _cases, run_scenario as _run, suite_props
 
 pytestmark = pytest.mark.vllm
 
@@ -116,8 +115,7 @@ def test_legacy_fails_from_the_second_engine_fixed_waits_for_the_reclaim(delay_r
     memory = [json.loads(line) for line in (rd / "events.jsonl").read_text().splitlines()
               if '"memory"' in line]
     assert memory and all(e["host_used_bytes"] > 0 for e in memory if e["event"] == "memory")
-    junit_suite = next(iter(JUnitXml.fromfile(str(rd / "fixed.xml"))))
-    assert {p.name: p.value for p in junit_suite.properties()}["probe"] == "devicemodel"
+    assert suite_props(rd / "fixed.xml")["probe"] == "devicemodel"
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,13 @@ import re
 
 from rich.console import Console
 
-from tests.fixtures import run_summary
+from tests.fixtures import GIB, run_summary
 from harness import cli
 from harness.model import Outcome, StepResult, VariantResult
 from harness.report import console, html, markdown
 from harness.run import runner
 from harness.worker import expect
 from tests.sim_scenarios import bare_vs_fixed
-
-GIB = 2**30
 
 
 def test_console_fail_line_keeps_the_whole_message_and_names_the_culprit():

@@ -18,8 +18,7 @@ from harness.results import history, rundir
 from harness.model import FailureClass, Outcome, StepResult
 from harness.report import console, html, timeline
 from tests import sim_scenarios
-
-GIB = 2**30
+from tests.fixtures import GIB
 
 #: Three steps on a simulated MI250 GCD with a short lazy release: `without_fix` fails from the
 #: second engine on, `with_fix` waits the memory out. About 2 s.

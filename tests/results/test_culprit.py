@@ -8,9 +8,8 @@ from harness import cli
 from harness.results import culprit
 from harness.results.culprit import Build
 from harness.results.junitread import read_cases
+from tests.fixtures import GIB, read_by_name
 from tests.sim_scenarios import bare_vs_fixed
-
-GIB = 2**30
 
 
 def build(name, before, after=None, teardown=(), vram=False, settle=()):
@@ -171,6 +170,6 @@ def test_a_pytest_suites_culprit_is_on_the_console_and_in_junit_as_in_summary_js
     _, steps = events_mod.collect(timed, planned, log=tmp_path / "log", stopped=None, exit_description="")
     path = tmp_path / "legacy.xml"
     junit.write_variant(path, "up", [VariantResult("legacy", "legacy", steps)], 1, {"variant": "legacy"})
-    cases = {c.name: c for c in read_cases(path)}
+    cases = read_by_name(path)
     assert cases["test_next"].properties.get("culprit_step") == "test_logprobs[opt]"
     assert culprit.from_cases(cases.values())[cases["test_next"].key].step == "test_logprobs[opt]"  # summary.json's

@@ -21,13 +21,13 @@ from xml.etree import ElementTree
 
 import psutil
 import pytest
-from junitparser import Failure, JUnitXml, Properties, Skipped
+from junitparser import Failure, JUnitXml, Skipped
 
 from harness.results import events as harness_events
 from harness.run import procs
 from harness.run import runner
 from harness.errors import InfrastructureError
-from tests.fixtures import DATA, ROOT
+from tests.fixtures import DATA, ROOT, case_props as props, junit_cases as cases
 
 SCENARIOS = DATA / "fault_scenarios"
 MARK_ENV = "HARNESS_FAULT_TEST_MARK"
@@ -103,16 +103,6 @@ def only_run_dir(out: Path) -> Path:
     dirs = [p for p in out.glob("*/*") if p.is_dir()]
     assert len(dirs) == 1, dirs
     return dirs[0]
-
-
-def cases(xml_path: Path) -> dict:
-    xml = JUnitXml.fromfile(str(xml_path))
-    return {case.name: case for suite in xml for case in suite}
-
-
-def props(case) -> dict[str, str]:
-    found = case.child(Properties)
-    return {p.name: p.value for p in found} if found is not None else {}
 
 
 def outcome(case) -> str:

@@ -6,11 +6,11 @@ import json
 import textwrap
 
 import pytest
-from junitparser import JUnitXml, Properties
 
 from harness import cli
 from harness.model import FailureClass
 from harness import pipeline
+from tests.fixtures import case_props as _props, junit_cases, suite_props
 
 pytestmark = pytest.mark.vllm
 
@@ -59,25 +59,13 @@ def run_dir(tmp_path_factory):
     return code, dirs[0]
 
 
-def _cases(path):
-    xml = JUnitXml.fromfile(str(path))
-    suite = next(iter(xml))
-    return suite, {c.name: c for c in suite}
-
-
-def _props(case) -> dict[str, str]:
-    props = case.child(Properties)
-    return {p.name: p.value for p in props} if props is not None else {}
-
-
 @pytest.mark.parametrize("variant,profile", [("without_fix", "legacy"), ("with_fix", "fixed")])
 def test_every_step_is_a_real_case_with_timings_and_memory(run_dir, variant, profile):
     _, rd = run_dir
-    suite, cases = _cases(rd / f"{variant}.xml")
-    suite_props = {p.name: p.value for p in suite.properties()}
-    assert suite_props["teardown_profile"] == profile
-    assert suite_props["vllm_version"].startswith("0.")
-    assert suite_props["platform"] == "cpu" and suite_props["probe"] == "host"  # no device model unasked
+    cases, suite = junit_cases(rd / f"{variant}.xml"), suite_props(rd / f"{variant}.xml")
+    assert suite["teardown_profile"] == profile
+    assert suite["vllm_version"].startswith("0.")
+    assert suite["platform"] == "cpu" and suite["probe"] == "host"  # no device model unasked
     assert not (rd / "sim-ledger.json").exists()
     assert list(cases) == ["greedy", "seeded", "logprobs_and_penalties", "fails_on_purpose"]
     for name in ("greedy", "seeded", "logprobs_and_penalties"):
@@ -96,7 +84,7 @@ def test_every_step_is_a_real_case_with_timings_and_memory(run_dir, variant, pro
 
 def test_an_expectation_failing_on_purpose_is_reported_as_assertion(run_dir):
     _, rd = run_dir
-    _, cases = _cases(rd / "with_fix.xml")
+    cases = junit_cases(rd / "with_fix.xml")
     case = cases["fails_on_purpose"]
     assert case.is_failure
     assert case.result[0].type == "assertion"

@@ -16,10 +16,9 @@ import re
 from pathlib import Path
 
 import pytest
-from junitparser import JUnitXml, Properties
 
 from harness import cli
-from tests.fixtures import ROOT
+from tests.fixtures import ROOT, case_props, junit_cases
 
 pytestmark = pytest.mark.vllm
 
@@ -42,12 +41,10 @@ def run_dir(tmp_path_factory):
 
 
 def cases(rd: Path, variant: str) -> dict[str, dict[str, str]]:
-    suite = next(iter(JUnitXml.fromfile(str(rd / f"{variant}.xml"))))
-    out = {}
-    for case in suite:
+    by_name = junit_cases(rd / f"{variant}.xml")
+    for case in by_name.values():
         assert case.is_passed, (case.name, case.result)
-        out[case.name] = {p.name: p.value for p in case.child(Properties)}
-    return out
+    return {name: case_props(case) for name, case in by_name.items()}
 
 
 def per_rank(props: dict[str, str], label: str) -> list[int]:

@@ -9,8 +9,7 @@ import json
 import pytest
 
 from harness import cli
-from harness.results.junitread import read_cases
-from tests.fixtures import ROOT
+from tests.fixtures import ROOT, read_by_name
 
 pytestmark = pytest.mark.vllm
 SHARED, OWN = "test_shared_engine", "test_own_engine"
@@ -20,7 +19,7 @@ def test_a_settle_wait_on_a_module_fixtures_engine_fails_fast_naming_it(tmp_path
     code = cli.main([str(ROOT / "scenarios" / "module_fixture_settle.yaml"), "--variant", "with_settle",
                      "--out", str(tmp_path)])
     (rd,) = (tmp_path / "module_fixture_settle").iterdir()
-    cases = {c.name: c for c in read_cases(rd / "with_settle.xml")}
+    cases = read_by_name(rd / "with_settle.xml")
     assert cases[SHARED].outcome.value == "passed"
     own = cases[OWN]
     assert own.failure_class.value == "teardown_error", own.message

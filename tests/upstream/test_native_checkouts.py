@@ -10,20 +10,12 @@ import io
 import json
 
 import pytest
-from junitparser import JUnitXml, Properties
 
 from harness import cli
+from tests.fixtures import case_props as _props, junit_cases as _cases
 from tests.upstream_repo import COMMITS, FIXED_AT, make_dirty, make_repo, scenario, state
 
 pytestmark = pytest.mark.vllm
-
-
-def _cases(path) -> dict:
-    return {c.name: c for suite in JUnitXml.fromfile(str(path)) for c in suite}
-
-
-def _props(case) -> dict[str, str]:
-    return {p.name: p.value for p in case.child(Properties)}
 
 
 @pytest.fixture(scope="module")

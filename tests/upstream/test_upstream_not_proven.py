@@ -9,11 +9,10 @@ import textwrap
 import pytest
 
 from harness import cli
-from tests.fixtures import ROOT, case_props, pytest_cases
+from tests.fixtures import case_props, pytest_cases
+from tests.upstream_repo import TREE
 
 pytestmark = pytest.mark.vllm
-
-TREE = ROOT / "tests" / "upstream_tree"
 
 
 def test_a_fix_whose_tests_return_before_building_an_engine_is_not_proven(tmp_path, capsys):

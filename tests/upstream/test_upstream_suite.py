@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from tests.fixtures import ROOT, case_props as _props, pytest_cases as _cases
+from tests.fixtures import case_props as _props, pytest_cases as _cases
+from tests.upstream_repo import TREE
 
 pytestmark = pytest.mark.vllm
 
-TREE = ROOT / "tests" / "upstream_tree"
 PROFILE_ACTIONS = {"bare": ["del_llm", "gc_collect"], "legacy": ["engine_core_shutdown", "del_llm", "cleanup_dist_env"],
                    "fixed": ["engine_core_shutdown", "del_llm", "cleanup_dist_env", "wait_memory"]}
 GREEDY = "test_greedy[8-facebook/opt-125m]"

@@ -18,8 +18,8 @@ import pytest
 
 from harness.worker import faults
 from harness.worker import steps as worker_steps, stream as worker_stream
+from tests.fixtures import GIB
 
-GIB = 2**30
 TOTAL, BASE, ENGINE = 80 * GIB, 1 * GIB, 70 * GIB
 HOLD_S = 0.6
 

@@ -13,24 +13,18 @@ import pytest
 
 from harness import cli
 from harness.bisect.predicate import FailOn, StepVerdict, judge
-from harness.results.junitread import read_cases
 from harness.worker import teardown
 from harness.worker.engines import EngineRegistry
+from tests.fixtures import GIB, read_by_name as _cases, teardown_context
 from tests.sim_scenarios import lazy_release
 
-GIB = 2**30
 
-
-def _run(tmp_path: Path, text: str, *extra: str) -> tuple[int, Path]:
+def _run(tmp_path: Path, text: str) -> tuple[int, Path]:
     scenario = tmp_path / "s.yaml"
     scenario.write_text(text)
-    code = cli.main([str(scenario), "--out", str(tmp_path / "out"), *extra])
+    code = cli.main([str(scenario), "--out", str(tmp_path / "out")])
     (run_dir,) = (tmp_path / "out").glob("*/*/")
     return code, run_dir
-
-
-def _cases(path: Path) -> dict:
-    return {c.name: c for c in read_cases(path)}
 
 
 # --------------------------------------------------------------------------- live engines, unit
@@ -42,22 +36,17 @@ class FakeProbe:
     """Used memory from a function of time, per device; ``pending`` when the device tells."""
 
     def __init__(self, used, pending=None, total=64 * GIB):
-        self.used, self._pending, self.total = used, pending, total
+        self.used, self.pending, self.total = used, pending, total
 
     def read(self, devices):
         return [(self.used(), self.total) for _ in devices]
-
-
-def _ctx(probe, engines) -> teardown.TeardownContext:
-    return teardown.TeardownContext(llm=None, backend=None, probe=probe, devices=[0], gpu_memory_utilization=0.9,
-                                    engines=engines)
 
 
 def test_a_wait_for_memory_only_a_live_engine_holds_stops_at_once_naming_who_built_it():
     engines = EngineRegistry()
     kept = Engine()  # a module-scoped fixture's engine
     engines.register(kept, "test_shared", 0, None, [20 * GIB])
-    ctx = _ctx(FakeProbe(lambda: 20 * GIB + GIB // 2), engines)
+    ctx = teardown_context(FakeProbe(lambda: 20 * GIB + GIB // 2), engines=engines)
     start = time.monotonic()
     with pytest.raises(teardown.LiveEngineHolds) as err:
         teardown.wait_memory(ctx, {"threshold": 0.1, "timeout_s": 240})
@@ -72,7 +61,8 @@ def test_a_freed_engine_not_yet_released_is_waited_for():
     engines.register(obj, "test_a", 0, None, [20 * GIB])
     freed = time.monotonic()
     del obj  # freed: the device gives its memory back 0.3 s later
-    ctx = _ctx(FakeProbe(lambda: (20 * GIB if time.monotonic() - freed < 0.3 else 0) + GIB // 2), engines)
+    probe = FakeProbe(lambda: (20 * GIB if time.monotonic() - freed < 0.3 else 0) + GIB // 2)
+    ctx = teardown_context(probe, engines=engines)
     teardown.wait_memory(ctx, {"threshold": 0.1, "timeout_s": 10})
     assert 0.25 < ctx.waited_s < 5
     assert [e.built_by for e in engines.drain()] == ["test_a"]
@@ -85,9 +75,9 @@ def test_memory_pending_release_keeps_a_live_engines_wait_going():
     engines.register(kept, "test_shared", 0, None, [4 * GIB])
     start = time.monotonic()
     gone = lambda: time.monotonic() - start > 0.3  # noqa: E731
-    probe = FakeProbe(lambda: 4 * GIB + (0 if gone() else 20 * GIB))
-    probe.pending = lambda devices: [0 if gone() else 20 * GIB]
-    ctx = _ctx(probe, engines)
+    probe = FakeProbe(lambda: 4 * GIB + (0 if gone() else 20 * GIB),
+                      pending=lambda devices: [0 if gone() else 20 * GIB])
+    ctx = teardown_context(probe, engines=engines)
     with pytest.raises(teardown.LiveEngineHolds):  # once the pending memory is back, only the live engine is left
         teardown.wait_memory(ctx, {"threshold": 1 * GIB, "timeout_s": 30})
     assert 0.25 < ctx.waited_s < 5
@@ -99,7 +89,7 @@ def test_an_engine_whose_core_was_shut_down_does_not_block_a_wait():
     llm.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: None))
     engines.register(llm, "first", 0, None, [20 * GIB])
     assert [e.built_by for e in engines.live()] == ["first"]
-    ctx = _ctx(FakeProbe(lambda: 21 * GIB), engines)
+    ctx = teardown_context(FakeProbe(lambda: 21 * GIB), engines=engines)
     ctx.llm = llm
     teardown.run_action(ctx, {"name": "engine_core_shutdown"})
     with pytest.raises(teardown.MemoryNotFreed) as err:
