@@ -156,7 +156,7 @@ def run_once(scenario_path: Path, variant: str | None, fail_on: FailOn, out: Pat
         return Judgement(StepVerdict.SKIP, f"infrastructure: {e}")
     except ScenarioError as e:
         # the revision lacks the user's teardown code, or its vLLM lacks an engine argument
-        if _is_call_target(e) or isinstance(e, UnknownEngineArgument):
+        if all(_is_call_target(x) or isinstance(x, UnknownEngineArgument) for x in _each(e)):
             return Judgement(StepVerdict.SKIP, str(e))
         raise
     if result.incomplete:
@@ -188,8 +188,13 @@ def precheck(scenario_path: Path, variant: str | None, fail_on: FailOn, sets: tu
     try:
         check(scenario_mod.load(scenario_path, sets), variant, fail_on)
     except ScenarioError as e:
-        if not _is_call_target(e):
+        if not all(_is_call_target(x) for x in _each(e)):
             raise
+
+
+def _each(e: ScenarioError) -> list[ScenarioError]:
+    """The mistakes one load found (ScenarioErrors holds every mistake of the file)."""
+    return getattr(e, "errors", [e])
 
 
 def _is_call_target(e: ScenarioError) -> bool:

@@ -8,12 +8,12 @@ import math
 import pytest
 
 from harness.bisect.bisector import FIX, REGRESSION
-from harness.bisect.predicate import FailOn, StepVerdict, judge
+from harness.bisect.predicate import FailOn, StepVerdict, judge, precheck
 from harness.bisect.search import Behaviour, Bisection, Status, max_runs
-from harness.errors import InputError
+from harness.errors import InputError, ScenarioError
 from harness.results.junitread import Case
 from harness.model import FailureClass, Outcome
-from tests.fixtures import GIB
+from tests.fixtures import DATA, GIB
 
 OLD, NEW, SKIP = Behaviour.OLD, Behaviour.NEW, Behaviour.SKIP
 
@@ -183,3 +183,16 @@ def test_find_fix_swaps_the_terms():
     assert REGRESSION.to_search(StepVerdict.BAD) is NEW and REGRESSION.to_search(StepVerdict.GOOD) is OLD
     assert FIX.to_search(StepVerdict.GOOD) is NEW and FIX.to_search(StepVerdict.BAD) is OLD
     assert FIX.to_search(StepVerdict.SKIP) is SKIP
+
+
+def test_precheck_leaves_only_a_call_target_to_the_revisions(tmp_path):
+    """A `call:` target may exist only in the revisions: left to them. A mistake beside it, found
+    in the same pass, is the user's: said before the first build, not a skip at every revision."""
+    text = (DATA / "bad_scenarios" / "call_target_not_importable.yaml").read_text()
+    only = tmp_path / "only.yaml"
+    only.write_text(text)
+    precheck(only, None, FailOn.parse("vram"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace("with_fix: {profile: mine}", "with_fix: {profile: mine, envv: {}}"))
+    with pytest.raises(ScenarioError, match="variants.with_fix.envv: unknown key"):
+        precheck(typo, None, FailOn.parse("vram"))
