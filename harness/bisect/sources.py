@@ -311,6 +311,13 @@ def _first_parent_revisions(repo: git.Repo, old: str, new: str) -> list[Revision
     return [Revision(c.sha, c.short, c.subject) for c in repo.first_parent_path(old, new)]
 
 
+def _exported_tree(repo: git.Repo, rev: Revision, root: Path, args: list[str]) -> Path:
+    """The revision's test tree exported under `root` (upstream/checkout.py), without its source package."""
+    from harness.upstream import checkout
+
+    return checkout.export(checkout.Revision(repo.path, "", rev.key, rev.key), root / rev.key, args)
+
+
 @dataclass
 class CommitSource:
     repo: git.Repo
@@ -339,7 +346,9 @@ class CommitSource:
         return env.python
 
     def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
-        return self.repo.worktree(rev.key, self.worktrees)  # the tree that was installed
+        if self.recipe.needs_worktree:
+            return self.repo.worktree(rev.key, self.worktrees)  # the tree that was installed
+        return _exported_tree(self.repo, rev, root, args)  # a wheel: the worktree's package would shadow it
 
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
         return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key]
@@ -366,9 +375,7 @@ class TreeSource:
         return Path(self.python)
 
     def tree(self, rev: Revision, root: Path, args: list[str]) -> Path | None:
-        from harness.upstream import checkout
-
-        return checkout.export(checkout.Revision(self.repo.path, "", rev.key, rev.key), root / rev.key, args)
+        return _exported_tree(self.repo, rev, root, args)
 
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
         return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key, "--tests-only"]

@@ -192,6 +192,22 @@ def test_wheel_url_needs_a_commit_placeholder_and_no_worktree():
         sources.Recipe.parse(None, "https://wheels.example/latest.whl", ())
 
 
+def test_a_wheel_bisections_test_tree_is_exported_without_the_source_package(cache, tmp_path):
+    """A wheel installs no checkout: the tests come from an export (no worktree registered), so
+    the revision's source package cannot shadow the wheel on sys.path."""
+    repo = tmp_path / "repo"
+    shas = make_engine_repo(repo, 2, first_bad=99)
+    commit_files(repo, {"tests/test_x.py": "def test_x():\n    pass\n"}, "tests")
+    recipe = sources.Recipe.parse(None, "https://wheels.example/{commit}/vllm-1.0-py3-none-any.whl", ())
+    source = sources.CommitSource(gitmod.Repo(repo), shas[0], git(repo, "rev-parse", "HEAD"), recipe, cache)
+    rev = source.revisions()[-1]
+    tree = source.tree(rev, tmp_path / "trees", ["tests/test_x.py"])
+    assert tree == tmp_path / "trees" / rev.key
+    assert (tree / "tests" / "test_x.py").is_file() and (tree / "build.py").is_file()
+    assert not (tree / "fakeengine").exists()
+    assert git(repo, "worktree", "list").count("\n") == 0  # the user's checkout only
+
+
 def test_a_pr_is_its_merge_base_to_its_head_fetched_without_touching_the_checkout(tmp_path):
     upstream = tmp_path / "upstream"
     shas = make_engine_repo(upstream, 3, first_bad=99)
