@@ -202,7 +202,7 @@ def resume_command(args, source, terms, old, new) -> str:
     argv += [a for d in args.find_links or [] for a in ("--find-links", d)]
     if args.system_site_packages:
         argv.append("--system-site-packages")
-    if args.tests_only and "--tests-only" not in argv:
+    if args.tests_only:
         argv.append("--tests-only")
     if args.build_timeout != DEFAULT_BUILD_TIMEOUT_S:
         argv += ["--build-timeout", f"{args.build_timeout:g}"]

@@ -378,7 +378,7 @@ class TreeSource:
         return _exported_tree(self.repo, rev, root, args)
 
     def resume_args(self, old: Revision, new: Revision, old_flag: str, new_flag: str) -> list[str]:
-        return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key, "--tests-only"]
+        return ["--repo", str(self.repo.path), old_flag, old.key, new_flag, new.key]
 
 
 def pr_range(repo: git.Repo, *, pr: int | None, branch: str | None, remote: str, base: str) -> tuple[str, str]:

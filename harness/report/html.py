@@ -19,8 +19,8 @@ from harness.results.verdict import step_of
 from harness.report import costs, html_failures
 from harness.report import timeline as timelines
 from harness.report.markdown import STATUS, verdict_words
-# the drawings live in svg.py; memory_chart and nice_ticks are known here too
-from harness.report.svg import ACTION_COLOURS, FAIL, PHASE_COLOURS, _gib, esc, memory_chart, nice_ticks  # noqa: F401
+# the drawings live in svg.py
+from harness.report.svg import ACTION_COLOURS, FAIL, PHASE_COLOURS, _gib, esc, memory_chart
 
 MAX_TEXT = 6000  # characters of a traceback or log tail shown in a cell
 MAX_FAILED_REPEATS = 5  # failed repeats opened per cell; the rest are counted

@@ -30,7 +30,6 @@ from typing import Any, Iterable
 from harness import RESULT_VERSION, boundedread
 from harness.errors import InputError
 from harness.results import rundir
-from harness.results.rundir import commit_of as _commit_of  # noqa: F401 - known here by this name
 from harness.results.summary import RunSummary
 from harness.results.verdict import step_of
 

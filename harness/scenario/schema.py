@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from harness import SCENARIO_VERSION
 from harness import multicast
@@ -22,7 +22,6 @@ from harness.device import ENGINE_PROCESSES
 from harness.scenario import overrides, specs
 from harness.scenario import yamlsafe
 from harness.scenario.checker import Checker, join, kind, suggest
-from harness.errors import ScenarioError
 from harness.scenario import suite as suite_mod
 from harness.scenario.profiles import BUILTIN_PROFILES, Action, Profile
 from harness.scenario.prompts import PROMPT_SETS
@@ -181,9 +180,9 @@ def _scenario(ctx: _Ctx, path: Path, raw: Any) -> Scenario:
         steps=_steps(ctx, raw["steps"], got["timeouts"], path.parent) if "steps" in raw else (),
         sim=got["sim"], version=int(version), pytest=suite, rehearsal_engine_process=got["rehearsal"],
     )
-    if "pytest" not in raw or suite is not None:  # a broken pytest: block is said once, above
+    if "pytest" not in raw:
         with ctx.part():
-            suite_mod.check_variants(ctx, variants, suite)
+            suite_mod.check_variants(ctx, variants)
     if "pytest" in raw:
         if scenario.backend != "vllm":
             raise ctx.fail("backend", "a pytest suite runs vLLM's own tests, on the real vLLM (backend: vllm)")
@@ -409,10 +408,10 @@ _INJECT = {
 def _inject(ctx: _Ctx, raw: Any, key: str) -> dict[str, Any]:
     ctx.mapping(raw, key, tuple(_INJECT))
     out = {}
-    for kind, body in raw.items():
-        if kind in _INJECT:
+    for name, body in raw.items():
+        if name in _INJECT:
             with ctx.part():
-                out[kind] = _fault(ctx, kind, body, _join(key, kind))
+                out[name] = _fault(ctx, name, body, _join(key, name))
     return out
 
 

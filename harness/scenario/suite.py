@@ -59,15 +59,13 @@ def variant_checkout(ctx: Any, body: dict, key: str) -> dict[str, str | None]:
     return {k: _with_vars(ctx, body[k], f"{key}.{k}") if k in body else None for k in CHECKOUT_KEYS}
 
 
-def check_variants(ctx: Any, variants: tuple, suite: PytestSuite | None) -> None:
+def check_variants(ctx: Any, variants: tuple) -> None:
     """A steps scenario has no checkout and no upstream teardown to keep: refuse what needs one."""
-    if suite is not None:
-        return
     for v in variants:
         for k in CHECKOUT_KEYS:
             if getattr(v, k) is not None:
-                raise ctx.fail(f"variants.{v.name}.{k}", f"only a pytest suite (a 'pytest:' block) has a "
-                                                          f"checkout; a steps scenario's engines come from its steps")
+                raise ctx.fail(f"variants.{v.name}.{k}", "only a pytest suite (a 'pytest:' block) has a "
+                                                          "checkout; a steps scenario's engines come from its steps")
         if v.profile == NATIVE:
             raise ctx.fail(f"variants.{v.name}.profile", f"'{NATIVE}' keeps the teardown of a pytest suite's "
                                                           "own checkout; a steps scenario has none (use bare, "

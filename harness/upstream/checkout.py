@@ -49,10 +49,10 @@ class Revision:
     sha: str  # the full commit id
 
 
-def _git(cwd: Path, *args: str, binary: bool = False) -> subprocess.CompletedProcess:
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     try:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=not binary,
+        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=GIT_TIMEOUT_S, check=False)
     except FileNotFoundError:
         raise InfrastructureError("git is not installed (or not on PATH)") from None
@@ -97,7 +97,8 @@ def export(rev: Revision, dest: Path, args) -> Path:
     reused when a finished export is there already."""
     if dest.is_dir():
         return dest
-    listing = _git(rev.repo, "ls-tree", "-z", f"{rev.sha}:{rev.prefix}" if rev.prefix else rev.sha)
+    tree = f"{rev.sha}:{rev.prefix}" if rev.prefix else rev.sha
+    listing = _git(rev.repo, "ls-tree", "-z", tree)
     if listing.returncode != 0:
         raise InfrastructureError(f"{rev.repo}: git ls-tree {rev.sha[:10]}: {listing.stderr.strip()[-300:]}")
     wanted = {"tests"} | {p.split("/", 1)[0] for p in test_paths(args)}
@@ -108,7 +109,6 @@ def export(rev: Revision, dest: Path, args) -> Path:
             names.append(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    tree = f"{rev.sha}:{rev.prefix}" if rev.prefix else rev.sha
     try:
         env = {**os.environ, "LC_ALL": "C"}
         with subprocess.Popen(["git", "archive", "--format=tar", tree, "--", *names], cwd=rev.repo, env=env,

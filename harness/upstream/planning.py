@@ -156,7 +156,7 @@ def worker_section(suite: dict[str, Any], variant, run_dir: Path) -> dict[str, A
     the run directory, a variant's ref is exported there (once, for all its repeats), and the
     variant's ``engine:`` overrides go to every engine the tests build."""
     section = {k: v for k, v in suite.items() if k != "checkouts"}
-    section.update(engine=dict(variant.engine), native=variant.profile == NATIVE, checkout_ref=None)
+    section.update(engine=dict(variant.engine), native=variant.profile == NATIVE)
     if variant.profile != NATIVE:  # the profile is all the teardown there is
         section["env"] = {**section["env"], CLEAN_GPU_ENV: "0"}
     ck = suite["checkouts"].get(variant.name, {})

@@ -104,12 +104,12 @@ class UpstreamPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, session, config, items):
+        modules = {id(m): m for m in (getattr(item, "module", None) for item in items) if m is not None}
+        for module in modules.values():  # a test file that imported a wait helper itself
+            self.patches.wait_helpers(module)
         for item in items:
             if not self.patches.native:  # under native, upstream's cleanup_fixture runs as it is
                 item.add_marker(pytest.mark.skip_global_cleanup)
-            module = getattr(item, "module", None)
-            if module is not None:  # a test file that imported a wait helper itself
-                self.patches.wait_helpers(module)
             params = getattr(getattr(item, "callspec", None), "params", {})
             for value in params.values():
                 if looks_like_hub_id(value):

@@ -20,15 +20,20 @@ from harness.worker.steps import StepRunner
 from harness.worker.stream import Events
 
 
-def checkout_ref(rootdir: str) -> str:
-    """The commit the checkout is at (its code revision in history.jsonl); empty outside git."""
+def _git_out(rootdir: str, *args: str) -> str:
+    """What git prints in the checkout; empty outside git or when git fails."""
     if not (Path(rootdir) / ".git").exists():
         return ""
     try:
-        out = subprocess.run(["git", "-C", rootdir, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["git", "-C", rootdir, *args], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def checkout_ref(rootdir: str) -> str:
+    """The commit the checkout is at (its code revision in history.jsonl); empty outside git."""
+    return _git_out(rootdir, "rev-parse", "HEAD")
 
 
 def checkout_version(rootdir: str) -> str:
@@ -39,15 +44,7 @@ def checkout_version(rootdir: str) -> str:
                       version_py.read_text(encoding="utf-8", errors="replace"))
         if m:
             return m.group(1)
-    if (Path(rootdir) / ".git").exists():
-        try:
-            out = subprocess.run(["git", "-C", rootdir, "describe", "--tags", "--always"], capture_output=True,
-                                 text=True, timeout=30)
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return "unknown"
+    return _git_out(rootdir, "describe", "--tags", "--always") or "unknown"
 
 
 def pytest_args(spec: dict[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ from rich.console import Console
 from harness import cli, pipeline
 from harness.results import history, rundir
 from harness.model import FailureClass, Outcome, StepResult
-from harness.report import console, html, timeline
+from harness.report import console, html, svg, timeline
 from tests import sim_scenarios
 from tests.fixtures import GIB
 
@@ -295,9 +295,9 @@ def test_a_hung_step_runs_on_to_when_it_was_stopped():
 
 
 def test_nice_ticks():
-    assert html.nice_ticks(64, 4) == [0, 20, 40, 60, 80]
-    assert html.nice_ticks(2.5, 5) == [0, 0.5, 1, 1.5, 2, 2.5]
-    assert html.nice_ticks(0) == [0.0, 1.0]
+    assert svg.nice_ticks(64, 4) == [0, 20, 40, 60, 80]
+    assert svg.nice_ticks(2.5, 5) == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert svg.nice_ticks(0) == [0.0, 1.0]
 
 
 # --------------------------------------------------------------------------- console

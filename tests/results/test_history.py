@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures import ROOT
 from harness import cli
 from harness import pipeline
-from harness.results import history
+from harness.results import history, rundir
 from harness.errors import InputError
 
 STEPS = ("test_greedy", "test_seeded", "test_logprobs", "test_penalties")
@@ -101,7 +101,7 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_history import rec
-        from harness.results import history
+        from harness.results import history, rundir
         w = sys.argv[1]
         for i in range(100):
             r = rec("2025-06-01", "v" + w, run=w + "-" + str(i))
@@ -122,9 +122,9 @@ def test_history_path_follows_the_environment(tmp_path, monkeypatch):
 
 
 def test_commit_from_a_version():
-    assert history._commit_of("0.22.0+g1a2b3c4d") == "1a2b3c4d"
-    assert history._commit_of("0.11.1rc2.dev5+gabc1234.rocm644") == "abc1234"
-    assert history._commit_of("0.22.0") == "" and history._commit_of("") == ""
+    assert rundir.commit_of("0.22.0+g1a2b3c4d") == "1a2b3c4d"
+    assert rundir.commit_of("0.11.1rc2.dev5+gabc1234.rocm644") == "abc1234"
+    assert rundir.commit_of("0.22.0") == "" and rundir.commit_of("") == ""
 
 
 # --------------------------------------------------------------------------- trend

@@ -20,24 +20,6 @@ VRAM_LINE = ("ValueError: Free memory on device cuda:0 (7.41/79.18 GiB) on start
              "GPU memory utilization (0.9, 71.26 GiB).")
 
 
-@pytest.fixture(autouse=True)
-def classifier(monkeypatch):
-    """The real classifier when it is there; otherwise a stand-in with the two behaviours relied on."""
-    try:
-        from harness.results import classify  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("harness.results.classify")
-
-        def classify_text(text: str) -> FailureClass:
-            if "Free memory on device" in text:
-                return FailureClass.VRAM_CONSTRUCTION
-            return FailureClass.ASSERTION if "AssertionError" in text else FailureClass.CRASH
-
-        stub.classify_text = classify_text
-        monkeypatch.setitem(sys.modules, "harness.results.classify", stub)
-        monkeypatch.setattr(harness.results, "classify", stub, raising=False)
-
-
 def write_harness_file(path: Path, variant: str, steps: dict[str, str]) -> Path:
     """A file shaped like junit.py's: steps maps name -> failure class ("none" passed, "skip")."""
     suite = TestSuite(variant)
