@@ -23,7 +23,7 @@ import os
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 TOLERANCE_BYTES = 64 << 20  # allocator noise between two readings of an idle device
 
@@ -92,18 +92,22 @@ class EngineRegistry:
                 e.shut_down = True
 
     def blocking(self, readings: Sequence[tuple[int, int]], ceilings: Sequence[int],
-                 pending: Sequence[int] | None = None) -> list[Engine]:
+                 pending: Callable[[], Sequence[int]] | None = None) -> list[Engine]:
         """The live engines a wait for ``ceilings`` is waiting on in vain: every device over its
         ceiling would be under it but for what live engines hold, so nothing left to release can
-        end the wait. Empty while memory is still pending release (``pending``: per device, where
-        the device tells: the simulated and the modelled one), or nothing live holds any."""
+        end the wait. Empty while memory is still pending release (``pending``: reads it per device,
+        where the device tells: the simulated and the modelled one; read only when it decides), or
+        nothing live holds any."""
         # where the device tells what is on its way back, a live object whose memory was given back
         # shows as pending; elsewhere an engine core shut down by the teardown is taken at its word
         live = [e for e in self.live() if pending is not None or not e.shut_down]
         if not live:
             return []
         over = [i for i, ((used, _), ceiling) in enumerate(zip(readings, ceilings)) if used > ceiling]
-        if not over or (pending is not None and any(pending[i] for i in over if i < len(pending))):
+        if not over:
+            return []
+        back = pending() if pending is not None else ()
+        if any(back[i] for i in over if i < len(back)):
             return []
         for i in over:
             held = sum(e.engine_bytes[i] if i < len(e.engine_bytes) else 0 for e in live)

@@ -161,7 +161,7 @@ def _live_engines_hold(ctx: TeardownContext, readings, ceilings, threshold: Any,
     if ctx.engines is None:
         return
     pending = getattr(ctx.probe, "pending", None)
-    live = ctx.engines.blocking(readings, ceilings, pending(ctx.devices) if pending else None)
+    live = ctx.engines.blocking(readings, ceilings, (lambda: pending(ctx.devices)) if pending else None)
     if live:
         names = list(dict.fromkeys(e.built_by for e in live))
         used = ", ".join(f"{u / GIB:.2f} GiB" for u, _ in readings)
