@@ -21,6 +21,7 @@ from harness import events as vocab
 from harness.device import DEFAULT_GPU_MEMORY_UTILIZATION
 from harness.model import Phase
 from harness.worker import engines, teardown
+from harness.worker.steps import action_event
 from harness.upstream.hfhome import HubCache
 
 #: actions that need a vLLM engine; skipped for an HfRunner's model
@@ -150,9 +151,8 @@ class Recorder:
         step = self.test
         if step is not None:
             self.wait_s += seconds
-            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name=name, duration_s=seconds,
-                             used_bytes=sum(u for u, _ in self.runner.probe.read(self.runner.devices)),
-                             ok=error is None, error=f"{type(error).__name__}: {error}" if error else "")
+            action_event(self.events, step, name, seconds, self.runner.probe.read(self.runner.devices),
+                         f"{type(error).__name__}: {error}" if error else "")
         live = self.runner.engines.live() if error is not None else []
         if not live:
             return None
@@ -238,9 +238,7 @@ class Recorder:
             raise
         finally:
             readings = r.sample(step, "after_runner_exit")
-            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name="runner_exit",
-                             duration_s=time.monotonic() - started, used_bytes=sum(u for u, _ in readings),
-                             ok=error is None, error=error or "")
+            action_event(self.events, step, "runner_exit", time.monotonic() - started, readings, error or "")
             free = self._context(rec.util).is_free(readings=readings)
             self._ended(rec, via, time.monotonic() - started if free else None)
 

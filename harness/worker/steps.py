@@ -28,6 +28,14 @@ class ExpectationFailed(AssertionError):
     """An expectation on the engine's outputs did not hold."""
 
 
+def action_event(events: Any, step: dict, name: str, seconds: float, readings: list[tuple[int, int]],
+                 error: str) -> None:
+    """An `action` event: a teardown action of `step` (the profile's, upstream's ``__exit__`` or
+    its wait helper), its time, the memory after it and its error ("" when it succeeded)."""
+    events.emit(vocab.ACTION, step=step["name"], index=step["index"], name=name, duration_s=seconds,
+                used_bytes=sum(u for u, _ in readings), ok=not error, error=error)
+
+
 class StepRunner:
     """Runs steps with one backend and probe, streaming their events (also a pytest suite's engine
     builds, through harness/upstream/builds.py)."""
@@ -101,9 +109,8 @@ class StepRunner:
             readings = self.sample(step, f"after_{action['name']}")
             if ctx.released_at is None and ctx.is_free(readings=readings):
                 ctx.released_at = time.monotonic()
-            self.events.emit(vocab.ACTION, step=step["name"], index=step["index"], name=action["name"],
-                             duration_s=time.monotonic() - start, used_bytes=sum(u for u, _ in readings),
-                             ok=error is None, error=f"{type(error).__name__}: {_text(error)}" if error else "")
+            action_event(self.events, step, action["name"], time.monotonic() - start, readings,
+                         f"{type(error).__name__}: {_text(error)}" if error else "")
             if error is not None:
                 raise error
 
