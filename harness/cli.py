@@ -48,9 +48,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.errors import ScenarioError, ScenarioErrors
     from harness.run import engineargs, preflight
     from harness.scenario import schema as scenario_mod
+    from harness.scenario.checker import Checker
 
     sets = _sets(args)
     if args.profiles:
@@ -59,15 +59,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise InputError("run.py validate: the following arguments are required: SCENARIO.yaml ... (or --profiles)")
     for path in args.scenarios:
         sc = scenario_mod.load(path, sets)  # every mistake of the file's schema at once
-        problems: list[ScenarioError] = []
+        c = Checker(sc.path)
         for check in (preflight.check_inputs, _check_checkouts, engineargs.check):  # this machine; each variant's own vLLM
-            try:
+            with c.part():
                 for note in check(sc) or ():
                     print(f"note: {note}", file=sys.stderr)
-            except ScenarioError as e:
-                problems += getattr(e, "errors", [e])
-        if problems:
-            raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
+        c.done()
         what = f"pytest suite {' '.join(sc.pytest.args)} in {sc.pytest.rootdir}" if sc.pytest else f"{len(sc.steps)} steps"
         print(f"{path}: ok ({what}, variants: {', '.join(v.name for v in sc.variants)})")
     return 0

@@ -31,7 +31,7 @@ class ScenarioErrors(ScenarioError):
     """Several mistakes in one scenario file, found in one pass (`validate`, a run): one line each."""
 
     def __init__(self, errors: list[ScenarioError]):
-        self.errors = list(errors)
+        self.errors = [x for e in errors for x in getattr(e, "errors", [e])]  # one flat list, one line each
         HarnessError.__init__(self, "\n".join(str(e) for e in self.errors))
         self.path, self.key = self.errors[0].path, self.errors[0].key
 

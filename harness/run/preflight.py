@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.errors import InfrastructureError, InputError, ScenarioError, ScenarioErrors
+from harness.errors import InfrastructureError, InputError, ScenarioError
 from harness.scenario.schema import Scenario
+from harness.scenario.checker import Checker
 
 NAME_MAX = 255  # the common file-name limit; check_run asks the results directory's file system
 # The longest file a variant name becomes: the atomic writer's temporary name of a worker's plan,
@@ -43,30 +44,27 @@ def path_name_problem(name: object, name_max: int = NAME_MAX, suffix: int = 0) -
 def check_inputs(sc: Scenario) -> None:
     """The scenario's own values against this machine: refused with ScenarioError (exit 2), every
     problem at once (ScenarioErrors when there are several)."""
-    problems: list[ScenarioError] = []
-    try:
+    c = Checker(sc.path)
+    with c.part():
         _check_names(sc, NAME_MAX)
-    except ScenarioError as e:
-        problems.append(e)
     for v in sc.variants:
         key = f"variants.{v.name}"
         for name, value in v.env.items():
             if "\0" in name or "=" in name or not name:
-                problems.append(ScenarioError(sc.path, f"{key}.env", f"{name!r} is not a valid environment variable name"))
+                c.note(f"{key}.env", f"{name!r} is not a valid environment variable name")
             elif "\0" in value:
-                problems.append(ScenarioError(sc.path, f"{key}.env.{name}", "the value contains a NUL character, "
-                                                                         "which no environment variable can hold"))
+                c.note(f"{key}.env.{name}", "the value contains a NUL character, which no environment variable "
+                                            "can hold")
         problem = interpreter_problem(v.python) if v.python is not None else None
         if problem:
-            problems.append(ScenarioError(sc.path, f"{key}.python", f"interpreter {v.python!r} {problem}"))
+            c.note(f"{key}.python", f"interpreter {v.python!r} {problem}")
     engines = [("defaults", sc.defaults)] + [(f"variants.{v.name}.engine", v.engine) for v in sc.variants]
     engines += [(f"steps[{i}].engine", s.engine) for i, s in enumerate(sc.steps)]
     for key, engine in engines:
         model = engine.get("model")
         if isinstance(model, str) and _is_path(model) and not (sc.path.parent / Path(model).expanduser()).exists():
-            problems.append(ScenarioError(sc.path, f"{key}.model", f"model path {model!r} does not exist"))
-    if problems:
-        raise problems[0] if len(problems) == 1 else ScenarioErrors(problems)
+            c.note(f"{key}.model", f"model path {model!r} does not exist")
+    c.done()
 
 
 def check_run(sc: Scenario, out: Path, python: str | None = None, model: str | None = None) -> None:
