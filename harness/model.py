@@ -143,6 +143,12 @@ class StepResult:
             return sum("after_construct" in b.get("memory", {}) for b in self.builds)
         return int(any(m.label == "after_construct" for m in self.memory))
 
+    def construct_at(self) -> float | None:
+        """When its construction began (its first ``before_construct`` reading); a construction
+        that was waited for and never began: its last reading; None without readings."""
+        start = next((m.t for m in self.memory if m.label == "before_construct"), None)
+        return start if start is not None else (self.memory[-1].t if self.memory else None)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

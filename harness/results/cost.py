@@ -13,15 +13,14 @@ from __future__ import annotations
 import statistics
 from typing import Any, Iterable
 
+from harness.results import freed
+
 DEFAULT_WAIT_REGRESSION_S = 10.0
 DEFAULT_WAIT_FACTOR = 2.0
 
 
 def wait_of(props: dict[str, str]) -> float | None:
-    try:
-        return float(props["wait_s"])
-    except (KeyError, TypeError, ValueError):
-        return None
+    return freed.time_of(props, "wait_s")
 
 
 def teardown_cost(cases: dict[str, list[Any]], baseline: str) -> dict[str, dict[str, Any]]:

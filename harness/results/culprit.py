@@ -88,9 +88,14 @@ def readings_from_properties(props: dict[str, str]) -> tuple[tuple[str, int], ..
     return tuple(out)
 
 
+def tolerance(built_bytes: float) -> int:
+    """What may stay behind after a teardown of an engine whose build took `built_bytes`."""
+    return max(MIN_TOLERANCE, int(TOLERANCE_SHARE * built_bytes))
+
+
 def _tolerance(build: Build) -> int:
     before, after = build.reading("before_construct"), build.reading("after_construct")
-    return max(MIN_TOLERANCE, int(TOLERANCE_SHARE * max(0, (after or 0) - (before or 0))))
+    return tolerance(max(0, (after or 0) - (before or 0)))
 
 
 def _teardown(build: Build) -> list[tuple[str, int]]:
@@ -183,8 +188,7 @@ def from_steps(steps: Iterable[Any]) -> dict[int, Culprit]:
     """Culprits within one worker's step results (harness.model.StepResult), by position."""
     builds = []
     for s in steps:
-        start = next((m.t for m in s.memory if m.label == "before_construct"), None)
-        at = start if start is not None else (s.memory[-1].t if s.memory else None)
+        at = s.construct_at()
         builds.append(Build(s.step, step_readings(((m.label, m.used_bytes) for m in s.memory), bool(s.builds)),
                             s.outcome is Outcome.FAILED and s.failure_class is FailureClass.VRAM_CONSTRUCTION,
                             s.engine_followed, s.engine_freed_at, at))

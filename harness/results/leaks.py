@@ -28,11 +28,10 @@ def properties(res: StepResult) -> dict[str, str]:
     own = [m for m in res.memory if res.ended_at is None or m.t <= res.ended_at]
     if res.engine_followed and any(m.label == "after_construct" for m in res.memory):
         props["engine_freed_at"] = "" if res.engine_freed_at is None else f"{res.engine_freed_at:.6f}"
+    at = res.construct_at()
+    if at is not None:
+        props["construct_at"] = f"{at:.6f}"
     start = next((m for m in res.memory if m.label == "before_construct"), None)
-    if start is not None:
-        props["construct_at"] = f"{start.t:.6f}"
-    elif res.memory:  # a construction that was waited for and never began: judged at the last reading
-        props["construct_at"] = f"{res.memory[-1].t:.6f}"
     if start is None or not any(m.label == "after_construct" for m in own):
         return props
     end = own[-1]
@@ -76,7 +75,7 @@ def from_cases(cases: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for variant, case in cases:
         props = case.properties
-        tolerance = max(culprit.MIN_TOLERANCE, int(culprit.TOLERANCE_SHARE * _built_bytes(props)))
+        tolerance = culprit.tolerance(_built_bytes(props))
         status = freed.from_properties(props, freed.time_of(props, "residue_at"))
         for device, residue in of_case(props):
             if residue > tolerance:
