@@ -197,21 +197,31 @@ def scenario_name(arg: str | None) -> str | None:
     return arg
 
 
+def _history(out: Path, warn: Callable[[str], None]) -> tuple[Path, list[dict]]:
+    """The history of results directory ``out`` (its path, its records); its odd lines warned about."""
+    path = history.history_path(out)
+    if not path.exists():
+        raise InputError(f"{path}: no history yet (every finished run appends to it)")
+    records, warnings = history.load(path)
+    for w in warnings:
+        warn(f"warning: {w}")
+    return path, records
+
+
+def _no_runs(path: Path, scenario: str | None, records: list[dict]) -> InputError:
+    known = sorted({str(r["scenario"]) for r in records})
+    return InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
+
+
 def trend(out: Path, scenario: str | None = None, nights: int = 14, recent: int = 3,
           html_out: Path | None = None, warn: Callable[[str], None] | None = None,
           console: Any = None) -> list[history.ScenarioTrend]:
     """`run.py trend`: read the history of results directory ``out``, print the trend, write the
     HTML page."""
-    path = history.history_path(out)
-    records, warnings = history.load(path)
-    for w in warnings:
-        (warn or _stderr)(f"warning: {w}")
-    if not path.exists():
-        raise InputError(f"{path}: no history yet (every finished run appends to it)")
+    path, records = _history(out, warn or _stderr)
     trends = history.trend(records, scenario, nights, recent)
     if not trends:
-        known = sorted({str(r['scenario']) for r in records})
-        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
+        raise _no_runs(path, scenario, records)
     trend_views.print_trend(trends, console)
     if html_out is not None:
         html_out = Path(html_out)
@@ -227,16 +237,10 @@ def flaky(out: Path, scenario: str | None = None, nights: int = 14, min_runs: in
           as_json: bool = False, console: Any = None) -> list[flakiness.FlakyTest]:
     """`run.py trend --flaky`: tests of the history of ``out`` ranked by flip rate on one code
     revision, then failure rate (results/flaky.py), printed, or as JSON."""
-    path = history.history_path(out)
-    if not path.exists():
-        raise InputError(f"{path}: no history yet (every finished run appends to it)")
-    records, warnings = history.load(path)
-    for w in warnings:
-        _stderr(f"warning: {w}")
+    path, records = _history(out, _stderr)
     tests = flakiness.flaky(records, scenario, nights, min_runs)
     if not tests:
-        known = sorted({str(r["scenario"]) for r in records})
-        raise InputError(f"{path}: no runs of scenario {scenario!r} (recorded: {', '.join(known) or 'none'})")
+        raise _no_runs(path, scenario, records)
     if as_json:
         print(json.dumps({"version": 1, "min_runs": min_runs, "tests": [t.to_json() for t in tests]}, indent=2))
     else:

@@ -28,17 +28,16 @@ def esc(value: Any) -> str:
 
 # --------------------------------------------------------------------------- memory timeline
 def memory_chart(tl: timelines.Timeline, colours: dict[str, str], classes: dict[tuple[str, int], str],
-                 step_numbers: dict[str, int], width: int = 460, height: int = 270,
-                 span_s: float | None = None, fit: bool = False) -> str:
-    """One variant's device memory as an inline SVG. ``span_s``: the time axis's length (default:
-    the variant's own run); ``fit``: the memory axis fits the trace, not the total
-    (host memory on a CPU rehearsal is far larger than anything an engine there uses)."""
+                 step_numbers: dict[str, int], width: int = 460, height: int = 270, fit: bool = False) -> str:
+    """One variant's device memory as an inline SVG, on a time axis of its own run. ``fit``: the
+    memory axis fits the trace, not the total (host memory on a CPU rehearsal is far larger than
+    anything an engine there uses)."""
     lanes = list(colours) or sorted({a.name for a in tl.actions})  # the same lanes in every chart
     lane_h = 8
     height += lane_h * len(lanes) + (4 if lanes else 0)
     left, right, top, bottom = 50, 12, 24, 36 + lane_h * len(lanes) + (4 if lanes else 0)
     pw = width - left - right
-    duration = max(span_s or tl.duration, 1e-3)
+    duration = max(tl.duration, 1e-3)
     label_rows = _label_rows([left + pw * min(max(st.start / duration, 0.0), 1.0) for st in tl.steps],
                              [len(str(step_numbers.get(st.name, st.index + 1))) for st in tl.steps])
     if any(row == 1 for row in label_rows):  # room for the second row of step numbers

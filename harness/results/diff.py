@@ -103,9 +103,13 @@ def summary_line(result: DiffResult) -> str:
 def slower_teardowns(result: DiffResult, seconds: float = cost.DEFAULT_WAIT_REGRESSION_S,
                      factor: float = cost.DEFAULT_WAIT_FACTOR) -> list[dict[str, Any]]:
     """Cases whose wait for memory grew past the limit (results/cost.py)."""
-    pairs = [(r.label, r.baseline.properties if r.baseline else None, r.candidate.properties if r.candidate else None)
-             for r in result.cases]
-    return cost.slower(pairs, seconds, factor)
+    return cost.slower(_property_pairs(result), seconds, factor)
+
+
+def _property_pairs(result: DiffResult) -> list[tuple[str, dict | None, dict | None]]:
+    """(label, baseline properties, candidate properties) of every case."""
+    return [(r.label, r.baseline.properties if r.baseline else None, r.candidate.properties if r.candidate else None)
+            for r in result.cases]
 
 
 def format_table(result: DiffResult, only_changes: bool = False,
@@ -125,8 +129,7 @@ def format_table(result: DiffResult, only_changes: bool = False,
 
 def residues(result: DiffResult) -> list[dict[str, Any]]:
     """Which steps' engines held a different amount after their teardown (results/culprit.py)."""
-    return culprit.residue_changes((r.label, r.baseline.properties if r.baseline else None,
-                                    r.candidate.properties if r.candidate else None) for r in result.cases)
+    return culprit.residue_changes(_property_pairs(result))
 
 
 def _side_json(case: Case | None) -> dict[str, Any] | None:

@@ -225,9 +225,9 @@ def _judge(name: str, baseline: str, base: dict[Key, list[Case]], cand: dict[Key
     compared = [k for k in base_vram_steps if any(c.outcome is not Outcome.SKIPPED for c in cand.get(k, []))]
     # a step the leak broke counts as fixed only if it passes with the fix: one that now times out,
     # crashes or never ran (skipped after such a failure) is no evidence that the memory came back
-    unproven = [(k, _how_not_passed(cand.get(k, []))) for k in base_vram_steps]
-    unproven = [(k, how) for k, how in unproven if how and how != str(VRAM)]
-    no_engine = [k for k in base_vram_steps if _how_not_passed(cand.get(k, [])) is None
+    how_not_passed = [(k, _how_not_passed(cand.get(k, []))) for k in base_vram_steps]
+    unproven = [(k, how) for k, how in how_not_passed if how and how != str(VRAM)]
+    no_engine = [k for k, how in how_not_passed if how is None
                  and not any(c.engines_built != 0 for c in cand[k] if c.outcome is Outcome.PASSED)]
 
     p = None
