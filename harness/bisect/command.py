@@ -94,32 +94,36 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     fail_on = FailOn.parse(args.fail_on)
     scenario = _existing(args.scenario, "SCENARIO")
     sets = overrides.parse_all(args.set)
-    precheck(scenario, args.variant, fail_on, sets)
+    loaded = precheck(scenario, args.variant, fail_on, sets)
     steps = select.from_args(scenario, args)
-    suite = suite_args(scenario)
+    suite = suite_args(scenario, loaded)
     if args.tests_only and suite is None:
         raise ScenarioError(scenario, "pytest", "--tests-only bisects the test tree of a pytest suite; this "
                                                 "scenario has steps, not a 'pytest:' block")
     terms = bisector.FIX if args.find == "fix" else bisector.REGRESSION
-    source = make_source(args, terms, scenario)
+    source = make_source(args, terms, scenario, loaded)
     opts = bisector.Options(scenario=scenario, variant=args.variant, fail_on=fail_on, source=source,
                             out=Path(args.out).resolve(), terms=terms, steps=steps, suite_args=suite, sets=sets,
                             resume=lambda old, new: resume_command(args, source, terms, old, new))
     return bisector.bisect(opts).exit_code
 
 
-def suite_args(scenario: Path) -> list[str] | None:
-    """A pytest suite's ``pytest.args`` (None for a steps scenario), read from the YAML as it is:
-    loading the scenario may need a `call:` target that only the revision under test has."""
+def suite_args(scenario: Path, loaded=None) -> list[str] | None:
+    """A pytest suite's ``pytest.args`` (None for a steps scenario): the `loaded` scenario's, else
+    read from the YAML as it is (loading it may need a `call:` target that only the revision under
+    test has)."""
     from harness.scenario import yamlsafe
 
+    if loaded is not None:
+        return list(loaded.pytest.args) if loaded.pytest else None
     raw = yamlsafe.load(scenario)
     block = raw.get("pytest") if isinstance(raw, dict) else None
     return [str(a) for a in block.get("args") or []] if isinstance(block, dict) else None
 
 
-def make_source(args: argparse.Namespace, terms, scenario: Path | None = None):
-    """The revision source the options name (releases, commits or a PR branch)."""
+def make_source(args: argparse.Namespace, terms, scenario: Path | None = None, loaded=None):
+    """The revision source the options name (releases, commits or a PR branch); `loaded`: the
+    scenario, loaded already."""
     from harness.bisect import bisector, envs, git, sources
 
     pip_args = tuple(shlex.split(args.pip_args)) + tuple(a for d in args.find_links or [] for a in ("--find-links", d))
@@ -139,7 +143,7 @@ def make_source(args: argparse.Namespace, terms, scenario: Path | None = None):
     if releases:
         return _release_source(args, pip_args, cache, old, new)
     if getattr(args, "tests_only", False):
-        return _tree_source(args, old, new, scenario)
+        return _tree_source(args, old, new, scenario, loaded)
     recipe = sources.Recipe.parse(args.recipe, args.wheel_url, pip_args)
     if args.pr is not None or args.branch:
         if args.good or args.bad:
@@ -156,7 +160,7 @@ def make_source(args: argparse.Namespace, terms, scenario: Path | None = None):
                      "--pr/--branch (a PR branch), or --env VERSION=INTERPRETER (installed environments)")
 
 
-def _tree_source(args, old, new, scenario: Path | None):
+def _tree_source(args, old, new, scenario: Path | None, loaded):
     from harness.bisect import git, sources
     from harness.scenario import schema
 
@@ -165,7 +169,7 @@ def _tree_source(args, old, new, scenario: Path | None):
                          "(nothing is installed)")
     if not (args.good and args.bad):
         raise InputError("--repo: give both --good and --bad")
-    sc = schema.load(scenario)
+    sc = loaded or schema.load(scenario, overrides.parse_all(args.set))
     variant = sc.variant(args.variant or sc.baseline)
     return sources.TreeSource(git.Repo(args.repo), old, new, variant.python or sys.executable)
 

@@ -182,14 +182,19 @@ def check(scenario: scenario_mod.Scenario, variant: str | None, fail_on: FailOn)
     return variant
 
 
-def precheck(scenario_path: Path, variant: str | None, fail_on: FailOn, sets: tuple = ()) -> None:
+def precheck(scenario_path: Path, variant: str | None, fail_on: FailOn,
+             sets: tuple = ()) -> scenario_mod.Scenario | None:
     """Catch a typo before the first build, which may take many minutes. Only a `call:` target is
-    left to each revision: it may exist only there."""
+    left to each revision: it may exist only there. The scenario as loaded; None when a `call:`
+    target is missing here."""
     try:
-        check(scenario_mod.load(scenario_path, sets), variant, fail_on)
+        scenario = scenario_mod.load(scenario_path, sets)
     except ScenarioError as e:
         if not all(_is_call_target(x) for x in _each(e)):
             raise
+        return None
+    check(scenario, variant, fail_on)
+    return scenario
 
 
 def _each(e: ScenarioError) -> list[ScenarioError]:
